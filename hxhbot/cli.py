@@ -1,0 +1,120 @@
+"""The offline command line: build the index from the gallery, rank images against it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hxhbot.config import ConfigError, Settings, load_settings
+from hxhbot.gallery import GalleryError
+from hxhbot.images import ImageError, load_image_file
+from hxhbot.index import GalleryIndex, GalleryIndexError
+from hxhbot.indexing import build_gallery_index
+from hxhbot.model_dir import ModelError
+
+log = logging.getLogger("hxhbot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        return args.run(args, settings)
+    except (ConfigError, GalleryError, GalleryIndexError, ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The `index` and `whois` sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m hxhbot", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    index = commands.add_parser("index", help="build the index from the gallery")
+    index.add_argument("--gallery", type=Path, help="gallery folder (default GALLERY_DIR)")
+    index.add_argument("--model", type=Path, help="model folder (default MODEL_DIR)")
+    index.add_argument("--out", type=Path, help="index folder (default INDEX_DIR)")
+    index.set_defaults(run=_index)
+    whois = commands.add_parser("whois", help="rank the characters for images")
+    whois.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    whois.add_argument("--top", type=int, help="characters per image (default TOP_K)")
+    whois.add_argument("--model", type=Path, help="model folder (default MODEL_DIR)")
+    whois.add_argument("--index", type=Path, help="index folder (default INDEX_DIR)")
+    whois.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    whois.set_defaults(run=_whois)
+    return parser
+
+
+def _index(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the index and print a summary."""
+    from hxhbot.embedder import Embedder
+
+    embedder = Embedder.load(args.model or settings.model_dir)
+    _, summary = build_gallery_index(
+        args.gallery or settings.gallery_dir, embedder, args.out or settings.index_dir,
+        batch_size=settings.batch_size, max_pixels=settings.max_image_pixels, progress=_progress_bar,
+    )
+    print(file=sys.stderr)
+    for path, reason in summary.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"indexed {summary.describe()} ({summary.reused} embeddings reused)")
+    return 0
+
+
+def _whois(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the ranked characters for each image."""
+    from hxhbot.embedder import Embedder
+
+    top_k = args.top or settings.top_k
+    if top_k < 1:
+        print("error: --top must be at least 1", file=sys.stderr)
+        return 2
+    embedder = Embedder.load(args.model or settings.model_dir)
+    index = GalleryIndex.load(args.index or settings.index_dir, embedder.fingerprint)
+    failed = 0
+    for path in args.images:
+        try:
+            array = load_image_file(
+                path, embedder.input_size,
+                max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+            )
+        except (OSError, ImageError) as error:
+            failed += 1
+            reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
+            _emit(args.json, {"image": str(path), "error": reason})
+            continue
+        matches = index.rank(embedder.embed(array)[0], top_k)
+        _emit(args.json, {
+            "image": str(path),
+            "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in matches],
+        })
+    return 1 if failed else 0
+
+
+def _emit(as_json: bool, result: dict) -> None:
+    """Print one image's result as a JSON line or as text."""
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    elif "error" in result:
+        print(f"{result['image']}: {result['error']}")
+    else:
+        print(f"{result['image']}:")
+        for rank, match in enumerate(result["matches"], 1):
+            print(f"  {rank}. {match['character']:<30} {match['score']:6.1%}  ({match['image']})")
+
+
+def _progress_bar(done: int, total: int) -> None:
+    """Draw a one-line progress bar on stderr."""
+    width = 30
+    if done != total and done * 100 // max(total, 1) == (done - 1) * 100 // max(total, 1):
+        return  # redraw once per percent
+    filled = width * done // max(total, 1)
+    print(f"\rindexing [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+

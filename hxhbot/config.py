@@ -1,0 +1,130 @@
+"""Every setting of hxhbot: read once from the environment (and `.env`), then passed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+from dotenv import load_dotenv
+
+DISCORD_API = "https://discord.com/api/v10"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A missing or malformed setting; the message names it in one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The bot's and the engine's configuration."""
+
+    discord_token: str = ""
+    gallery_dir: Path = Path("data/gallery")
+    model_dir: Path = Path("model")
+    index_dir: Path = Path("model/index")
+    top_k: int = 5
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    confidence_threshold: float = 0.5
+    discord_api_base: str = DISCORD_API
+    watch_channel_ids: frozenset[int] = field(default_factory=frozenset)
+    owner_ids: frozenset[int] = field(default_factory=frozenset)
+    dev_guild_id: int | None = None
+    workers: int = 2
+    batch_size: int = 32
+    queue_size: int = 512
+    cooldown_seconds: float = 3.0
+    download_timeout: float = 15.0
+    log_level: str = "INFO"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, require_token: bool = False, dotenv: bool = True
+) -> Settings:
+    """Build `Settings` from the environment (after loading `.env`); raise `ConfigError` on bad values."""
+    if environ is None:
+        if dotenv:
+            load_dotenv()
+        environ = os.environ
+    read = _Reader(environ)
+    settings = Settings(
+        discord_token=read("DISCORD_TOKEN", str, ""),
+        gallery_dir=read("GALLERY_DIR", Path, Path("data/gallery")),
+        model_dir=read("MODEL_DIR", Path, Path("model")),
+        index_dir=read("INDEX_DIR", Path, Path("model/index")),
+        top_k=read("TOP_K", _ranged(int, 1, 25), 5),
+        max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 8 * 1024 * 1024),
+        max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
+        confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), 0.5),
+        discord_api_base=read("DISCORD_API_BASE", _url, DISCORD_API),
+        watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),
+        owner_ids=read("OWNER_IDS", _id_set, frozenset()),
+        dev_guild_id=read("DEV_GUILD_ID", _snowflake, None),
+        workers=read("WORKERS", _ranged(int, 1, 64), 2),
+        batch_size=read("BATCH_SIZE", _ranged(int, 1, 1024), 32),
+        queue_size=read("QUEUE_SIZE", _ranged(int, 1, 100_000), 512),
+        cooldown_seconds=read("COOLDOWN_SECONDS", _ranged(float, 0.0, 3600.0), 3.0),
+        download_timeout=read("DOWNLOAD_TIMEOUT", _ranged(float, 0.1, 600.0), 15.0),
+        log_level=read("LOG_LEVEL", _log_level, "INFO"),
+    )
+    if require_token and not settings.discord_token:
+        raise ConfigError("DISCORD_TOKEN is not set: put your bot token in .env (see .env.example).")
+    return settings
+
+
+class _Reader:
+    """Parse one variable at a time, turning any parse failure into a `ConfigError` naming it."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def __call__(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{name}={raw!r} is not valid: {error}") from None
+
+
+def _ranged(kind: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
+    """A parser for a number that must lie in [low, high]."""
+
+    def parse(raw: str) -> T:
+        value = kind(raw)
+        if not low <= value <= high:  # type: ignore[operator]
+            raise ValueError(f"expected a value from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _snowflake(raw: str) -> int:
+    """A Discord id: a positive whole number."""
+    if not raw.isdigit() or int(raw) == 0:
+        raise ValueError("expected a Discord id (digits only)")
+    return int(raw)
+
+
+def _id_set(raw: str) -> frozenset[int]:
+    """Comma- or space-separated Discord ids."""
+    return frozenset(_snowflake(part) for part in raw.replace(",", " ").split())
+
+
+def _url(raw: str) -> str:
+    """An http(s) base URL without a trailing slash."""
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _log_level(raw: str) -> str:
+    """One of logging's level names."""
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level

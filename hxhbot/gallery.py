@@ -1,0 +1,41 @@
+"""The gallery on disk: one folder per character, named as the bot shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+
+
+class GalleryError(RuntimeError):
+    """A gallery folder that cannot be used at all."""
+
+
+@dataclass(frozen=True)
+class GalleryFile:
+    """An image file of the gallery and the character it shows."""
+
+    character: str
+    path: Path
+
+
+def scan_gallery(root: str | Path) -> tuple[list[GalleryFile], list[tuple[Path, str]]]:
+    """List the gallery's image files by character, and the files skipped with the reason."""
+    root = Path(root)
+    if not root.is_dir():
+        raise GalleryError(f"The gallery folder {root} does not exist: make one folder per character in it.")
+    files: list[GalleryFile] = []
+    skipped: list[tuple[Path, str]] = []
+    for folder in sorted(root.iterdir(), key=lambda path: path.name.casefold()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        character = folder.name.strip()
+        for path in sorted(folder.rglob("*")):
+            if path.is_dir() or path.name.startswith("."):
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(GalleryFile(character, path))
+            else:
+                skipped.append((path, "not an image file name (expected .jpg, .png, .webp, .gif or .bmp)"))
+    return files, skipped

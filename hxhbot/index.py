@@ -1,0 +1,192 @@
+"""The gallery index: an Annoy file of embeddings plus a JSON file saying whose they are."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from annoy import AnnoyIndex
+
+META_FILE = "index.json"
+SCORE_TEMPERATURE = 0.05  # softmax temperature over each character's best cosine similarity
+EXACT_LIMIT = 50_000  # up to here exact search beats Annoy at recall 0.99 (tests/bench/bench_index.py)
+
+
+class GalleryIndexError(RuntimeError):
+    """An index that cannot be used; the message says why and what to do."""
+
+
+class IndexMissingError(GalleryIndexError):
+    """No index has been built in that directory yet."""
+
+
+class IndexMismatchError(GalleryIndexError):
+    """The index was built with another model than the one loaded."""
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One gallery image: whose it is, where it is, and a checksum of its bytes."""
+
+    character: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A gallery image near the query, with its cosine similarity."""
+
+    item: GalleryItem
+    similarity: float
+
+
+@dataclass(frozen=True)
+class CharacterMatch:
+    """A character ranked for a query: score in [0, 1], best gallery image and its similarity."""
+
+    character: str
+    score: float
+    similarity: float
+    image: str
+
+
+def annoy_settings(size: int) -> tuple[int, int]:
+    """`(n_trees, search_k)` giving recall@10 ≥ 0.99 for `size` vectors (tests/bench/bench_index.py)."""
+    if size <= 20_000:
+        return 4, max(4 * size, 1000)
+    if size <= 100_000:
+        return 32, size
+    return 32, 200_000
+
+
+class GalleryIndex:
+    """Nearest gallery images and best characters for a query embedding."""
+
+    def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict) -> None:
+        self.annoy = annoy
+        self.items = items
+        self.meta = meta
+        self.search_k = int(meta["search_k"])
+        self.matrix = (
+            np.array([annoy.get_item_vector(row) for row in range(len(items))], dtype=np.float32)
+            if len(items) <= EXACT_LIMIT else None
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the model that made the embeddings."""
+        return self.meta["model_fingerprint"]
+
+    @property
+    def dim(self) -> int:
+        """Length of the stored embeddings."""
+        return int(self.meta["dim"])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, items: list[GalleryItem], fingerprint: str,
+        n_trees: int | None = None, search_k: int | None = None,
+    ) -> "GalleryIndex":
+        """Build an in-memory index of `vectors`, row i belonging to `items[i]`."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(items):
+            raise ValueError(f"{len(items)} items but vectors of shape {vectors.shape}")
+        default_trees, default_k = annoy_settings(len(items))
+        n_trees = n_trees or default_trees
+        annoy = AnnoyIndex(vectors.shape[1], "angular")
+        for row, vector in enumerate(vectors):
+            annoy.add_item(row, vector)
+        annoy.build(n_trees, n_jobs=1)
+        meta = {
+            "model_fingerprint": fingerprint,
+            "dim": int(vectors.shape[1]),
+            "n_trees": n_trees,
+            "search_k": search_k or default_k,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return cls(annoy, list(items), meta)
+
+    def save(self, directory: str | Path) -> None:
+        """Write a new Annoy file, then rename the metadata that names it into place."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        ann_name = f"index-{uuid.uuid4().hex[:12]}.ann"
+        self.annoy.save(str(out / ann_name))  # annoy then serves from the new file, mmapped
+        meta = {**self.meta, "ann_file": ann_name, "items": [asdict(item) for item in self.items]}
+        staged = out / f"{META_FILE}.{ann_name}.tmp"
+        staged.write_text(json.dumps(meta, ensure_ascii=False))
+        os.replace(staged, out / META_FILE)
+        self.meta = {key: value for key, value in meta.items() if key != "items"}
+        for old in out.glob("index-*.ann"):
+            if old.name != ann_name:
+                old.unlink(missing_ok=True)  # a live mmap of it stays valid until closed
+
+    @classmethod
+    def load(cls, directory: str | Path, fingerprint: str | None = None) -> "GalleryIndex":
+        """Memory-map a saved index, refusing one built with another model than `fingerprint`."""
+        path = Path(directory) / META_FILE
+        if not path.is_file():
+            raise IndexMissingError(f"No index in {directory}: build one with `python -m hxhbot index`.")
+        try:
+            meta = json.loads(path.read_text())
+            items = [GalleryItem(**item) for item in meta.pop("items")]
+            annoy = AnnoyIndex(int(meta["dim"]), "angular")
+            annoy.load(str(Path(directory) / meta["ann_file"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise GalleryIndexError(f"The index in {directory} is damaged ({error}); rebuild it.") from error
+        if fingerprint is not None and meta["model_fingerprint"] != fingerprint:
+            raise IndexMismatchError(
+                f"The index in {directory} was built with model {meta['model_fingerprint']}, "
+                f"not the loaded model {fingerprint}; rebuild it with `python -m hxhbot index`."
+            )
+        if annoy.get_n_items() != len(items):
+            raise GalleryIndexError(f"The index in {directory} is damaged (item count mismatch); rebuild it.")
+        return cls(annoy, items, meta)
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored embedding of gallery item `row`."""
+        return np.asarray(self.annoy.get_item_vector(row), dtype=np.float32)
+
+    def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+        """The `k` gallery images closest to `vector`, closest first (exact below `EXACT_LIMIT`)."""
+        if self.matrix is not None:
+            similarities = self.matrix @ np.asarray(vector, dtype=np.float32)
+            rows = np.argpartition(-similarities, k - 1)[:k] if k < len(similarities) else np.arange(k)
+            rows = rows[np.argsort(-similarities[rows])]
+            return [Neighbour(self.items[row], float(similarities[row])) for row in rows]
+        rows, distances = self.annoy.get_nns_by_vector(
+            np.asarray(vector, dtype=np.float32).tolist(), k, search_k=self.search_k, include_distances=True
+        )
+        return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
+
+    def rank(self, vector: np.ndarray, top_k: int = 5, neighbours: int = 100) -> list[CharacterMatch]:
+        """The `top_k` characters for `vector`: scores are a softmax over each one's best similarity."""
+        best: dict[str, Neighbour] = {}
+        if not self.items:
+            return []
+        for near in self.nearest(vector, min(neighbours, len(self.items))):
+            best.setdefault(near.item.character, near)
+        similarities = np.array([near.similarity for near in best.values()])
+        weights = np.exp((similarities - similarities.max()) / SCORE_TEMPERATURE)
+        scores = weights / weights.sum()
+        ranked = sorted(zip(best.values(), scores), key=lambda pair: -pair[1])
+        return [
+            CharacterMatch(near.item.character, float(score), near.similarity, near.item.path)
+            for near, score in ranked[:top_k]
+        ]
+
+    def characters(self) -> dict[str, int]:
+        """Every character in the index with its number of gallery images, by name."""
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item.character] = counts.get(item.character, 0) + 1
+        return dict(sorted(counts.items(), key=lambda pair: pair[0].casefold()))
