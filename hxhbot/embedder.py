@@ -75,7 +75,8 @@ class Embedder:
             self._call(tf.constant(images[start:start + self.max_batch])).numpy()
             for start in range(0, len(images), self.max_batch)
         ]
-        return np.concatenate(chunks).astype(np.float32)
+        vectors = np.concatenate(chunks).astype(np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
 
     def warm_up(self) -> None:
         """Trace and run the model once so the first request is not slow."""

@@ -12,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 BACKGROUND = (128, 128, 128)  # neutral grey behind transparency and around letterboxed images
 
 
@@ -117,8 +118,9 @@ def _open(data: bytes) -> Image.Image:
             return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as error:
         raise TooManyPixelsError("The image has far too many pixels to open safely.") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        pass
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        if data.startswith(SIGNATURES):
+            raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -135,10 +137,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         pixels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
-        image = Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8))
     elif image.mode == "F":
         pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("LA", "La", "PA"):

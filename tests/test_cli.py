@@ -1,0 +1,59 @@
+"""`python -m hxhbot index` and `whois`, run as a user would, offline on a generated gallery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hxhbot", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
+
+
+@pytest.fixture
+def env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "MODEL_DIR": str(model_dir), "INDEX_DIR": str(tmp_path / "index"),
+            "GALLERY_DIR": str(tmp_path / "unused")}
+
+
+def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) -> None:
+    (gallery / "Kurapika" / "bad.png").write_bytes(b"not a png")
+    built = run("index", "--gallery", str(gallery), env=env)
+    assert built.returncode == 0, built.stderr
+    assert "4 characters, 16 images, 1 skipped" in built.stdout
+    assert "bad.png: This file is not an image." in built.stderr and "indexing [" in built.stderr
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"")
+    query = gallery / "Leorio Paradinight" / "03.jpg"
+    answer = run("whois", str(query), str(junk), str(tmp_path / "missing.png"), "--json", "--top", "2", env=env)
+    assert answer.returncode == 1  # some images could not be read
+    lines = [json.loads(line) for line in answer.stdout.splitlines()]
+    assert lines[0]["image"] == str(query)
+    assert [m["character"] for m in lines[0]["matches"]][0] == "Leorio Paradinight"
+    assert len(lines[0]["matches"]) == 2 and lines[0]["matches"][0]["image"].endswith("03.jpg")
+    assert all(0 <= m["score"] <= 1 for m in lines[0]["matches"])
+    assert lines[1] == {"image": str(junk), "error": "The file is empty (0 bytes)."}
+    assert "No such file" in lines[2]["error"]
+
+    text = run("whois", str(query), env=env)
+    assert text.returncode == 0 and "1. Leorio Paradinight" in text.stdout
+
+
+def test_clear_errors(gallery: Path, env: dict[str, str], tmp_path: Path) -> None:
+    no_index = run("whois", str(gallery / "Kurapika" / "00.jpg"), env=env)
+    assert no_index.returncode == 2 and "No index" in no_index.stderr and "Traceback" not in no_index.stderr
+    no_gallery = run("index", "--gallery", str(tmp_path / "nowhere"), env=env)
+    assert no_gallery.returncode == 2 and "does not exist" in no_gallery.stderr
+    bad_setting = run("index", env={**env, "TOP_K": "lots"})
+    assert bad_setting.returncode == 2 and bad_setting.stderr.strip() == "error: TOP_K='lots' is not valid: " \
+        "invalid literal for int() with base 10: 'lots'"

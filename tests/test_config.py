@@ -1,0 +1,55 @@
+"""Settings: defaults, parsing, and one clear line naming a bad or missing setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hxhbot.config import DISCORD_API, ConfigError, Settings, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.gallery_dir == Path("data/gallery") and settings.model_dir == Path("model")
+    assert settings.discord_api_base == DISCORD_API and settings.top_k == 5
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings({
+        "DISCORD_TOKEN": "abc", "TOP_K": "3", "WATCH_CHANNEL_IDS": "1, 2 3", "OWNER_IDS": "42",
+        "DEV_GUILD_ID": "7", "MAX_IMAGE_BYTES": "2048", "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10/",
+        "CONFIDENCE_THRESHOLD": "0.25", "LOG_LEVEL": "debug", "GALLERY_DIR": "g",
+    }, require_token=True)
+    assert settings.top_k == 3 and settings.watch_channel_ids == {1, 2, 3} and settings.owner_ids == {42}
+    assert settings.dev_guild_id == 7 and settings.max_image_bytes == 2048
+    assert settings.discord_api_base == "http://127.0.0.1:9/api/v10" and settings.log_level == "DEBUG"
+    assert settings.confidence_threshold == 0.25 and settings.gallery_dir == Path("g")
+
+
+@pytest.mark.parametrize("name,value", [
+    ("TOP_K", "many"), ("TOP_K", "0"), ("WATCH_CHANNEL_IDS", "12,abc"), ("DEV_GUILD_ID", "-5"),
+    ("MAX_IMAGE_BYTES", "1e9x"), ("DISCORD_API_BASE", "ftp://x"), ("CONFIDENCE_THRESHOLD", "2"),
+    ("LOG_LEVEL", "loud"), ("WORKERS", "0"),
+])
+def test_malformed_setting_is_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({name: value})
+    assert str(raised.value).startswith(f"{name}=") and "\n" not in str(raised.value)
+
+
+def test_missing_token_is_named_only_when_required() -> None:
+    assert load_settings({}).discord_token == ""
+    with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
+        load_settings({}, require_token=True)
+
+
+def test_env_example_documents_every_setting() -> None:
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    documented = {line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line}
+    source = (Path(__file__).parent.parent / "hxhbot" / "config.py").read_text()
+    import re
+
+    used = set(re.findall(r'read\("([A-Z_]+)"', source))
+    assert used and used <= documented, used - documented

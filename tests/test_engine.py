@@ -1,0 +1,99 @@
+"""Model directory, embedder and gallery indexing on a generated gallery (weights=None: offline)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hxhbot import embedder as embedder_module
+from hxhbot.embedder import Embedder
+from hxhbot.gallery import GalleryError, scan_gallery
+from hxhbot.images import load_image_file
+from hxhbot.index import GalleryIndex
+from hxhbot.indexing import build_gallery_index
+from hxhbot.model_dir import ModelError, build_pretrained, load_model_dir
+from tests.conftest import TEST_INPUT_SIZE, write_gallery
+
+
+def test_saved_model_embeds_like_the_built_one(model_dir: Path, embedder: Embedder) -> None:
+    model, config = load_model_dir(model_dir)
+    assert config.input_size == TEST_INPUT_SIZE and config.embedding_dim == 1280
+    batch = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    vectors = embedder.embed(batch)
+    assert vectors.shape == (5, 1280)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    direct = model(batch, training=False).numpy()
+    direct /= np.linalg.norm(direct, axis=1, keepdims=True)
+    assert np.allclose(vectors, direct, atol=1e-5)
+    assert np.allclose(embedder.embed(batch[2]), vectors[2:3], atol=1e-5)  # one image, same answer
+
+
+def test_fallback_to_pretrained_when_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = {}
+
+    def offline_pretrained(weights: str | None = "imagenet") -> object:
+        asked["weights"] = weights
+        return build_pretrained(TEST_INPUT_SIZE, weights=None)
+
+    monkeypatch.setattr(embedder_module, "build_pretrained", offline_pretrained)
+    fallback = Embedder.load(tmp_path)
+    assert asked == {"weights": "imagenet"}  # Keras's normal download path in the product
+    assert fallback.config.variant == "pretrained" and fallback.dim == 1280 and fallback.fingerprint
+
+
+def test_broken_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="config.json"):
+        Embedder.load(tmp_path)
+
+
+def test_gallery_scan(gallery: Path) -> None:
+    (gallery / "Kurapika" / "notes.txt").write_text("x")
+    (gallery / ".hidden").mkdir()
+    files, skipped = scan_gallery(gallery)
+    assert len(files) == 16 and {f.character for f in files} == {
+        "Gon Freecss", "Killua Zoldyck", "Kurapika", "Leorio Paradinight"}
+    assert [path.name for path, _ in skipped] == ["notes.txt"]
+    with pytest.raises(GalleryError, match="does not exist"):
+        scan_gallery(gallery / "missing")
+
+
+def test_build_skips_unreadable_files(gallery: Path, embedder: Embedder, tmp_path: Path) -> None:
+    (gallery / "Kurapika" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
+    (gallery / "Gon Freecss" / "empty.png").write_bytes(b"")
+    index, summary = build_gallery_index(gallery, embedder, tmp_path / "index")
+    assert (summary.characters, summary.images, len(summary.skipped)) == (4, 16, 2)
+    assert {Path(path).name for path, _ in summary.skipped} == {"broken.jpg", "empty.png"}
+    query = load_image_file(gallery / "Killua Zoldyck" / "02.jpg", embedder.input_size)
+    best = index.rank(embedder.embed(query)[0], 3)[0]
+    assert best.character == "Killua Zoldyck" and best.image.endswith("02.jpg")
+    assert GalleryIndex.load(tmp_path / "index", embedder.fingerprint).characters()["Kurapika"] == 4
+
+
+def test_rebuild_reuses_embeddings_of_unchanged_images(gallery: Path, embedder: Embedder, tmp_path: Path) -> None:
+    build_gallery_index(gallery, embedder, tmp_path)
+    shutil.copy(gallery / "Kurapika" / "00.jpg", gallery / "Kurapika" / "copy.jpg")
+    _, summary = build_gallery_index(gallery, embedder, tmp_path)
+    assert summary.images == 17 and summary.reused == 17  # the copy has a known checksum
+
+
+def test_failed_build_keeps_the_previous_index(
+    gallery: Path, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_gallery_index(gallery, embedder, tmp_path)
+    before = (tmp_path / "index.json").read_bytes()
+    write_gallery(gallery, per_character=6, characters={"Zushi": (250, 120, 0)})  # new images to embed
+    monkeypatch.setattr(Embedder, "embed", lambda self, images: (_ for _ in ()).throw(RuntimeError("crash")))
+    with pytest.raises(RuntimeError, match="crash"):
+        build_gallery_index(gallery, embedder, tmp_path)
+    assert (tmp_path / "index.json").read_bytes() == before
+    assert len(GalleryIndex.load(tmp_path, embedder.fingerprint)) == 16
+
+
+def test_empty_gallery_is_an_error(tmp_path: Path, embedder: Embedder) -> None:
+    (tmp_path / "gallery" / "Gon").mkdir(parents=True)
+    with pytest.raises(GalleryError, match="no readable images"):
+        build_gallery_index(tmp_path / "gallery", embedder, tmp_path / "index")

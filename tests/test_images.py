@@ -1,0 +1,90 @@
+"""Image loading: every accepted kind decodes to RGB; every hostile file gives its typed error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hxhbot import images
+from tests.conftest import encode
+from tests.hostile import SMALL_LIMIT, corpus
+
+RED = (220, 20, 20)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name,data,expected", corpus(), ids=[name for name, _, _ in corpus()])
+def test_hostile_file_gives_its_typed_error(name: str, data: bytes, expected: type) -> None:
+    with pytest.raises(expected) as raised:
+        images.load_image(data, 32, max_bytes=SMALL_LIMIT)
+    message = str(raised.value)
+    assert message and message[0].isupper() and message.endswith("."), message
+    assert isinstance(raised.value, images.ImageError) and raised.value.reason == expected.reason
+
+
+def test_corpus_is_large_and_varied() -> None:
+    files = corpus()
+    assert len(files) >= 20
+    assert {expected for _, _, expected in files} >= {
+        images.EmptyImageError, images.NotAnImageError, images.TruncatedImageError,
+        images.TooManyPixelsError, images.ImageTooLargeError, images.UnsupportedFormatError,
+    }
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_supported_formats_decode_to_rgb(fmt: str) -> None:
+    array = images.load_image(encode(Image.new("RGB", (40, 40), RED), fmt), 16)
+    assert array.shape == (16, 16, 3) and array.dtype == np.float32
+    assert np.allclose(array[8, 8], RED, atol=12)
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("RGB", (20, 20), colour) for colour in (RED, (0, 0, 255))]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    assert np.allclose(images.load_image(out.getvalue(), 8)[4, 4], RED, atol=12)
+
+
+def test_exif_orientation_is_applied() -> None:
+    picture = Image.new("RGB", (40, 20), RED)
+    picture.paste((0, 0, 255), (0, 0, 20, 20))  # blue on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    upright = images.decode_image(encode(picture, "JPEG", exif=exif.tobytes()))
+    assert upright.size == (20, 40)
+    assert upright.getpixel((10, 5))[2] > 200  # blue is now on top
+
+
+def test_transparency_is_composited_on_neutral_grey() -> None:
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    palette = Image.new("P", (10, 10), 0)
+    palette.info["transparency"] = 0
+    for picture in (rgba, palette):
+        decoded = images.decode_image(encode(picture, "PNG"))
+        assert decoded.mode == "RGB" and decoded.getpixel((5, 5)) == images.BACKGROUND
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("1", "BMP"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("LA", "PNG")])
+def test_other_modes_become_rgb(mode: str, fmt: str) -> None:
+    picture = Image.new(mode, (12, 12))
+    if mode == "I;16":
+        picture = Image.fromarray(np.full((12, 12), 65535, np.uint16))
+    decoded = images.decode_image(encode(picture, fmt))
+    assert decoded.mode == "RGB" and decoded.size == (12, 12)
+    if mode == "I;16":
+        assert decoded.getpixel((3, 3)) == (255, 255, 255)  # 16-bit white stays white
+
+
+def test_letterbox_keeps_aspect_ratio() -> None:
+    array = images.load_image(encode(Image.new("RGB", (80, 20), RED), "PNG"), 16)
+    assert np.allclose(array[8, 8], RED, atol=12)  # the picture in the middle
+    assert np.allclose(array[0, 8], images.BACKGROUND, atol=12)  # grey bands above and below
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    data = encode(Image.new("RGB", (300, 300), RED), "PNG")
+    with pytest.raises(images.TooManyPixelsError, match="300×300"):
+        images.load_image(data, 16, max_pixels=10_000)

@@ -1,0 +1,92 @@
+"""The Annoy index: round trip, atomic replacement, model check, ranking and recall."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hxhbot.index import (
+    EXACT_LIMIT, GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
+    annoy_settings,
+)
+from tests.bench.bench_index import clustered
+
+
+def _items(count: int, per_character: int = 25) -> list[GalleryItem]:
+    return [GalleryItem(f"char{row // per_character}", f"g/{row}.jpg", f"{row:064x}") for row in range(count)]
+
+
+def test_round_trip_and_mmap(tmp_path: Path) -> None:
+    vectors = clustered(200, 16)
+    GalleryIndex.build(vectors, _items(200), "fp1").save(tmp_path)
+    loaded = GalleryIndex.load(tmp_path, "fp1")
+    assert len(loaded) == 200 and loaded.dim == 16 and loaded.fingerprint == "fp1"
+    assert np.allclose(loaded.vector(7), vectors[7], atol=1e-6)
+    meta = json.loads((tmp_path / "index.json").read_text())
+    assert {"model_fingerprint", "built_at", "ann_file", "items", "n_trees", "search_k"} <= set(meta)
+    assert meta["items"][3] == {"character": "char0", "path": "g/3.jpg", "sha256": f"{3:064x}"}
+
+
+def test_other_model_is_refused(tmp_path: Path) -> None:
+    GalleryIndex.build(clustered(50, 8), _items(50), "fp1").save(tmp_path)
+    with pytest.raises(IndexMismatchError, match="rebuild"):
+        GalleryIndex.load(tmp_path, "fp2")
+
+
+def test_missing_and_damaged(tmp_path: Path) -> None:
+    with pytest.raises(IndexMissingError):
+        GalleryIndex.load(tmp_path / "none")
+    GalleryIndex.build(clustered(50, 8), _items(50), "fp").save(tmp_path)
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(GalleryIndexError, match="damaged"):
+        GalleryIndex.load(tmp_path)
+
+
+def test_new_index_replaces_old_while_old_stays_usable(tmp_path: Path) -> None:
+    old_vectors = clustered(100, 8)
+    GalleryIndex.build(old_vectors, _items(100), "fp").save(tmp_path)
+    live = GalleryIndex.load(tmp_path, "fp")
+    live.matrix = None  # force the Annoy (mmap) path
+    before = live.nearest(old_vectors[5], 3)
+    GalleryIndex.build(clustered(60, 8, seed=9), _items(60), "fp").save(tmp_path)
+    assert len(list(tmp_path.glob("*.ann"))) == 1 and not list(tmp_path.glob("*.tmp"))
+    assert live.nearest(old_vectors[5], 3) == before  # the old mmap still answers
+    assert len(GalleryIndex.load(tmp_path, "fp")) == 60
+
+
+def test_rank_scores_characters() -> None:
+    vectors = clustered(100, 16)
+    index = GalleryIndex.build(vectors, _items(100), "fp")
+    matches = index.rank(vectors[30], top_k=3)
+    assert matches[0].character == "char1" and matches[0].image == "g/30.jpg"
+    assert matches[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert all(0.0 <= m.score <= 1.0 for m in matches)
+    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+    assert len({m.character for m in matches}) == len(matches)
+    assert sum(m.score for m in index.rank(vectors[30], top_k=100)) == pytest.approx(1.0, abs=1e-5)
+    assert index.characters() == {f"char{c}": 25 for c in range(4)}
+
+
+@pytest.mark.parametrize("size", [1800, 20_000])
+def test_annoy_settings_reach_recall_099(size: int) -> None:
+    vectors, probes = clustered(size, 64), clustered(100, 64, seed=1)
+    index = GalleryIndex.build(vectors, _items(size), "fp")
+    assert (index.meta["n_trees"], index.search_k) == annoy_settings(size)
+    recall = []
+    for probe in probes:
+        exact = set(np.argsort(-(vectors @ probe))[:10].tolist())
+        found = set(index.annoy.get_nns_by_vector(probe.tolist(), 10, search_k=index.search_k))
+        recall.append(len(found & exact) / 10)
+    assert np.mean(recall) >= 0.99
+
+
+def test_exact_search_below_limit_agrees_with_annoy() -> None:
+    vectors = clustered(500, 16)
+    index = GalleryIndex.build(vectors, _items(500), "fp")
+    assert index.matrix is not None and 500 <= EXACT_LIMIT
+    exact = [near.item.path for near in index.nearest(vectors[3], 10)]
+    index.matrix = None
+    assert [near.item.path for near in index.nearest(vectors[3], 10)] == exact

@@ -1,0 +1,122 @@
+"""The async search service: micro-batching, back-pressure, background re-index with atomic swap."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from hxhbot.config import Settings
+from hxhbot.embedder import Embedder
+from hxhbot.images import NotAnImageError
+from hxhbot.search import (
+    BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService,
+)
+
+
+@pytest.fixture
+def settings(gallery: Path, model_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(gallery_dir=gallery, model_dir=model_dir, index_dir=tmp_path / "index", top_k=3)
+
+
+@pytest.fixture
+async def service(settings: Settings):
+    service = SearchService.open(settings)  # builds the missing index at start-up
+    await service.start()
+    yield service
+    await service.close()
+
+
+def _reference_image() -> bytes:
+    from tests.conftest import COLOURS, character_image, encode
+
+    return encode(character_image(COLOURS["Kurapika"], 1))
+
+
+def _count_calls(service: SearchService) -> list[int]:
+    sizes: list[int] = []
+    embed = service.embedder.embed
+
+    def counting(images):
+        sizes.append(len(images))
+        return embed(images)
+
+    service.embedder.embed = counting  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_identify_and_micro_batching(service: SearchService, gallery: Path) -> None:
+    sizes = _count_calls(service)
+    paths = sorted(gallery.glob("*/*.jpg"))
+    results = await asyncio.gather(*(service.identify(path.read_bytes()) for path in paths))
+    for path, result in zip(paths, results):
+        assert result.best.character == path.parent.name and len(result.matches) == 3
+    assert sum(sizes) == len(paths) and len(sizes) < len(paths)  # several images per model call
+
+
+async def test_bad_image_fails_alone(service: SearchService, gallery: Path) -> None:
+    good = (gallery / "Kurapika" / "01.jpg").read_bytes()
+    results = await asyncio.gather(service.identify(b"nope"), service.identify(good), return_exceptions=True)
+    assert isinstance(results[0], NotAnImageError) and results[1].best.character == "Kurapika"
+
+
+async def test_busy_when_queue_is_full(settings: Settings, gallery: Path) -> None:
+    service = SearchService.open(dataclasses.replace(settings, queue_size=2))
+    release = threading.Event()
+    decode = service._decode
+    service._decode = lambda data: (release.wait(10), decode(data))[1]  # type: ignore[method-assign]
+    data = (gallery / "Kurapika" / "01.jpg").read_bytes()
+    waiting = [asyncio.create_task(service.identify(data)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(BusyError, match="busy"):
+        await service.identify(data)
+    release.set()
+    assert all(r.best.character == "Kurapika" for r in await asyncio.gather(*waiting))
+    await service.close()
+
+
+async def test_not_ready_without_gallery(settings: Settings, tmp_path: Path) -> None:
+    service = SearchService.open(dataclasses.replace(settings, gallery_dir=tmp_path / "none"))
+    with pytest.raises(NotReadyError, match="/reindex"):
+        await service.identify(b"x")
+    assert service.characters() == {}
+    await service.close()
+
+
+async def test_reindex_swaps_while_serving(service: SearchService, gallery: Path) -> None:
+    from tests.conftest import write_gallery
+
+    write_gallery(gallery, per_character=3, characters={"Zushi": (250, 120, 0)})
+    progress: list[tuple[int, int]] = []
+    query = (gallery / "Zushi" / "01.jpg").read_bytes()
+    reindex = asyncio.create_task(service.reindex(lambda done, total: progress.append((done, total))))
+    await asyncio.sleep(0)
+    assert service.reindexing
+    with pytest.raises(ReindexInProgressError):
+        await service.reindex()
+    during = await service.identify(query)  # the old index answers meanwhile
+    assert during.best.character != "Zushi"
+    summary = await reindex
+    assert summary.characters == 5 and summary.images == 19 and summary.reused == 16
+    assert progress[-1] == (19, 19)
+    assert (await service.identify(query)).best.character == "Zushi"
+    assert service.characters()["Zushi"] == 3 and not service.reindexing
+
+
+async def test_failed_reindex_keeps_old_index(service: SearchService, gallery: Path) -> None:
+    old = service.index
+    for path in gallery.glob("*/*.jpg"):
+        path.write_bytes(b"garbage")
+    with pytest.raises(ReindexError, match="no readable images"):
+        await service.reindex()
+    assert service.index is old and len(service.index) == 16
+    assert (await service.identify(_reference_image())).matches  # still serving
+
+
+def test_embedder_is_warm_after_open(settings: Settings) -> None:
+    service = SearchService.open(settings)
+    assert isinstance(service.embedder, Embedder)
+    assert service.embedder._call.experimental_get_tracing_count() == 1
