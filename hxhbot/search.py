@@ -12,7 +12,7 @@ import numpy as np
 from hxhbot.config import Settings
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError
-from hxhbot.images import load_image
+from hxhbot.images import ImageError, load_image, thumbnail_jpeg
 from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError
 from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
 
@@ -135,6 +135,14 @@ class SearchService:
         finally:
             self._in_flight -= 1
 
+    async def thumbnail(self, path: str) -> bytes | None:
+        """A small JPEG of a gallery image, or None when it cannot be read any more."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, thumbnail_jpeg, path)
+        except (OSError, ImageError) as error:
+            log.warning("no thumbnail for %s: %s", path, error)
+            return None
+
     def _decode(self, data: bytes) -> np.ndarray:
         """Check and decode image bytes at the model's input size."""
         return load_image(
@@ -186,7 +194,7 @@ class SearchService:
                 index, summary = await loop.run_in_executor(self._build_pool, self._build, report)
             except (GalleryError, GalleryIndexError, OSError, ValueError) as error:
                 log.error("reindex failed, keeping the old index: %s", error)
-                raise ReindexError(str(error)) from error
+                raise ReindexError(f"The rebuild failed and the old index is still in use: {error}") from error
             self.index = index
             log.info("reindexed: %s", summary.describe())
             return summary

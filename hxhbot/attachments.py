@@ -1,0 +1,88 @@
+"""Images from Discord: checked before download, downloaded with a timeout and a byte cap."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import aiohttp
+import discord
+
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+
+
+class AttachmentError(ValueError):
+    """An attachment we will not or cannot fetch; `str()` is a sentence for the user."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an image of a message lives, and what Discord says about it before download."""
+
+    url: str
+    filename: str
+    size: int | None = None
+    content_type: str | None = None
+
+
+def from_attachment(attachment: discord.Attachment) -> ImageSource:
+    """The image source of an attachment."""
+    return ImageSource(attachment.url, attachment.filename, attachment.size, attachment.content_type)
+
+
+def is_image(source: ImageSource) -> bool:
+    """Whether the attachment says it is an image (by content type, else by file name)."""
+    if source.content_type:
+        return source.content_type.split(";")[0].strip().lower().startswith("image/")
+    return PurePosixPath(source.filename.lower()).suffix in IMAGE_SUFFIXES
+
+
+def images_in(message: discord.Message) -> list[ImageSource]:
+    """Every image of a message: its image attachments, then its embeds' images."""
+    sources = [from_attachment(a) for a in message.attachments]
+    found = [source for source in sources if is_image(source)]
+    for embed in message.embeds:
+        for media in (embed.image, embed.thumbnail):
+            url = media.proxy_url or media.url
+            if url:
+                found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image"))
+                break
+    return found
+
+
+def check(source: ImageSource, max_bytes: int) -> None:
+    """Refuse, before downloading, what is declared too big or not an image in a format we read."""
+    if not is_image(source):
+        raise AttachmentError(f"`{source.filename}` is not an image: attach a JPEG, PNG, WebP, GIF or BMP.")
+    kind = (source.content_type or "").split(";")[0].strip().lower()
+    if kind and kind not in IMAGE_TYPES:
+        raise AttachmentError(f"`{source.filename}` is a {kind} image: send JPEG, PNG, WebP, GIF or BMP.")
+    if source.size is not None and source.size > max_bytes:
+        raise AttachmentError(
+            f"`{source.filename}` is {source.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
+        )
+
+
+async def download(session: aiohttp.ClientSession, source: ImageSource, max_bytes: int, timeout: float) -> bytes:
+    """Download an image, stopping at `max_bytes` and after `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.get(source.url) as response:
+                if response.status != 200:
+                    raise AttachmentError(f"Discord did not hand over `{source.filename}` (HTTP {response.status}).")
+                if (response.content_length or 0) > max_bytes:
+                    raise AttachmentError(f"`{source.filename}` is larger than the {max_bytes / 1048576:.1f} MB limit.")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise AttachmentError(
+                            f"`{source.filename}` is larger than the {max_bytes / 1048576:.1f} MB limit."
+                        )
+                return bytes(data)
+    except TimeoutError:
+        raise AttachmentError(f"Downloading `{source.filename}` took too long; try again.") from None
+    except aiohttp.ClientError:
+        raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None

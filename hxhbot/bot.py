@@ -1,0 +1,166 @@
+"""The Discord bot: a `commands.Bot` that owns the search service and the download session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from hxhbot import attachments
+from hxhbot.attachments import AttachmentError, ImageSource
+from hxhbot.config import ConfigError, Settings, load_settings
+from hxhbot.discord_api import point_discord_at
+from hxhbot.images import ImageError
+from hxhbot.replies import Answer, answer
+from hxhbot.search import BusyError, Identification, NotReadyError, ReindexError, ReindexInProgressError, SearchService
+
+log = logging.getLogger(__name__)
+COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin")
+
+
+class NotOwnerError(app_commands.CheckFailure):
+    """The user is not the bot's owner."""
+
+
+class HxhBot(commands.Bot):
+    """hxhbot: identifies Hunter × Hunter characters in images."""
+
+    def __init__(self, settings: Settings, search: SearchService | None = None) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        self.settings = settings
+        self.search = search
+        self.session: aiohttp.ClientSession | None = None
+
+    async def setup_hook(self) -> None:
+        """Load the model and index off the loop, open the download session, add cogs, sync commands."""
+        if self.search is None:
+            self.search = await asyncio.to_thread(SearchService.open, self.settings)
+        await self.search.start()
+        self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
+        for cog in COGS:
+            await self.load_extension(cog)
+        self.tree.on_error = self.on_app_command_error
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild:
+            self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
+        log.info("synced %d commands %s", len(synced), f"to guild {guild.id}" if guild else "globally")
+
+    async def on_ready(self) -> None:
+        """Log who we are once connected."""
+        log.info("connected as %s (%s) to %d servers", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    async def close(self) -> None:
+        """Close Discord, then the download session and the search service."""
+        await super().close()
+        if self.session:
+            await self.session.close()
+        if self.search:
+            await self.search.close()
+
+    async def is_owner(self, user: discord.abc.User) -> bool:
+        """The application's owner (or team) and everyone in OWNER_IDS."""
+        return user.id in self.settings.owner_ids or await super().is_owner(user)
+
+    async def identify(self, source: ImageSource) -> Identification:
+        """Check, download and identify one image."""
+        attachments.check(source, self.settings.max_image_bytes)
+        assert self.session is not None and self.search is not None
+        data = await attachments.download(
+            self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
+        )
+        return await self.search.identify(data)
+
+    async def render(self, result: Identification, filename: str = "match.jpg", label: str = "") -> Answer:
+        """The embed (and thumbnail file) answering one identified image."""
+        assert self.search is not None
+        thumbnail = await self.search.thumbnail(result.best.image)
+        return answer(result, self.settings.confidence_threshold, thumbnail, filename, label)
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Every command error ends here: a short private message, and a log line for the unexpected."""
+        cause = getattr(error, "original", error)
+        if isinstance(cause, (AttachmentError, ImageError, BusyError, NotReadyError, ReindexError,
+                              ReindexInProgressError)):
+            text = str(cause)
+            if isinstance(cause, ImageError):
+                text = f"I couldn't read that image: {cause}"
+        elif isinstance(error, NotOwnerError):
+            text = "Only the bot's owner can do that."
+        elif isinstance(error, app_commands.CommandOnCooldown):
+            text = f"Slow down a little: try again in {error.retry_after:.0f} s."
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this command here."
+        else:
+            log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=cause)
+            text = "Something went wrong on my side; it has been logged."
+        await send_private(interaction, text)
+
+
+async def send_private(interaction: discord.Interaction, text: str) -> None:
+    """Tell only the user, whether or not the interaction was already deferred publicly."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        try:
+            await interaction.delete_original_response()  # drop the public "thinking…" placeholder
+        except discord.HTTPException:
+            pass
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as error:
+        log.warning("could not tell %s: %s", interaction.user, error)
+
+
+def owner_only():
+    """App-command check: only the application owner or OWNER_IDS."""
+
+    async def predicate(interaction: discord.Interaction) -> bool:
+        if await interaction.client.is_owner(interaction.user):  # type: ignore[attr-defined]
+            return True
+        raise NotOwnerError("not the owner")
+
+    return app_commands.check(predicate)
+
+
+def member_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:
+    """Per-user cooldown of COOLDOWN_SECONDS (none when 0)."""
+    per = interaction.client.settings.cooldown_seconds  # type: ignore[attr-defined]
+    return app_commands.Cooldown(1, per) if per > 0 else None
+
+
+async def run(settings: Settings) -> None:
+    """Run the bot until it is closed or the process gets SIGINT/SIGTERM."""
+    point_discord_at(settings.discord_api_base)
+    async with HxhBot(settings) as bot:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.close()))
+        await bot.start(settings.discord_token)
+    log.info("shut down cleanly")
+
+
+def main() -> int:
+    """Entry point of `bot.py`."""
+    discord.utils.setup_logging(level=logging.INFO)
+    try:
+        settings = load_settings(require_token=True)
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
+    logging.getLogger().setLevel(settings.log_level)
+    try:
+        asyncio.run(run(settings))
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN: check the token in .env")
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""One cog per concern: /whois and "Who is this?", watched channels, owner commands."""

@@ -1,0 +1,73 @@
+"""Images posted in watched channels: react, and reply when confident."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord.ext import commands
+
+from hxhbot import attachments
+from hxhbot.attachments import AttachmentError
+from hxhbot.bot import HxhBot
+from hxhbot.images import ImageError
+from hxhbot.search import BusyError, NotReadyError
+
+log = logging.getLogger(__name__)
+LOOKING = "🔍"
+UNSURE = "🤷"
+MAX_EMBEDS = 10  # Discord's limit per message
+
+
+class Watch(commands.Cog):
+    """Answer images in WATCH_CHANNEL_IDS without being asked."""
+
+    def __init__(self, bot: HxhBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """Identify every image of a human's message in a watched channel."""
+        if message.author.bot or message.channel.id not in self.bot.settings.watch_channel_ids:
+            return
+        sources = attachments.images_in(message)[:MAX_EMBEDS]
+        if not sources:
+            return
+        await _react(message, LOOKING)
+        embeds, files, problems = [], [], []
+        for number, source in enumerate(sources, 1):
+            label = f"Image {number}" if len(sources) > 1 else ""
+            try:
+                result = await self.bot.identify(source)
+            except (AttachmentError, ImageError) as error:
+                problems.append(f"`{source.filename}`: {error}")
+                continue
+            except (BusyError, NotReadyError) as error:
+                log.info("skipped an image in #%s: %s", message.channel, error)
+                continue
+            reply = await self.bot.render(result, filename=f"match{number}.jpg", label=label)
+            if reply.confident:
+                embeds.append(reply.embed)
+                if reply.file:
+                    files.append(reply.file)
+        if embeds or problems:
+            content = "\n".join(f"I couldn't read {problem}" for problem in problems) or None
+            try:
+                await message.reply(content=content, embeds=embeds, files=files, mention_author=False)
+            except discord.HTTPException as error:
+                log.warning("could not reply in #%s: %s", message.channel, error)
+        if not embeds:
+            await _react(message, UNSURE)
+
+
+async def _react(message: discord.Message, emoji: str) -> None:
+    """Add a reaction, tolerating missing permissions."""
+    try:
+        await message.add_reaction(emoji)
+    except discord.HTTPException as error:
+        log.info("could not react in #%s: %s", message.channel, error)
+
+
+async def setup(bot: HxhBot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(Watch(bot))
