@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import weakref
 
 import aiohttp
 import discord
@@ -37,6 +38,7 @@ class HxhBot(commands.Bot):
         self.settings = settings
         self.search = search
         self.session: aiohttp.ClientSession | None = None
+        self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
 
     async def setup_hook(self) -> None:
         """Load the model and index off the loop, open the download session, add cogs, sync commands."""
@@ -58,7 +60,9 @@ class HxhBot(commands.Bot):
         log.info("connected as %s (%s) to %d servers", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
     async def close(self) -> None:
-        """Close Discord, then the download session and the search service."""
+        """Stop live views, close Discord, then the download session and the search service."""
+        for view in list(self.open_views):
+            view.stop()
         await super().close()
         if self.session:
             await self.session.close()

@@ -49,6 +49,7 @@ class Whois(commands.Cog):
             await interaction.followup.send(embed=reply.embed, file=reply.file or discord.utils.MISSING)
             return
         view = RevealCandidates(result)
+        self.bot.open_views.add(view)
         view.message = await interaction.followup.send(embed=reply.embed, view=view, wait=True)
 
 
