@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError
 from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
 
 log = logging.getLogger(__name__)
+THUMBNAIL_CACHE = 2048  # gallery thumbnails kept in memory (~15 KB each)
 
 
 class BusyError(RuntimeError):
@@ -63,12 +65,14 @@ class SearchService:
         self.embedder = embedder
         self.index = index
         self.settings = settings
-        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="hxhbot-search")
+        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="hxhbot-decode")
+        self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-model")  # never queues behind decoding
         self._build_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-index")
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._in_flight = 0
         self._reindex_lock = asyncio.Lock()
         self._batcher: asyncio.Task | None = None
+        self._thumbnails: OrderedDict[str, bytes] = OrderedDict()
 
     @classmethod
     def open(cls, settings: Settings) -> "SearchService":
@@ -107,6 +111,7 @@ class SearchService:
             await asyncio.gather(self._batcher, return_exceptions=True)
             self._batcher = None
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._model_pool.shutdown(wait=False, cancel_futures=True)
         self._build_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -136,12 +141,19 @@ class SearchService:
             self._in_flight -= 1
 
     async def thumbnail(self, path: str) -> bytes | None:
-        """A small JPEG of a gallery image, or None when it cannot be read any more."""
+        """A small JPEG of a gallery image (cached), or None when it cannot be read any more."""
+        if path in self._thumbnails:
+            self._thumbnails.move_to_end(path)
+            return self._thumbnails[path]
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, thumbnail_jpeg, path)
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, thumbnail_jpeg, path)
         except (OSError, ImageError) as error:
             log.warning("no thumbnail for %s: %s", path, error)
             return None
+        self._thumbnails[path] = data
+        if len(self._thumbnails) > THUMBNAIL_CACHE:
+            self._thumbnails.popitem(last=False)
+        return data
 
     def _decode(self, data: bytes) -> np.ndarray:
         """Check and decode image bytes at the model's input size."""
@@ -161,7 +173,7 @@ class SearchService:
             if not jobs:
                 continue
             try:
-                results = await loop.run_in_executor(self._pool, self._embed_and_rank, jobs)
+                results = await loop.run_in_executor(self._model_pool, self._embed_and_rank, jobs)
             except Exception as error:  # a failed batch fails its requests, never the batcher
                 log.exception("embedding batch of %d failed", len(jobs))
                 results = [error] * len(jobs)
@@ -196,6 +208,7 @@ class SearchService:
                 log.error("reindex failed, keeping the old index: %s", error)
                 raise ReindexError(f"The rebuild failed and the old index is still in use: {error}") from error
             self.index = index
+            self._thumbnails.clear()  # gallery files may have changed
             log.info("reindexed: %s", summary.describe())
             return summary
 
