@@ -1,0 +1,125 @@
+"""Training on a tiny generated gallery: splits, batches, every variant's build/train/save/load, the CLIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hxhbot.embedder import Embedder
+from training import evaluate as evaluate_cli
+from training.data import Split, load_arrays, make_split, pk_batches
+from training.model import VARIANTS, build, build_seed
+from training.train import train
+from tests.conftest import write_gallery
+
+COLOURS = {f"Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(5)}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gallery(tmp_path_factory.mktemp("train") / "gallery", per_character=9, characters=COLOURS)
+
+
+def test_split_is_disjoint_and_reproducible(data: Path, tmp_path: Path) -> None:
+    split = make_split(data, unseen=2, seed=3)
+    assert make_split(data, unseen=2, seed=3) == split and make_split(data, unseen=2, seed=4) != split
+    assert len(split.seen) == 3 and len(split.unseen) == 2 and not set(split.seen) & set(split.unseen)
+    for name in split.seen:
+        assert not set(split.train[name]) & set(split.query[name]) and set(split.val[name]) <= set(split.train[name])
+    for name in split.unseen:
+        assert not set(split.gallery[name]) & set(split.query[name]) and name not in split.train
+    train_paths, _ = split.training_images()
+    assert not set(train_paths) & {p for name in split.seen for p in split.val[name]}
+    split.save(tmp_path / "split.json")
+    assert Split.load(tmp_path / "split.json") == split
+
+
+def test_batches_are_balanced() -> None:
+    labels = np.repeat(np.arange(5), [3, 8, 8, 8, 20])
+    batch = next(pk_batches(labels, p=4, k=4))
+    counts = np.unique(labels[batch], return_counts=True)[1]
+    assert len(counts) == 4 and set(counts) == {4}
+
+
+def test_seed_has_exactly_the_original_shapes() -> None:
+    model = build_seed(64, weights=None)
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 16)
+    shapes = {name: model.get_layer(name).output_shape[-1]
+              for name in ("frozen_dense", "scratch_dense", "concat", "joint_dense", "embedding")}
+    assert shapes == {"frozen_dense": 1280, "scratch_dense": 1280, "concat": 2560, "joint_dense": 2560,
+                      "embedding": 16}
+    frozen, scratch = model.get_layer("frozen_mobilenet_v2"), model.get_layer("scratch_mobilenet_v2")
+    assert not frozen.trainable and scratch.trainable and frozen.name.endswith("v2")
+    assert model.get_layer("frozen_dense").activation.__name__ == "relu"
+    assert model.get_layer("embedding").activation.__name__ == "linear"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tmp_path: Path) -> None:
+    split = make_split(data, unseen=2)
+    split.save(tmp_path / "split.json")
+    summary = train(data, variant, tmp_path / "model", epochs=2, split_file=tmp_path / "split.json",
+                    input_size=32, weights=None, augment_rounds=1, verbose=0)
+    assert summary["epochs"] == (0 if variant == "pretrained" else 2)
+    loaded = Embedder.load(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["variant"] == variant and config["input_size"] == 32 and config["split"] == "split.json"
+    images = load_arrays(split.training_images()[0][:4], 32)
+    rebuilt = tf.keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
+    assert np.allclose(loaded.embed(images), Embedder.from_model(rebuilt, variant).embed(images), atol=1e-5)
+    if variant != "pretrained":
+        assert (tmp_path / "model" / "curves.png").is_file()
+        history = json.loads((tmp_path / "model" / "history.json").read_text())
+        assert len(history["history"]["val_recall@1"]) == 2
+
+
+def test_training_changes_the_head(data: Path, tmp_path: Path) -> None:
+    model = build("softmax", 32, weights=None)
+    before = model.get_layer("head").get_weights()[0].copy()
+    train(data, "softmax", tmp_path / "m", epochs=2, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    after = Embedder.load(tmp_path / "m").model.get_layer("head").get_weights()[0]
+    assert before.shape == after.shape and not np.allclose(before, after)
+
+
+def test_resume_continues_where_it_stopped(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "resume"
+
+    class Interrupt(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    from training import train as train_module
+
+    real_fit = tf.keras.Model.fit
+
+    def interrupted_fit(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), Interrupt()]
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(tf.keras.Model, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(data, "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    assert (out / "backup").is_dir() and (out / "split.json").is_file()
+    monkeypatch.setattr(tf.keras.Model, "fit", real_fit)
+    summary = train_module.train(data, "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1,
+                                 verbose=0)
+    assert summary["epochs"] == 2  # epochs 3 and 4 only: the first two were restored
+
+
+def test_evaluate_cli_writes_json_and_sheet(data: Path, tmp_path: Path) -> None:
+    train(data, "pretrained", tmp_path / "m", input_size=32, weights=None, verbose=0)
+    out = tmp_path / "eval.json"
+    assert evaluate_cli.main(["--model", str(tmp_path / "m"), "--data", str(data), "--json", str(out),
+                              "--baseline-weights", "none"]) == 0
+    report = json.loads(out.read_text())
+    for group in ("seen", "unseen"):
+        figures = report["model_figures"][group]
+        assert 0 <= figures["top1"] <= 1 and figures["recall@10"] >= figures["recall@1"]
+        assert len(figures["ranks"]) == figures["queries"] and set(figures["per_character"])
+        assert set(report["pretrained_baseline"][group]) >= {"top1", "map@r"}
+    assert out.with_suffix(".png").is_file()

@@ -1,0 +1,297 @@
+"""Train a model variant into a model directory the engine loads.
+
+python -m training.train --data DIR --variant NAME --out DIR [--epochs N] [--split FILE] ...
+
+Frozen-backbone variants cache their features once (a clean pass plus `--augment-rounds` augmented
+passes) and fit only the head. The seed caches its frozen branch and trains the scratch branch on
+P×K-balanced batches. Every variant checkpoints its best validation recall@1, stops early, resumes
+after an interruption (re-run the same command), and writes history.json and curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_addons as tfa  # noqa: E402
+
+from hxhbot.model_dir import save_model_dir  # noqa: E402
+from training.data import Split, augment, encode_labels, load_arrays, make_split, pk_batches  # noqa: E402
+from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build  # noqa: E402
+
+log = logging.getLogger("training.train")
+
+
+def train(data: Path, variant: str, out: Path, *, epochs: int | None = None, split_file: Path | None = None,
+          input_size: int | None = None, weights: str | None = "imagenet", augment_rounds: int = 8,
+          patience: int = 10, seed: int = 0, verbose: int = 1) -> dict:
+    """Train `variant` on the split's seen characters and save the model directory; return the history."""
+    tf.keras.utils.set_random_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    split = Split.load(split_file) if split_file else _split_in(out, data, seed)
+    split.save(out / "split.json")
+    size = input_size or INPUT_SIZES[variant]
+    model = build(variant, size, weights)
+    train_paths, train_labels = split.training_images()
+    val_paths, val_labels = split.validation_images()
+    images = load_arrays(train_paths, size)
+    labels, names = encode_labels(train_labels)
+    val_images = load_arrays(val_paths, size)
+    val_labels_int = np.array([names.index(label) for label in val_labels], np.int32)
+    started = time.perf_counter()
+    if variant == "pretrained":
+        history: dict = {}
+    elif variant == "seed":
+        history = _fit_seed(model, images, labels, val_images, val_labels_int, out, epochs or 200, patience, verbose)
+    else:
+        history = _fit_head(model, variant, images, labels, val_images, val_labels_int, len(names), out,
+                            epochs or 60, patience, augment_rounds, verbose)
+    seconds = time.perf_counter() - started
+    epochs_run = len(history.get("loss", []))
+    summary = {"variant": variant, "input_size": size, "seconds": round(seconds, 1), "epochs": epochs_run,
+               "seconds_per_epoch": round(seconds / epochs_run, 2) if epochs_run else 0.0,
+               "train_images": len(train_paths), "history": history}
+    save_model_dir(model, variant, out, split="split.json", trained_on=split.seen,
+                   seconds_to_train=summary["seconds"])
+    (out / "history.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if history:
+        _plot(history, out / "curves.png", variant)
+    log.info("%s: %.1f s (%s s/epoch), saved to %s", variant, seconds, summary["seconds_per_epoch"], out)
+    return summary
+
+
+class RecallCheckpoint(tf.keras.callbacks.Callback):
+    """Validation recall@1 each epoch (val images ranked against training images); keep the best weights."""
+
+    def __init__(self, embed, gallery, gallery_labels, queries, query_labels, weights_path: Path,
+                 patience: int) -> None:
+        super().__init__()
+        self.embed, self.gallery, self.queries = embed, gallery, queries
+        self.gallery_labels, self.query_labels = gallery_labels, query_labels
+        self.weights_path, self.patience = weights_path, patience
+        self.state_path = weights_path.with_suffix(".json")
+        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.best, self.wait = state.get("best", -1.0), state.get("wait", 0)  # survives a resume
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        similarity = self.embed(self.queries) @ self.embed(self.gallery).T
+        recall = float(np.mean(self.gallery_labels[similarity.argmax(axis=1)] == self.query_labels))
+        if logs is not None:
+            logs["val_recall@1"] = recall
+        if recall > self.best:
+            self.best, self.wait = recall, 0
+            self.model.save_weights(self.weights_path)
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+        self.state_path.write_text(json.dumps({"best": self.best, "wait": self.wait}))
+
+
+def _fit_head(model: tf.keras.Model, variant: str, images: np.ndarray, labels: np.ndarray,
+              val_images: np.ndarray, val_labels: np.ndarray, classes: int, out: Path, epochs: int,
+              patience: int, rounds: int, verbose: int) -> dict:
+    """Cache frozen features (clean + augmented rounds) once, then fit the head with the variant's loss."""
+    features, head = model.get_layer("features"), model.get_layer("head")
+    extract = _batched(features)
+    clean = extract(images)
+    cached = np.concatenate([clean] + [extract(augment(tf.constant(images)).numpy()) for _ in range(rounds)])
+    targets = np.tile(labels, rounds + 1)
+    val_features = extract(val_images)
+    trainer = _head_trainer(variant, head, classes, cached.shape[-1])
+    embed = _batched(head)
+    checkpoint = RecallCheckpoint(lambda f: _unit(embed(f)), clean, labels, val_features, val_labels,
+                                  out / "best.weights.h5", patience)
+    fit_targets = cached if variant == "vae" else targets
+    history = trainer.fit(
+        cached, fit_targets, batch_size=64, epochs=epochs, shuffle=True, verbose=verbose,
+        callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint],
+    )
+    trainer.load_weights(out / "best.weights.h5")
+    return _clean_history(history.history)
+
+
+def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) -> tf.keras.Model:
+    """The training-only model around `head`: classifier, cosine classifier or VAE."""
+    inputs = tf.keras.Input((width,))
+    if variant == "softmax":
+        logits = tf.keras.layers.Dense(classes, name="classifier")(head(inputs))
+        trainer = tf.keras.Model(inputs, logits)
+        trainer.compile(tf.keras.optimizers.Adam(1e-3),
+                        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    elif variant == "hunter":
+        projection = head.get_layer("projection_normalise").output
+        embed = tf.keras.Model(head.input, projection)(inputs)
+        logits = _CosineClassifier(classes, scale=32.0)(embed)
+        trainer = tf.keras.Model(inputs, logits)
+        trainer.compile(tf.keras.optimizers.Adam(1e-3),
+                        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    elif variant == "vae":
+        trainer = _Vae(head, width)
+        trainer.compile(tf.keras.optimizers.Adam(1e-3))
+    else:
+        raise ValueError(variant)
+    return trainer
+
+
+class _CosineClassifier(tf.keras.layers.Layer):
+    """Logits = scale × cosine(embedding, class weight): a normalised softmax for metric learning."""
+
+    def __init__(self, classes: int, scale: float) -> None:
+        super().__init__()
+        self.classes, self.scale = classes, scale
+
+    def build(self, shape: tf.TensorShape) -> None:
+        self.kernel = self.add_weight("kernel", (shape[-1], self.classes), initializer="glorot_normal")
+
+    def call(self, embedding: tf.Tensor) -> tf.Tensor:
+        return self.scale * embedding @ tf.math.l2_normalize(self.kernel, axis=0)
+
+
+class _Vae(tf.keras.Model):
+    """A VAE over frozen features: `head` gives the latent mean; a variance layer and a decoder train with it."""
+
+    def __init__(self, head: tf.keras.Model, width: int) -> None:
+        super().__init__()
+        self.head = head
+        self.hidden = head.get_layer("encoder")
+        self.log_var = tf.keras.layers.Dense(head.output_shape[-1], name="latent_log_var")
+        self.decoder = tf.keras.Sequential([tf.keras.layers.Dense(512, activation="relu"),
+                                            tf.keras.layers.Dense(width)])
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        return self.head(features)
+
+    def train_step(self, data):
+        features = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            mean = self.head(features)
+            log_var = self.log_var(self.hidden(features))
+            latent = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
+            reconstruction = tf.reduce_mean(tf.reduce_sum(tf.square(self.decoder(latent) - features), axis=-1))
+            kl = -0.5 * tf.reduce_mean(tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1))
+            loss = reconstruction + 0.1 * kl
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+        return {"loss": loss, "reconstruction": reconstruction, "kl": kl}
+
+
+def _fit_seed(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
+              val_labels: np.ndarray, out: Path, epochs: int, patience: int, verbose: int) -> dict:
+    """Cache the frozen branch (it never changes), train the rest with TripletSemiHardLoss on P×K batches."""
+    image_in = model.input
+    frozen = tf.keras.Model(image_in, model.get_layer("frozen_pool").output)
+    cache_in = tf.keras.Input((frozen.output_shape[-1],), name="frozen_features")
+    scratch_part = model.get_layer("scratch_dense")(
+        model.get_layer("scratch_pool")(model.get_layer("scratch_mobilenet_v2")(model.get_layer("preprocess")(image_in))))
+    x = model.get_layer("concat")([model.get_layer("frozen_dense")(cache_in), scratch_part])
+    x = model.get_layer("l2_normalise")(model.get_layer("embedding")(model.get_layer("joint_dense")(x)))
+    trainer = tf.keras.Model([image_in, cache_in], x)
+    trainer.compile(tf.keras.optimizers.Adam(5e-5), tfa.losses.TripletSemiHardLoss())
+    cached, val_cached = _batched(frozen)(images), _batched(frozen)(val_images)
+    classes = len(np.unique(labels))
+    k = max(2, 64 // classes) if classes < 8 else 8
+    p = min(classes, max(2, 64 // k))
+    batches = pk_batches(labels, p, k)
+    steps = max(1, len(images) // (p * k))
+
+    def generate():
+        for index in batches:
+            yield (images[index], cached[index]), labels[index]
+
+    spec = ((tf.TensorSpec((None, *images.shape[1:]), tf.float32), tf.TensorSpec((None, cached.shape[1]), tf.float32)),
+            tf.TensorSpec((None,), tf.int32))
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2)
+    embed = _batched(trainer, two_inputs=True)
+    checkpoint = RecallCheckpoint(embed, (images, cached), labels, (val_images, val_cached), val_labels,
+                                  out / "best.weights.h5", patience)
+    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=epochs, verbose=verbose,
+                          callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint])
+    trainer.load_weights(out / "best.weights.h5")
+    return _clean_history(history.history)
+
+
+def _batched(model: tf.keras.Model, two_inputs: bool = False, size: int = 128):
+    """A compiled, batched inference function over numpy arrays (never model.predict per image)."""
+    call = tf.function(lambda x: model(x, training=False))
+
+    def run(data):
+        if two_inputs:
+            first, second = data
+            return np.concatenate([call((tf.constant(first[i:i + size]), tf.constant(second[i:i + size]))).numpy()
+                                   for i in range(0, len(first), size)])
+        return np.concatenate([call(tf.constant(data[i:i + size])).numpy() for i in range(0, len(data), size)])
+
+    return run
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _split_in(out: Path, data: Path, seed: int) -> Split:
+    """The split saved in `out` (resuming), or a new seeded one."""
+    existing = out / "split.json"
+    return Split.load(existing) if existing.is_file() else make_split(data, seed=seed)
+
+
+def _clean_history(history: dict) -> dict:
+    """Keras history as plain floats."""
+    return {key: [float(value) for value in values] for key, values in history.items()}
+
+
+def _plot(history: dict, path: Path, variant: str) -> None:
+    """Loss and validation recall@1 per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, left = plt.subplots(figsize=(7, 4))
+    left.plot(history["loss"], color="tab:blue", label="loss")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss", color="tab:blue")
+    right = left.twinx()
+    right.plot(history.get("val_recall@1", []), color="tab:green", label="val recall@1")
+    right.set_ylabel("validation recall@1", color="tab:green")
+    right.set_ylim(0, 1)
+    left.set_title(f"{variant}: training loss and validation recall@1")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="gallery folder, one sub-folder per character")
+    parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT)
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: seed 200, heads 60)")
+    parser.add_argument("--split", type=Path, help="split file to reuse (default: make one, seeded)")
+    parser.add_argument("--input-size", type=int, help="override the variant's input size")
+    parser.add_argument("--augment-rounds", type=int, default=8, help="augmented passes cached for heads")
+    parser.add_argument("--patience", type=int, default=10, help="epochs without better val recall before stopping")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data} is not a folder")
+    summary = train(args.data, args.variant, args.out, epochs=args.epochs, split_file=args.split,
+                    input_size=args.input_size, augment_rounds=args.augment_rounds, patience=args.patience,
+                    seed=args.seed)
+    print(f"{summary['variant']}: {summary['seconds']} s, {summary['epochs']} epochs "
+          f"({summary['seconds_per_epoch']} s/epoch) → {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
