@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -32,11 +33,11 @@ log = logging.getLogger("training.train")
 
 def train(data: Path, variant: str, out: Path, *, epochs: int | None = None, split_file: Path | None = None,
           input_size: int | None = None, weights: str | None = "imagenet", augment_rounds: int = 8,
-          patience: int = 10, seed: int = 0, verbose: int = 1) -> dict:
+          patience: int = 10, seed: int = 0, verbose: int = 1, unseen: float = 0.4, query: float = 1 / 3) -> dict:
     """Train `variant` on the split's seen characters and save the model directory; return the history."""
     tf.keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    split = Split.load(split_file) if split_file else _split_in(out, data, seed)
+    split = Split.load(split_file) if split_file else _split_in(out, data, seed, unseen, query)
     split.save(out / "split.json")
     size = input_size or INPUT_SIZES[variant]
     model = build(variant, size, weights)
@@ -62,6 +63,9 @@ def train(data: Path, variant: str, out: Path, *, epochs: int | None = None, spl
     save_model_dir(model, variant, out, split="split.json", trained_on=split.seen,
                    seconds_to_train=summary["seconds"])
     (out / "history.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for leftover in ("best.weights.h5", "best.weights.json"):
+        (out / leftover).unlink(missing_ok=True)  # the saved model holds the best weights now
+    shutil.rmtree(out / "backup", ignore_errors=True)
     if history:
         _plot(history, out / "curves.png", variant)
     log.info("%s: %.1f s (%s s/epoch), saved to %s", variant, seconds, summary["seconds_per_epoch"], out)
@@ -86,7 +90,7 @@ class RecallCheckpoint(tf.keras.callbacks.Callback):
         recall = float(np.mean(self.gallery_labels[similarity.argmax(axis=1)] == self.query_labels))
         if logs is not None:
             logs["val_recall@1"] = recall
-        if recall > self.best:
+        if recall >= self.best:  # on a tie, the longer-trained weights
             self.best, self.wait = recall, 0
             self.model.save_weights(self.weights_path)
         else:
@@ -220,7 +224,7 @@ def _fit_seed(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray, val
 
 def _batched(model: tf.keras.Model, two_inputs: bool = False, size: int = 128):
     """A compiled, batched inference function over numpy arrays (never model.predict per image)."""
-    call = tf.function(lambda x: model(x, training=False))
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def run(data):
         if two_inputs:
@@ -237,10 +241,10 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _split_in(out: Path, data: Path, seed: int) -> Split:
+def _split_in(out: Path, data: Path, seed: int, unseen: float, query: float) -> Split:
     """The split saved in `out` (resuming), or a new seeded one."""
     existing = out / "split.json"
-    return Split.load(existing) if existing.is_file() else make_split(data, seed=seed)
+    return Split.load(existing) if existing.is_file() else make_split(data, unseen, query, seed=seed)
 
 
 def _clean_history(history: dict) -> dict:
@@ -280,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, help="override the variant's input size")
     parser.add_argument("--augment-rounds", type=int, default=8, help="augmented passes cached for heads")
     parser.add_argument("--patience", type=int, default=10, help="epochs without better val recall before stopping")
+    parser.add_argument("--unseen", type=float, default=0.4, help="share of characters kept out of training")
+    parser.add_argument("--query", type=float, default=1 / 3, help="share of each character's images held out")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data {args.data} is not a folder")
     summary = train(args.data, args.variant, args.out, epochs=args.epochs, split_file=args.split,
                     input_size=args.input_size, augment_rounds=args.augment_rounds, patience=args.patience,
-                    seed=args.seed)
+                    seed=args.seed, unseen=args.unseen, query=args.query)
     print(f"{summary['variant']}: {summary['seconds']} s, {summary['epochs']} epochs "
           f"({summary['seconds_per_epoch']} s/epoch) → {args.out}")
     return 0
