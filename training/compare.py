@@ -28,7 +28,9 @@ def compare(data: Path, out: Path, variants: list[str], epochs: dict[str, int | 
     split_file = out / "split.json"
     if not split_file.is_file():
         make_split(data).save(split_file)
-    rows = []
+    previous = out / "compare.json"
+    kept = json.loads(previous.read_text()) if previous.is_file() else []
+    rows = [row for row in kept if row["variant"] not in variants]  # variants not re-run keep their rows
     for variant in variants:
         summary = train(data, variant, out / variant, epochs=epochs.get(variant), split_file=split_file, verbose=0)
         figures = summary_row(evaluate(Embedder.load(out / variant), Split.load(split_file)))
@@ -36,6 +38,7 @@ def compare(data: Path, out: Path, variants: list[str], epochs: dict[str, int | 
             f"{group} {key}": figures[group][key] for group in figures for key in ("top1", "map@r")},
             "epochs": summary["epochs"], "train_s": summary["seconds"], "s_per_epoch": summary["seconds_per_epoch"]})
         print(json.dumps(rows[-1]), flush=True)
+    rows.sort(key=lambda row: VARIANTS.index(row["variant"]))
     (out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 

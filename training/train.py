@@ -149,9 +149,12 @@ def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) 
 class _CosineClassifier(tf.keras.layers.Layer):
     """Logits = scale × cosine(embedding, class weight): a normalised softmax for metric learning."""
 
-    def __init__(self, classes: int, scale: float) -> None:
-        super().__init__()
+    def __init__(self, classes: int, scale: float, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.classes, self.scale = classes, scale
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "classes": self.classes, "scale": self.scale}
 
     def build(self, shape: tf.TensorShape) -> None:
         self.kernel = self.add_weight("kernel", (shape[-1], self.classes), initializer="glorot_normal")
