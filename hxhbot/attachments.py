@@ -9,8 +9,9 @@ from pathlib import PurePosixPath
 import aiohttp
 import discord
 
+from hxhbot.images import IMAGE_SUFFIXES
+
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 
 
 class AttachmentError(ValueError):

@@ -2,26 +2,30 @@
 
 Run: python -m tests.bench.bench_bot [--data ../shared/datasets/anime-faces-dev] [--model model] [--json OUT]
 
-The bot, the fake Discord server and this driver share one process and one event loop, as the
-end-to-end tests do: loop lag and resident memory include the fake server's (small) share.
+The bot runs as it does in production, in a process of its own (tests/bench/bot_process.py) talking
+HTTP and websocket to the fake Discord server in this one: its loop lag and resident memory are the
+bot's alone. Both processes share the machine's cores, as they would not with the real Discord.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import json
+import os
 import random
-import resource
+import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hxhbot.bot import HxhBot
-from hxhbot.config import Settings
-from hxhbot.discord_api import point_discord_at
+from hxhbot.embedder import Embedder
+from hxhbot.gallery import scan_gallery
+from hxhbot.images import load_image
 from tests.bench.report import machine, print_table, write_json
 from tests.conftest import character_image, encode
 from tests.fake_discord.server import FakeDiscord, FakeInteraction
@@ -31,32 +35,18 @@ CALLBACK = "/interactions/{interaction_id}/{token}/callback"
 FOLLOWUP = "/webhooks/{app_id}/{token}"
 
 
-def rss_mb() -> float:
-    """Resident memory of this process now, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` now, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return float("nan")
 
 
-class LagProbe:
-    """A task that sleeps 5 ms at a time and records how late it wakes: the event loop's lag."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.005)
-            self.delays.append((time.perf_counter() - started - 0.005) * 1000)
-
-    def p99_and_reset(self) -> float:
-        """The 99th-percentile lag in ms since the last call."""
-        value = float(np.percentile(self.delays, 99)) if self.delays else 0.0
-        self.delays.clear()
-        return value
+def lag_p99(samples: list[list[float]], window: tuple[float, float]) -> float:
+    """The 99th-percentile loop lag in ms of the probe samples taken within `window` (unix times)."""
+    lags = [lag for at, lag in samples if window[0] <= at <= window[1]]
+    return round(float(np.percentile(lags, 99)), 1) if lags else float("nan")
 
 
 async def answered(interaction: FakeInteraction, timeout: float = 120.0) -> tuple[str, float]:
@@ -81,10 +71,10 @@ async def whois(server: FakeDiscord, data: bytes, filename: str = "q.jpg", conte
     return await answered(await server.send_slash_command("whois", {"image": attachment}))
 
 
-async def load(server: FakeDiscord, queries: list[bytes], concurrency: int, probe: LagProbe) -> dict:
+async def load(server: FakeDiscord, queries: list[bytes], concurrency: int) -> dict:
     """`concurrency` simultaneous /whois requests."""
-    probe.p99_and_reset()
     started = time.perf_counter()
+    window = time.time()
     results = await asyncio.gather(*(whois(server, queries[i % len(queries)]) for i in range(concurrency)))
     wall = time.perf_counter() - started
     latencies = [seconds * 1000 for kind, seconds in results if kind == "answer"]
@@ -92,44 +82,44 @@ async def load(server: FakeDiscord, queries: list[bytes], concurrency: int, prob
         "concurrent": concurrency, "answered": f"{len(latencies)}/{concurrency}",
         "per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(float(np.percentile(latencies, 50))), "p95_ms": round(float(np.percentile(latencies, 95))),
-        "loop_lag_p99_ms": round(probe.p99_and_reset(), 1),
+        "window": (window, time.time()),
     }
 
 
-async def reindex(server: FakeDiscord, bot: HxhBot, gallery: Path, query: bytes) -> dict:
-    """Re-index a generated 1,800-image gallery while /whois keeps being asked."""
+def generate_gallery(gallery: Path, characters: int = 72, images: int = 25) -> None:
+    """Replace the gallery with `characters` × `images` generated pictures (72 × 25, as the original)."""
+    shutil.rmtree(gallery)
     rng = random.Random(0)
-    for character in range(72):
+    for character in range(characters):
         colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
         folder = gallery / f"Character {character:02d}"
         folder.mkdir(parents=True)
-        for number in range(25):
+        for number in range(images):
             (folder / f"{number:02d}.jpg").write_bytes(encode(character_image(colour, number, 256)))
-    bot.settings = bot.search.settings = dataclasses.replace(bot.settings, gallery_dir=gallery)
+
+
+async def reindex(server: FakeDiscord, gallery: Path, query: bytes) -> dict:
+    """Re-index a generated 1,800-image gallery while /whois keeps being asked."""
+    generate_gallery(gallery)
     started = time.perf_counter()
+    window = time.time()
     owner = await server.send_slash_command("reindex", user_id=server.owner_id)
-    latencies = []
-    while True:
+    latencies: list[float] = []
+    final = ""
+    while not final and time.perf_counter() - started < 900:
         kind, seconds = await whois(server, query)
         latencies.append(seconds * 1000)
-        if not bot.search.reindexing:
-            break
+        contents = [r.json.get("content", "") for r in owner.requests if r.json]
+        final = next((text for text in contents if text.startswith(("Index rebuilt", "The rebuild failed"))), "")
         await asyncio.sleep(0.25)
-    seconds = time.perf_counter() - started
-    final: list[str] = []
-    for _ in range(100):  # the summary edit follows the swap
-        final = [r.json["content"] for r in owner.requests if r.json and "Index rebuilt" in r.json.get("content", "")]
-        if final:
-            break
-        await asyncio.sleep(0.1)
     return {
-        "gallery": len(bot.search.index), "reindex_s": round(seconds, 1),
-        "whois_during": len(latencies), "p50_ms": round(float(np.percentile(latencies, 50))),
-        "max_ms": round(max(latencies)), "summary": final[-1] if final else "?",
+        "reindex_s": round(time.perf_counter() - started, 1), "whois_during": len(latencies),
+        "p50_ms": round(float(np.percentile(latencies, 50))), "max_ms": round(max(latencies)),
+        "summary": final.splitlines()[0] if final else "no summary", "window": (window, time.time()),
     }
 
 
-async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrency: int) -> dict:
+async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrency: int, pid: int) -> dict:
     """`total` mixed requests: valid images, hostile files, oversized declarations, non-images."""
     hostile = corpus()
     rng = random.Random(1)
@@ -150,55 +140,71 @@ async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrenc
                 result = await whois(server, b"%PDF-1.4 not an image", "doc.pdf", "application/pdf")
         counts[result[0]] += 1
 
-    before = rss_mb()
+    before = rss_mb(pid)
     started = time.perf_counter()
+    window = time.time()
     await asyncio.gather(*(one(number) for number in range(total)))
     return {
         "requests": total, "answers": counts["answer"], "refusals": counts["refusal"],
         "unanswered": counts["none"], "seconds": round(time.perf_counter() - started, 1),
-        "rss_growth_mb": round(rss_mb() - before, 1),
+        "rss_growth_mb": round(rss_mb(pid) - before, 1), "window": (window, time.time()),
     }
 
 
+def batched_limit(model: Path, queries: list[bytes]) -> tuple[str, float]:
+    """The model's name and its batched embedding throughput (images/s, batches of 256)."""
+    embedder = Embedder.load(model)
+    arrays = np.stack([load_image(data, embedder.input_size) for data in queries[:64]])
+    batch = arrays[np.arange(256) % len(arrays)]
+    embedder.embed(batch)
+    started = time.perf_counter()
+    embedder.embed(batch)
+    return embedder.config.variant, len(batch) / (time.perf_counter() - started)
+
+
 async def run(args: argparse.Namespace) -> dict:
-    """Start the fake server and the bot, then measure everything."""
+    """Start the fake server and the bot's process, then measure everything."""
+    files, _ = scan_gallery(args.data)
+    queries = [item.path.read_bytes() for item in files[::7]]
+    variant, limit = batched_limit(args.model, queries)
     server = FakeDiscord(heartbeat_interval_ms=5000, interaction_deadline=10.0)
     await server.start()
     scratch = Path(tempfile.mkdtemp(prefix="hxhbot-bench-"))
-    settings = Settings(
-        discord_token=server.token, gallery_dir=args.data, model_dir=args.model, index_dir=scratch / "index",
-        discord_api_base=server.api_base, cooldown_seconds=0, queue_size=1024,
-    )
-    point_discord_at(settings.discord_api_base)
-    bot = HxhBot(settings)
-    await bot.login(server.token)
-    runner = asyncio.create_task(bot.connect())
-    await server.wait_until_ready()
-    await bot.wait_until_ready()
-    probe = LagProbe()
-    await asyncio.sleep(1.0)
-    queries = [Path(item.path).read_bytes() for item in bot.search.index.items[::7]]
-    arrays = np.stack([bot.search._decode(data) for data in queries[:64]])
-    batch = arrays[np.arange(256) % len(arrays)]
-    bot.search.embedder.embed(batch)
-    started = time.perf_counter()
-    bot.search.embedder.embed(batch)
-    limit = len(batch) / (time.perf_counter() - started)
-    await load(server, queries, 16, probe)  # warm-up: first-use imports and traces are not the steady state
-    idle = rss_mb()
-    rows = [await load(server, queries, n, probe) for n in args.concurrency]
+    gallery = scratch / "gallery"
+    shutil.copytree(args.data, gallery, copy_function=os.symlink)
+    env = {
+        **os.environ, "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
+        "GALLERY_DIR": str(gallery), "MODEL_DIR": str(args.model), "INDEX_DIR": str(scratch / "index"),
+        "COOLDOWN_SECONDS": "0", "QUEUE_SIZE": "1024", "LOG_LEVEL": "WARNING",
+    }
+    lag_file = scratch / "lag.json"
+    with open(scratch / "bot.log", "wb") as log:
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.bench.bot_process", str(lag_file), env=env, stdout=log, stderr=log
+        )
+    try:
+        await server.wait_until_ready(timeout=600)
+        await asyncio.sleep(1.0)
+        await load(server, queries, 16)  # warm-up: first-use imports and traces are not the steady state
+        idle = rss_mb(bot.pid)
+        rows = [await load(server, queries, n) for n in args.concurrency]
+        after_load = rss_mb(bot.pid)
+        soaked = await soak(server, queries, args.soak, 32, bot.pid)
+        reindexed = await reindex(server, gallery, queries[0])
+        memory = {"idle_mb": round(idle), "after_load_mb": round(after_load), "after_soak_mb": round(rss_mb(bot.pid))}
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        exit_code = await bot.wait()
+        await server.stop()
+    samples = json.loads(lag_file.read_text())
+    for row in (*rows, soaked, reindexed):
+        row["loop_lag_p99_ms"] = lag_p99(samples, row.pop("window"))
     for row in rows:
         row["vs_batched_limit"] = f"{row['per_s'] / limit:.0%}"
-    after_load = rss_mb()
-    soaked = await soak(server, queries, args.soak, 32)
-    reindexed = await reindex(server, bot, scratch / "gallery", queries[0])
-    memory = {"idle_mb": round(idle), "after_load_mb": round(after_load), "after_soak_mb": round(rss_mb())}
-    probe.task.cancel()
-    await bot.close()
-    await runner
-    await server.stop()
+    memory["exit_code"] = exit_code
+    shutil.rmtree(scratch)
     return {"batched_limit_img_s": round(limit), "load": rows, "soak": soaked, "reindex": reindexed,
-            "memory": memory, "model": bot.search.embedder.config.variant}
+            "memory": memory, "model": variant}
 
 
 def main() -> None:
@@ -215,7 +221,7 @@ def main() -> None:
     print_table(f"Bot under load, /whois through the local Discord server ({where})", figures["load"])
     print_table("Soak: mixed requests", [figures["soak"]])
     print_table("/reindex of 1,800 generated images, /whois answered meanwhile", [figures["reindex"]])
-    print_table("Resident memory (bot + fake server, one process)", [figures["memory"]])
+    print_table("Resident memory of the bot's process, and its exit code after SIGTERM", [figures["memory"]])
     write_json(args.json, {"machine": machine(), **figures})
 
 

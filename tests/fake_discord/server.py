@@ -977,39 +977,34 @@ class FakeDiscord:
         )
         return _json(message)
 
-    def _webhook_message(self, request: web.Request) -> tuple[FakeInteraction | None, Json | None]:
-        """The interaction and its message (`@original` or an id) named by a webhook message route."""
+    def _webhook_message(self, request: web.Request) -> Json | web.Response:
+        """The message (`@original` or an id) named by a webhook message route, or Discord's 404."""
         interaction = self._acknowledged(request)
         if interaction is None:
-            return None, None
+            return _error(404, 10015, "Unknown Webhook")
         raw_id = request.match_info["message_id"]
         if raw_id == "@original":
             message_id = interaction.original_message_id
         else:
             message_id = int(raw_id) if int(raw_id) in interaction.message_ids else None
-        return interaction, None if message_id is None else self.messages.get(message_id)
+        message = None if message_id is None else self.messages.get(message_id)
+        return _error(404, 10008, "Unknown Message") if message is None else message
 
     async def _get_webhook_message(self, request: web.Request) -> web.Response:
-        interaction, message = self._webhook_message(request)
-        if interaction is None:
-            return _error(404, 10015, "Unknown Webhook")
-        return _error(404, 10008, "Unknown Message") if message is None else _json(message)
+        message = self._webhook_message(request)
+        return message if isinstance(message, web.Response) else _json(message)
 
     async def _edit_webhook_message(self, request: web.Request) -> web.Response:
-        interaction, message = self._webhook_message(request)
-        if interaction is None:
-            return _error(404, 10015, "Unknown Webhook")
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
+        message = self._webhook_message(request)
+        if isinstance(message, web.Response):
+            return message
         recorded: RecordedRequest = request["recorded"]
         return _json(await self._edit_message(message, recorded.json, recorded.files))
 
     async def _delete_webhook_message(self, request: web.Request) -> web.Response:
-        interaction, message = self._webhook_message(request)
-        if interaction is None:
-            return _error(404, 10015, "Unknown Webhook")
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
+        message = self._webhook_message(request)
+        if isinstance(message, web.Response):
+            return message
         del self.messages[int(message["id"])]
         if not message["flags"] & EPHEMERAL:
             deleted = {"id": message["id"], "channel_id": message["channel_id"], "guild_id": message["guild_id"]}

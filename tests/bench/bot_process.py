@@ -1,0 +1,46 @@
+"""The bot as the benchmark runs it: `bot.py`'s `run()` in its own process, plus an event-loop lag probe.
+
+Run by tests/bench/bench_bot.py: python -m tests.bench.bot_process LAG_JSON (settings from the environment).
+The probe's samples, `[unix time, lag in ms]`, are written to LAG_JSON when the bot shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from hxhbot.bot import run  # noqa: E402
+from hxhbot.config import load_settings  # noqa: E402
+
+PROBE_SLEEP = 0.005
+
+
+async def probe(samples: list[tuple[float, float]]) -> None:
+    """Sleep 5 ms at a time and record how late each wake-up is: the event loop's lag."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(PROBE_SLEEP)
+        samples.append((time.time(), (time.perf_counter() - started - PROBE_SLEEP) * 1000))
+
+
+async def main(lag_file: str) -> None:
+    """Run the bot until SIGTERM, probing its loop, then write the samples."""
+    samples: list[tuple[float, float]] = []
+    task = asyncio.create_task(probe(samples))
+    try:
+        await run(load_settings(require_token=True, dotenv=False))
+    finally:
+        task.cancel()
+        with open(lag_file, "w") as out:
+            json.dump(samples, out)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main(sys.argv[1]))
