@@ -79,5 +79,7 @@ class Embedder:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
 
     def warm_up(self) -> None:
-        """Trace and run the model once so the first request is not slow."""
-        self.embed(np.zeros((1, self.input_size, self.input_size, 3), np.float32))
+        """Trace and run the model at one image and at a full batch, so first requests are not slow."""
+        blank = np.zeros((self.max_batch, self.input_size, self.input_size, 3), np.float32)
+        for size in (1, 1, 1, self.max_batch, self.max_batch):  # TF's kernels set up lazily on first calls
+            self.embed(blank[:size])

@@ -26,7 +26,7 @@ import numpy as np
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import scan_gallery
 from hxhbot.images import load_image
-from tests.bench.report import machine, print_table, write_json
+from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 from tests.conftest import character_image, encode
 from tests.fake_discord.server import FakeDiscord, FakeInteraction
 from tests.hostile import corpus
@@ -43,10 +43,20 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far, threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile of `values`, rounded, or NaN when there are none."""
+    return round(float(np.percentile(values, q)), 1) if values else float("nan")
+
+
 def lag_p99(samples: list[list[float]], window: tuple[float, float]) -> float:
     """The 99th-percentile loop lag in ms of the probe samples taken within `window` (unix times)."""
-    lags = [lag for at, lag in samples if window[0] <= at <= window[1]]
-    return round(float(np.percentile(lags, 99)), 1) if lags else float("nan")
+    return percentile([lag for at, lag in samples if window[0] <= at <= window[1]], 99)
 
 
 async def answered(interaction: FakeInteraction, timeout: float = 120.0) -> tuple[str, float]:
@@ -71,17 +81,21 @@ async def whois(server: FakeDiscord, data: bytes, filename: str = "q.jpg", conte
     return await answered(await server.send_slash_command("whois", {"image": attachment}))
 
 
-async def load(server: FakeDiscord, queries: list[bytes], concurrency: int) -> dict:
-    """`concurrency` simultaneous /whois requests."""
+async def load(server: FakeDiscord, queries: list[bytes], concurrency: int, pid: int) -> dict:
+    """`concurrency` simultaneous /whois requests, and the CPU the bot and the fake server spent on them."""
     started = time.perf_counter()
     window = time.time()
+    bot_cpu, server_cpu = cpu_seconds(pid), cpu_seconds(os.getpid())
     results = await asyncio.gather(*(whois(server, queries[i % len(queries)]) for i in range(concurrency)))
     wall = time.perf_counter() - started
+    bot_cpu, server_cpu = cpu_seconds(pid) - bot_cpu, cpu_seconds(os.getpid()) - server_cpu
     latencies = [seconds * 1000 for kind, seconds in results if kind == "answer"]
     return {
         "concurrent": concurrency, "answered": f"{len(latencies)}/{concurrency}",
         "per_s": round(len(latencies) / wall, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50))), "p95_ms": round(float(np.percentile(latencies, 95))),
+        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+        "bot_cpu_ms_per_req": round(bot_cpu / concurrency * 1000, 1),
+        "fake_discord_cores": round(server_cpu / wall, 2),
         "window": (window, time.time()),
     }
 
@@ -114,7 +128,7 @@ async def reindex(server: FakeDiscord, gallery: Path, query: bytes) -> dict:
         await asyncio.sleep(0.25)
     return {
         "reindex_s": round(time.perf_counter() - started, 1), "whois_during": len(latencies),
-        "p50_ms": round(float(np.percentile(latencies, 50))), "max_ms": round(max(latencies)),
+        "p50_ms": percentile(latencies, 50), "max_ms": percentile(latencies, 100),
         "summary": final.splitlines()[0] if final else "no summary", "window": (window, time.time()),
     }
 
@@ -171,7 +185,7 @@ async def run(args: argparse.Namespace) -> dict:
     await server.start()
     scratch = Path(tempfile.mkdtemp(prefix="hxhbot-bench-"))
     gallery = scratch / "gallery"
-    shutil.copytree(args.data, gallery, copy_function=os.symlink)
+    shutil.copytree(args.data.resolve(), gallery, copy_function=os.symlink)
     env = {
         **os.environ, "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
         "GALLERY_DIR": str(gallery), "MODEL_DIR": str(args.model), "INDEX_DIR": str(scratch / "index"),
@@ -185,9 +199,9 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         await server.wait_until_ready(timeout=600)
         await asyncio.sleep(1.0)
-        await load(server, queries, 16)  # warm-up: first-use imports and traces are not the steady state
+        await load(server, queries, 16, bot.pid)  # warm-up: first-use imports and traces are not the steady state
         idle = rss_mb(bot.pid)
-        rows = [await load(server, queries, n) for n in args.concurrency]
+        rows = [await load(server, queries, n, bot.pid) for n in args.concurrency]
         after_load = rss_mb(bot.pid)
         soaked = await soak(server, queries, args.soak, 32, bot.pid)
         reindexed = await reindex(server, gallery, queries[0])
@@ -216,8 +230,10 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=2000)
     parser.add_argument("--json", default="tests/bench/results/bot.json")
     args = parser.parse_args()
+    before = cpu_times()
     figures = asyncio.run(run(args))
-    where = f"{machine()}; model {figures['model']}; batched limit {figures['batched_limit_img_s']} img/s"
+    figures["noise"] = steal_since(before)
+    where = f"{machine()}; {figures['noise']}; model {figures['model']}; batched limit {figures['batched_limit_img_s']} img/s"
     print_table(f"Bot under load, /whois through the local Discord server ({where})", figures["load"])
     print_table("Soak: mixed requests", [figures["soak"]])
     print_table("/reindex of 1,800 generated images, /whois answered meanwhile", [figures["reindex"]])

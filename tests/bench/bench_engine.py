@@ -16,21 +16,27 @@ from hxhbot.embedder import Embedder
 from hxhbot.images import load_image
 from hxhbot.indexing import build_gallery_index
 from hxhbot.model_dir import build_pretrained
-from tests.bench.report import machine, print_table, write_json
+from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 
 
 def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict:
     """Index the data set, then time single requests and batched embedding."""
+    before = cpu_times()
     embedder.warm_up()
     with tempfile.TemporaryDirectory() as index_dir:
         index, summary = build_gallery_index(data_dir, embedder, index_dir)
         queries = [Path(item.path).read_bytes() for item in index.items[:: max(1, len(index) // repeats)]]
-        latencies = []
+        stages = []  # ms of decode, embed, rank per query
         for data in queries:
             started = time.perf_counter()
-            vector = embedder.embed(load_image(data, embedder.input_size))[0]
+            array = load_image(data, embedder.input_size)
+            decoded = time.perf_counter()
+            vector = embedder.embed(array)[0]
+            embedded = time.perf_counter()
             index.rank(vector, 5)
-            latencies.append((time.perf_counter() - started) * 1000)
+            stages.append([decoded - started, embedded - decoded, time.perf_counter() - embedded])
+        stages_ms = np.array(stages) * 1000
+        latencies = stages_ms.sum(axis=1)
         arrays = np.stack([load_image(data, embedder.input_size) for data in queries])
         batch = arrays[np.arange(256) % len(arrays)]
         embedder.embed(batch)
@@ -45,8 +51,11 @@ def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict
     return {
         "model": name, "input": embedder.input_size, "dim": embedder.dim, "gallery": len(index),
         "index_s": round(summary.seconds, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 1),
-        "p95_ms": round(float(np.percentile(latencies, 95)), 1), "batched_img_s": round(batched),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        **{f"{stage}_p50": round(float(np.percentile(stages_ms[:, column], 50)), 1)
+           for column, stage in enumerate(("decode", "embed", "rank"))}, "batched_img_s": round(batched),
         "single_img_s": round(single), "single/batched": round(single / batched, 2),
+        "noise": steal_since(before),
     }
 
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from hxhbot.index import GalleryIndex, GalleryItem, annoy_settings
-from tests.bench.report import machine, print_table, write_json
+from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 
 
 def clustered(size: int, dim: int, per_cluster: int = 25, spread: float = 0.35, seed: int = 0) -> np.ndarray:
@@ -42,12 +42,12 @@ def exact_top10(vectors: np.ndarray, probes: np.ndarray) -> list[set[int]]:
     return [set(row.tolist()) for row in best[1]]
 
 
-def measure(size: int, dim: int, queries: int, n_trees: int | None, search_k: int | None) -> dict:
-    """Build an index of `size` vectors and compare its top-10 and its speed with exact search."""
+def measure(size: int, dim: int, queries: int, n_trees: int | None, search_ks: list[int | None]) -> list[dict]:
+    """Build an index of `size` vectors; compare its top-10 and speed with exact search at each `search_k`."""
     vectors = clustered(size, dim)
     items = [GalleryItem(str(row % 1000), "", "") for row in range(size)]
     started = time.perf_counter()
-    index = GalleryIndex.build(vectors, items, "bench", n_trees=n_trees, search_k=search_k)
+    index = GalleryIndex.build(vectors, items, "bench", n_trees=n_trees)
     build_s = time.perf_counter() - started
     probes = clustered(queries, dim, seed=1)
     exact = exact_top10(vectors, probes)
@@ -56,15 +56,19 @@ def measure(size: int, dim: int, queries: int, n_trees: int | None, search_k: in
     for probe in timed:
         np.argpartition(-(vectors @ probe), 10)[:10]
     exact_ms = (time.perf_counter() - started) / len(timed) * 1000
-    started = time.perf_counter()
-    approx = [set(index.annoy.get_nns_by_vector(probe.tolist(), 10, search_k=index.search_k)) for probe in probes]
-    annoy_ms = (time.perf_counter() - started) / queries * 1000
-    recall = float(np.mean([len(a & e) / 10 for a, e in zip(approx, exact)]))
-    return {
-        "size": size, "dim": dim, "n_trees": index.meta["n_trees"], "search_k": index.search_k,
-        "build_s": round(build_s, 1), "annoy_ms": round(annoy_ms, 2), "recall@10": round(recall, 3),
-        "exact_ms": round(exact_ms, 2), "served_by": "exact" if index.matrix is not None else "annoy",
-    }
+    rows = []
+    for search_k in search_ks:
+        search_k = search_k or index.search_k
+        started = time.perf_counter()
+        approx = [set(index.annoy.get_nns_by_vector(probe.tolist(), 10, search_k=search_k)) for probe in probes]
+        annoy_ms = (time.perf_counter() - started) / queries * 1000
+        recall = float(np.mean([len(a & e) / 10 for a, e in zip(approx, exact)]))
+        rows.append({
+            "size": size, "dim": dim, "n_trees": index.meta["n_trees"], "search_k": search_k,
+            "build_s": round(build_s, 1), "annoy_ms": round(annoy_ms, 2), "recall@10": round(recall, 3),
+            "exact_ms": round(exact_ms, 2), "served_by": "exact" if index.matrix is not None else "annoy",
+        })
+    return rows
 
 
 def main() -> None:
@@ -77,11 +81,12 @@ def main() -> None:
     parser.add_argument("--search-k", type=int, nargs="*", default=[None])
     parser.add_argument("--json", default="tests/bench/results/index.json")
     args = parser.parse_args()
+    before = cpu_times()
     rows = [
-        measure(size, args.dim, args.queries, trees, k)
-        for size in args.sizes for trees in args.n_trees for k in args.search_k
+        row for size in args.sizes for trees in args.n_trees
+        for row in measure(size, args.dim, args.queries, trees, args.search_k)
     ]
-    print_table(f"Index: Annoy vs exact numpy search ({machine()})", rows)
+    print_table(f"Index: Annoy vs exact numpy search ({machine()}; {steal_since(before)})", rows)
     write_json(args.json, {"machine": machine(), "rows": rows})
 
 

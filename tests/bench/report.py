@@ -21,6 +21,23 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, {platform.system()}, Python {platform.python_version()}, no GPU"
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (user … steal) from /proc/stat, or [] where there is none."""
+    try:
+        return [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_since(before: list[int]) -> str:
+    """Share of CPU time the hypervisor took from this VM since `before`: noise in every figure."""
+    after = cpu_times()
+    if not before or not after:
+        return "steal n/a"
+    spent = [b - a for a, b in zip(before, after)]
+    return f"CPU steal {spent[7] / max(1, sum(spent)):.0%}"
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     """Print rows of equal keys as an aligned table under a title."""
     print(f"\n{title}")
