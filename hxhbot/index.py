@@ -14,7 +14,7 @@ from annoy import AnnoyIndex
 
 META_FILE = "index.json"
 SCORE_TEMPERATURE = 0.05  # softmax temperature over each character's best cosine similarity
-EXACT_LIMIT = 50_000  # up to here exact search beats Annoy at recall 0.99 (tests/bench/bench_index.py)
+EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
 
 
 class GalleryIndexError(RuntimeError):
@@ -68,15 +68,12 @@ def annoy_settings(size: int) -> tuple[int, int]:
 class GalleryIndex:
     """Nearest gallery images and best characters for a query embedding."""
 
-    def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict) -> None:
+    def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict, matrix: np.ndarray | None) -> None:
         self.annoy = annoy
         self.items = items
         self.meta = meta
         self.search_k = int(meta["search_k"])
-        self.matrix = (
-            np.array([annoy.get_item_vector(row) for row in range(len(items))], dtype=np.float32)
-            if len(items) <= EXACT_LIMIT else None
-        )
+        self.matrix = matrix  # the unit vectors, row per item, when exact search serves
 
     @property
     def fingerprint(self) -> str:
@@ -100,6 +97,7 @@ class GalleryIndex:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(items):
             raise ValueError(f"{len(items)} items but vectors of shape {vectors.shape}")
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
         default_trees, default_k = annoy_settings(len(items))
         n_trees = n_trees or default_trees
         annoy = AnnoyIndex(vectors.shape[1], "angular")
@@ -113,21 +111,25 @@ class GalleryIndex:
             "search_k": search_k or default_k,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        return cls(annoy, list(items), meta)
+        return cls(annoy, list(items), meta, vectors if vectors.nbytes <= EXACT_MAX_BYTES else None)
 
     def save(self, directory: str | Path) -> None:
-        """Write a new Annoy file, then rename the metadata that names it into place."""
+        """Write a new Annoy file (and vector file for exact search), then rename the metadata into place."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        ann_name = f"index-{uuid.uuid4().hex[:12]}.ann"
-        self.annoy.save(str(out / ann_name))  # annoy then serves from the new file, mmapped
-        meta = {**self.meta, "ann_file": ann_name, "items": [asdict(item) for item in self.items]}
-        staged = out / f"{META_FILE}.{ann_name}.tmp"
+        name = f"index-{uuid.uuid4().hex[:12]}"
+        self.annoy.save(str(out / f"{name}.ann"))  # annoy then serves from the new file, mmapped
+        if self.matrix is not None:
+            np.save(out / f"{name}.npy", self.matrix)
+        meta = {**self.meta, "ann_file": f"{name}.ann",
+                "vectors_file": f"{name}.npy" if self.matrix is not None else None,
+                "items": [asdict(item) for item in self.items]}
+        staged = out / f"{META_FILE}.{name}.tmp"
         staged.write_text(json.dumps(meta, ensure_ascii=False))
         os.replace(staged, out / META_FILE)
         self.meta = {key: value for key, value in meta.items() if key != "items"}
-        for old in out.glob("index-*.ann"):
-            if old.name != ann_name:
+        for old in out.glob("index-*.*"):
+            if old.stem != name and old.suffix in (".ann", ".npy"):
                 old.unlink(missing_ok=True)  # a live mmap of it stays valid until closed
 
     @classmethod
@@ -141,6 +143,8 @@ class GalleryIndex:
             items = [GalleryItem(**item) for item in meta.pop("items")]
             annoy = AnnoyIndex(int(meta["dim"]), "angular")
             annoy.load(str(Path(directory) / meta["ann_file"]))
+            vectors_file = meta["vectors_file"]
+            matrix = np.load(Path(directory) / vectors_file, mmap_mode="r") if vectors_file else None
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise GalleryIndexError(f"The index in {directory} is damaged ({error}); rebuild it.") from error
         if fingerprint is not None and meta["model_fingerprint"] != fingerprint:
@@ -148,16 +152,16 @@ class GalleryIndex:
                 f"The index in {directory} was built with model {meta['model_fingerprint']}, "
                 f"not the loaded model {fingerprint}; rebuild it with `python -m hxhbot index`."
             )
-        if annoy.get_n_items() != len(items):
+        if annoy.get_n_items() != len(items) or (matrix is not None and matrix.shape != (len(items), meta["dim"])):
             raise GalleryIndexError(f"The index in {directory} is damaged (item count mismatch); rebuild it.")
-        return cls(annoy, items, meta)
+        return cls(annoy, items, meta, matrix)
 
     def vector(self, row: int) -> np.ndarray:
         """The stored embedding of gallery item `row`."""
         return np.asarray(self.annoy.get_item_vector(row), dtype=np.float32)
 
     def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        """The `k` gallery images closest to `vector`, closest first (exact below `EXACT_LIMIT`)."""
+        """The `k` gallery images closest to `vector`, closest first (exact up to `EXACT_MAX_BYTES`)."""
         if self.matrix is not None:
             similarities = self.matrix @ np.asarray(vector, dtype=np.float32)
             rows = np.argpartition(-similarities, k - 1)[:k] if k < len(similarities) else np.arange(k)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hxhbot.index import (
-    EXACT_LIMIT, GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
+    GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
     annoy_settings,
 )
 from tests.bench.bench_index import clustered
@@ -26,7 +26,8 @@ def test_round_trip_and_mmap(tmp_path: Path) -> None:
     assert len(loaded) == 200 and loaded.dim == 16 and loaded.fingerprint == "fp1"
     assert np.allclose(loaded.vector(7), vectors[7], atol=1e-6)
     meta = json.loads((tmp_path / "index.json").read_text())
-    assert {"model_fingerprint", "built_at", "ann_file", "items", "n_trees", "search_k"} <= set(meta)
+    assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "items", "n_trees", "search_k"} <= set(meta)
+    assert isinstance(loaded.matrix, np.memmap) and np.allclose(loaded.matrix[7], vectors[7], atol=1e-6)
     assert meta["items"][3] == {"character": "char0", "path": "g/3.jpg", "sha256": f"{3:064x}"}
 
 
@@ -40,6 +41,9 @@ def test_missing_and_damaged(tmp_path: Path) -> None:
     with pytest.raises(IndexMissingError):
         GalleryIndex.load(tmp_path / "none")
     GalleryIndex.build(clustered(50, 8), _items(50), "fp").save(tmp_path)
+    next(tmp_path.glob("*.npy")).write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(GalleryIndexError, match="damaged"):
+        GalleryIndex.load(tmp_path)
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(GalleryIndexError, match="damaged"):
         GalleryIndex.load(tmp_path)
@@ -48,12 +52,15 @@ def test_missing_and_damaged(tmp_path: Path) -> None:
 def test_new_index_replaces_old_while_old_stays_usable(tmp_path: Path) -> None:
     old_vectors = clustered(100, 8)
     GalleryIndex.build(old_vectors, _items(100), "fp").save(tmp_path)
-    live = GalleryIndex.load(tmp_path, "fp")
-    live.matrix = None  # force the Annoy (mmap) path
+    live, live_annoy = GalleryIndex.load(tmp_path, "fp"), GalleryIndex.load(tmp_path, "fp")
+    live_annoy.matrix = None  # force the Annoy path
     before = live.nearest(old_vectors[5], 3)
+    assert [n.item for n in live_annoy.nearest(old_vectors[5], 3)] == [n.item for n in before]
     GalleryIndex.build(clustered(60, 8, seed=9), _items(60), "fp").save(tmp_path)
-    assert len(list(tmp_path.glob("*.ann"))) == 1 and not list(tmp_path.glob("*.tmp"))
-    assert live.nearest(old_vectors[5], 3) == before  # the old mmap still answers
+    assert len(list(tmp_path.glob("*.ann"))) == len(list(tmp_path.glob("*.npy"))) == 1
+    assert not list(tmp_path.glob("*.tmp"))
+    assert live.nearest(old_vectors[5], 3) == before  # the old mmaps still answer
+    assert [n.item for n in live_annoy.nearest(old_vectors[5], 3)] == [n.item for n in before]
     assert len(GalleryIndex.load(tmp_path, "fp")) == 60
 
 
@@ -83,10 +90,19 @@ def test_annoy_settings_reach_recall_099(size: int) -> None:
     assert np.mean(recall) >= 0.99
 
 
-def test_exact_search_below_limit_agrees_with_annoy() -> None:
+def test_exact_search_agrees_with_annoy() -> None:
     vectors = clustered(500, 16)
     index = GalleryIndex.build(vectors, _items(500), "fp")
-    assert index.matrix is not None and 500 <= EXACT_LIMIT
+    assert index.matrix is not None
     exact = [near.item.path for near in index.nearest(vectors[3], 10)]
     index.matrix = None
     assert [near.item.path for near in index.nearest(vectors[3], 10)] == exact
+
+
+def test_over_the_memory_budget_annoy_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hxhbot.index.EXACT_MAX_BYTES", 1000)
+    vectors = clustered(300, 16)
+    GalleryIndex.build(vectors, _items(300), "fp").save(tmp_path)
+    loaded = GalleryIndex.load(tmp_path, "fp")
+    assert loaded.matrix is None and not list(tmp_path.glob("*.npy"))
+    assert loaded.nearest(vectors[42], 1)[0].item.path == "g/42.jpg"
