@@ -157,11 +157,15 @@ async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrenc
     before = rss_mb(pid)
     started = time.perf_counter()
     window = time.time()
-    await asyncio.gather(*(one(number) for number in range(total)))
+    growth = []  # after every 1,000 requests: does memory level off?
+    for first in range(0, total, 1000):
+        await asyncio.gather(*(one(number) for number in range(first, min(total, first + 1000))))
+        growth.append(round(rss_mb(pid) - before))
     return {
         "requests": total, "answers": counts["answer"], "refusals": counts["refusal"],
         "unanswered": counts["none"], "seconds": round(time.perf_counter() - started, 1),
-        "rss_growth_mb": round(rss_mb(pid) - before, 1), "window": (window, time.time()),
+        "rss_growth_mb": growth[-1] if growth else 0, "growth_per_1000_mb": growth,
+        "window": (window, time.time()),
     }
 
 
