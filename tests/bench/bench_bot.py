@@ -26,6 +26,7 @@ import numpy as np
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import scan_gallery
 from hxhbot.images import load_image
+from tests.bench.bench_engine import batched_throughput
 from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 from tests.conftest import character_image, encode
 from tests.fake_discord.server import FakeDiscord, FakeInteraction
@@ -173,11 +174,7 @@ def batched_limit(model: Path, queries: list[bytes]) -> tuple[str, float]:
     """The model's name and its batched embedding throughput (images/s, batches of 256)."""
     embedder = Embedder.load(model)
     arrays = np.stack([load_image(data, embedder.input_size) for data in queries[:64]])
-    batch = arrays[np.arange(256) % len(arrays)]
-    embedder.embed(batch)
-    started = time.perf_counter()
-    embedder.embed(batch)
-    return embedder.config.variant, len(batch) / (time.perf_counter() - started)
+    return embedder.config.variant, batched_throughput(embedder, arrays)
 
 
 async def run(args: argparse.Namespace) -> dict:

@@ -19,6 +19,16 @@ from hxhbot.model_dir import build_pretrained
 from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 
 
+def batched_throughput(embedder: Embedder, arrays: np.ndarray, rounds: int = 3) -> float:
+    """Images per second embedding `arrays`, repeated into batches of 256, after one warm-up batch."""
+    batch = arrays[np.arange(256) % len(arrays)]
+    embedder.embed(batch)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        embedder.embed(batch)
+    return rounds * len(batch) / (time.perf_counter() - started)
+
+
 def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict:
     """Index the data set, then time single requests and batched embedding."""
     before = cpu_times()
@@ -38,12 +48,7 @@ def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict
         stages_ms = np.array(stages) * 1000
         latencies = stages_ms.sum(axis=1)
         arrays = np.stack([load_image(data, embedder.input_size) for data in queries])
-        batch = arrays[np.arange(256) % len(arrays)]
-        embedder.embed(batch)
-        started = time.perf_counter()
-        for _ in range(3):
-            embedder.embed(batch)
-        batched = 3 * len(batch) / (time.perf_counter() - started)
+        batched = batched_throughput(embedder, arrays)
         started = time.perf_counter()
         for array in arrays:
             embedder.embed(array)

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from hxhbot.bot import run  # noqa: E402
-from hxhbot.config import load_settings  # noqa: E402
+from hxhbot.bot import run
+from hxhbot.config import load_settings
 
 PROBE_SLEEP = 0.005
 
