@@ -10,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 from hxhbot.embedder import Embedder
+from training import compare as compare_cli
 from training import evaluate as evaluate_cli
 from training.data import Split, load_arrays, make_split, pk_batches
-from training.model import VARIANTS, build, build_seed
+from training.metrics import confidence_figures
+from training.model import PALETTE_LEVELS, VARIANTS, build, build_hunter, build_seed, colour_histogram
 from training.train import train
 from tests.conftest import write_gallery
 
@@ -123,3 +125,74 @@ def test_evaluate_cli_writes_json_and_sheet(data: Path, tmp_path: Path) -> None:
         assert len(figures["ranks"]) == figures["queries"] and set(figures["per_character"])
         assert set(report["pretrained_baseline"][group]) >= {"top1", "map@r"}
     assert out.with_suffix(".png").is_file()
+
+
+def solid(colour: tuple[int, int, int], size: int = 16) -> np.ndarray:
+    """A `size`×`size` image of one 0–255 RGB colour."""
+    return np.full((1, size, size, 3), colour, np.float32)
+
+
+def test_colour_histogram_puts_a_colour_in_its_own_bins() -> None:
+    pixels = tf.keras.Input((16, 16, 3))
+    histogram = tf.keras.Model(pixels, colour_histogram(pixels / 127.5 - 1.0))
+    red, dark_red, green = (histogram(solid(c)).numpy()[0] for c in ((255, 0, 0), (220, 25, 25), (0, 255, 0)))
+    assert red.shape == (PALETTE_LEVELS ** 3,) and np.isclose(np.linalg.norm(red), 1.0)
+    corner = np.unravel_index(red.argmax(), (PALETTE_LEVELS,) * 3)
+    assert corner == (PALETTE_LEVELS - 1, 0, 0)  # the palette's pure red
+    assert red @ dark_red > 0.3 and red @ green < 0.01  # near colours share bins, far ones share none
+    mixed = histogram(np.concatenate([solid((255, 0, 0))[:, :8], solid((0, 255, 0))[:, 8:]], axis=1)).numpy()[0]
+    assert mixed @ red > 0.6 and mixed @ green > 0.6
+
+
+def test_hunter_tells_characters_apart_by_colour_untrained() -> None:
+    model = build_hunter(32, weights=None)  # random backbone: only the colour histogram carries identity
+    embed = Embedder.from_model(model, "hunter").embed
+    same = embed(np.concatenate([solid((40, 160, 60), 32), solid((60, 170, 70), 32)]))
+    other = embed(solid((200, 200, 230), 32))[0]
+    assert same[0] @ same[1] > same[0] @ other
+    assert model.get_layer("features").get_layer("colour_assign").trainable is False
+
+
+def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path: Path) -> None:
+    rows = compare_cli.compare(data, tmp_path / "runs", ["pretrained", "softmax"], {"softmax": 2}, splits=2,
+                               input_size=32, weights=None, augment_rounds=1)
+    assert [row["variant"] for row in rows] == ["pretrained", "softmax"]
+    splits = [Split.load(tmp_path / "runs" / f"split-{seed}.json") for seed in range(2)]
+    assert splits[0] != splits[1]
+    for row in rows:
+        for group in ("seen", "unseen"):
+            assert 0 <= row[f"{group} worst"] <= row[f"{group} top1"] <= 1
+    assert rows[1]["epochs"] == 2 and (tmp_path / "runs" / "softmax-1" / "model.keras").is_file()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{compare_cli.BEGIN}\nold\n{compare_cli.END}\noutro\n")
+    compare_cli.write_table(readme, compare_cli.markdown(rows))
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
+    assert "| softmax | 32 |" in text and "seen worst" in text
+
+
+def test_confidence_figures_score_like_the_engine() -> None:
+    gallery_labels = np.array(["gon", "gon", "killua", "kurapika"])
+    similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon by far: confident and right
+                           [0.70, 0.6, 0.69, 0.69],   # a three-way near tie: not confident
+                           [0.3, 0.2, 0.8, 0.1]])     # killua by far: confident, but it was gon
+    figures = confidence_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), threshold=0.5)
+    assert figures == {"confident": 2 / 3, "confident_top1": 0.5}
+    assert confidence_figures(similarity, gallery_labels, np.array(["gon"] * 3), threshold=1.0)["confident"] == 0
+
+
+def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train(data, "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    model = Embedder.load(tmp_path / "h").model
+    for part, dim in (("features", 2944), ("shape", 2432), ("colour", 512)):
+        assert evaluate_cli.model_part(model, part).output_shape == (None, dim)
+        out = tmp_path / f"{part}.json"
+        assert evaluate_cli.main(["--model", str(tmp_path / "h"), "--data", str(data), "--json", str(out),
+                                  "--baseline-weights", "none", "--part", part]) == 0
+        report = json.loads(out.read_text())
+        assert report["part"] == part and 0 <= report["model_figures"]["seen"]["top1"] <= 1
+    train(data, "pretrained", tmp_path / "p", input_size=32, weights=None, verbose=0)
+    with pytest.raises(SystemExit):
+        evaluate_cli.main(["--model", str(tmp_path / "p"), "--data", str(data), "--json", str(tmp_path / "x.json"),
+                           "--part", "colour"])
+    assert "has no colour part" in capsys.readouterr().err

@@ -6,13 +6,14 @@ features once and fit only the head; the saved model is the whole thing, standar
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from hxhbot.model_dir import build_pretrained, mobilenet_v2, preprocessing_layer
 
 VARIANTS = ("seed", "pretrained", "softmax", "vae", "hunter")
 DEFAULT_VARIANT = "hunter"
-INPUT_SIZES = {"seed": 64, "pretrained": 64, "softmax": 64, "vae": 64, "hunter": 112}
+INPUT_SIZES = {"seed": 64, "pretrained": 64, "softmax": 64, "vae": 64, "hunter": 80}
 
 
 def build(variant: str, input_size: int | None = None, weights: str | None = "imagenet",
@@ -78,31 +79,63 @@ def build_vae(input_size: int = 64, weights: str | None = "imagenet", latent: in
     return _assemble(features, head, "vae")
 
 
-def multilayer_features(input_size: int, weights: str | None) -> tf.keras.Model:
-    """Frozen ImageNet MobileNetV2, mid (block 13) and final activations pooled, averaged with the mirror image."""
+TAPS = ("block_6_expand_relu", "block_10_expand_relu", "block_13_expand_relu", "out_relu")
+PALETTE_LEVELS = 8  # colour centres per RGB axis: 8³ = 512 histogram bins
+
+
+def colour_palette(levels: int = PALETTE_LEVELS) -> np.ndarray:
+    """A uniform grid of `levels`³ RGB colour centres in MobileNetV2's [-1, 1] range."""
+    axis = np.linspace(-1.0, 1.0, levels, dtype=np.float32)
+    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def colour_histogram(pixels: tf.Tensor, levels: int = PALETTE_LEVELS) -> tf.Tensor:
+    """Soft colour histogram of [-1, 1] pixels: each pixel shared among its nearest palette colours, √, L2.
+
+    A 1×1 convolution computes 2β·x·c − β·|c|² for every palette colour c, so its softmax is
+    exp(−β‖x − c‖²) normalised: a Gaussian soft assignment about one grid step wide. Fixed, not trained.
+    """
+    palette = colour_palette(levels)
+    sharpness = (levels - 1) ** 2 / 2.0
+    assign = tf.keras.layers.Conv2D(len(palette), 1, trainable=False, name="colour_assign")
+    logits = assign(pixels)
+    assign.set_weights([2 * sharpness * palette.T[None, None], -sharpness * np.sum(palette ** 2, axis=1)])
+    shares = tf.keras.layers.Softmax(axis=-1, name="colour_share")(logits)
+    histogram = tf.keras.layers.GlobalAveragePooling2D(name="colour_histogram")(shares)
+    return tf.keras.layers.UnitNormalization(name="colour_normalise")(tf.math.sqrt(histogram))
+
+
+def describing_features(input_size: int, weights: str | None, colour_weight: float = 1.0) -> tf.keras.Model:
+    """Frozen ImageNet MobileNetV2 taps at four depths (GeM-pooled, mirror-averaged) beside a colour histogram.
+
+    ImageNet features are trained to ignore colour; a drawn character's identity is largely its
+    colours (hair, eyes, outfit), so the histogram carries what the backbone throws away.
+    """
     inputs = tf.keras.Input((input_size, input_size, 3), name="image")
     backbone = mobilenet_v2(input_size, weights)
     backbone.trainable = False
-    taps = tf.keras.Model(backbone.input, [backbone.get_layer("block_13_expand_relu").output,
-                                            backbone.get_layer("out_relu").output], name="taps")
+    taps = tf.keras.Model(backbone.input, [backbone.get_layer(name).output for name in TAPS], name="taps")
     taps.trainable = False
-    preprocess = preprocessing_layer()
-    pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
+    pixels = preprocessing_layer()(inputs)
     norm = tf.keras.layers.UnitNormalization(name="tap_normalise")
+    pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
 
     def describe(image: tf.Tensor) -> tf.Tensor:
-        middle, final = taps(preprocess(image), training=False)
-        return tf.keras.layers.Concatenate()([norm(pool(middle)), norm(pool(final))])
+        pooled = [tf.math.pow(pool(tf.math.pow(tap, 3.0)), 1.0 / 3.0) for tap in taps(image, training=False)]
+        return tf.keras.layers.Concatenate()([norm(p) for p in pooled])  # GeM (p = 3) per tap
 
-    mirrored = tf.reverse(inputs, axis=[2])  # a TFOpLambda layer: saved by name, no custom object
-    both = tf.keras.layers.Add(name="flip_average")([describe(inputs), describe(mirrored)])
+    mirrored = tf.reverse(pixels, axis=[2])  # TFOpLambda layers (tf.reverse, tf.math.*): saved by name
+    shapes = tf.keras.layers.Add(name="flip_average")([describe(pixels), describe(mirrored)])
+    shapes = tf.keras.layers.UnitNormalization(name="shape_normalise")(shapes)
+    colours = tf.keras.layers.Rescaling(colour_weight, name="colour_weight")(colour_histogram(pixels))
+    both = tf.keras.layers.Concatenate(name="shape_and_colour")([shapes, colours])
     return tf.keras.Model(inputs, tf.keras.layers.UnitNormalization(name="features_normalise")(both), name="features")
 
 
-def build_hunter(input_size: int = 112, weights: str | None = "imagenet", dim: int = 128,
-                 keep: float = 0.5) -> tf.keras.Model:
-    """Ours: multi-layer, mirror-averaged frozen features, kept (× `keep`) beside a cosine-softmax projection."""
-    features = multilayer_features(input_size, weights)
+def build_hunter(input_size: int = 80, weights: str | None = "imagenet", dim: int = 128,
+                 keep: float = 1.5) -> tf.keras.Model:
+    """Ours: frozen shape and colour features, kept (× `keep`) beside a cosine-softmax projection of them."""
+    features = describing_features(input_size, weights)
     inputs = tf.keras.Input((features.output_shape[-1],))
     projection = tf.keras.layers.Dense(dim, use_bias=False, name="projection")(inputs)
     projection = tf.keras.layers.UnitNormalization(name="projection_normalise")(projection)
