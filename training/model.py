@@ -83,25 +83,28 @@ TAPS = ("block_6_expand_relu", "block_10_expand_relu", "block_13_expand_relu", "
 PALETTE_LEVELS = 8  # colour centres per RGB axis: 8³ = 512 histogram bins
 
 
-def colour_palette(levels: int = PALETTE_LEVELS) -> np.ndarray:
-    """A uniform grid of `levels`³ RGB colour centres in MobileNetV2's [-1, 1] range."""
-    axis = np.linspace(-1.0, 1.0, levels, dtype=np.float32)
-    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-
-
 def colour_histogram(pixels: tf.Tensor, levels: int = PALETTE_LEVELS) -> tf.Tensor:
-    """Soft colour histogram of [-1, 1] pixels: each pixel shared among its nearest palette colours, √, L2.
+    """Soft colour histogram of [-1, 1] pixels over the `levels`³ palette grid, square-rooted and L2-normalised.
 
-    A 1×1 convolution computes 2β·x·c − β·|c|² for every palette colour c, so its softmax is
-    exp(−β‖x − c‖²) normalised: a Gaussian soft assignment about one grid step wide. Fixed, not trained.
+    Each pixel x is shared among palette colours c in proportion to exp(−β‖x − c‖²), β about one
+    grid step. Over a grid this factorises by channel, so it is computed as three `levels`-way
+    softmaxes (a fixed 1×1 depthwise convolution gives 2β·x·c − β·c² per channel and level) whose
+    outer product, summed over the pixels, is one batched matrix product. Fixed, not trained.
     """
-    palette = colour_palette(levels)
+    axis = np.linspace(-1.0, 1.0, levels, dtype=np.float32)
     sharpness = (levels - 1) ** 2 / 2.0
-    assign = tf.keras.layers.Conv2D(len(palette), 1, trainable=False, name="colour_assign")
+    height, width = pixels.shape[1], pixels.shape[2]
+    assign = tf.keras.layers.DepthwiseConv2D(1, depth_multiplier=levels, trainable=False, name="colour_assign")
     logits = assign(pixels)
-    assign.set_weights([2 * sharpness * palette.T[None, None], -sharpness * np.sum(palette ** 2, axis=1)])
+    assign.set_weights([np.tile(2 * sharpness * axis, (1, 1, 3, 1)), np.tile(-sharpness * axis ** 2, 3)])
+    logits = tf.keras.layers.Reshape((height * width, 3, levels), name="colour_channels")(logits)
     shares = tf.keras.layers.Softmax(axis=-1, name="colour_share")(logits)
-    histogram = tf.keras.layers.GlobalAveragePooling2D(name="colour_histogram")(shares)
+    red, green, blue = shares[:, :, 0], shares[:, :, 1], shares[:, :, 2]
+    red_green = tf.keras.layers.Reshape((height * width, levels ** 2), name="colour_red_green")(
+        red[:, :, :, None] * green[:, :, None, :])
+    joint = tf.linalg.matmul(red_green, blue, transpose_a=True)  # Σ over pixels of red ⊗ green ⊗ blue
+    histogram = tf.keras.layers.Reshape((levels ** 3,), name="colour_histogram")(joint)
+    histogram = tf.keras.layers.Rescaling(1.0 / (height * width), name="colour_mean")(histogram)
     return tf.keras.layers.UnitNormalization(name="colour_normalise")(tf.math.sqrt(histogram))
 
 
