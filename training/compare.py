@@ -36,8 +36,8 @@ def compare(data: Path, out: Path, variants: list[str], epochs: dict[str, int | 
         split_files.append(out / f"split-{seed}.json")
         if not split_files[-1].is_file():
             make_split(data, seed=seed).save(split_files[-1])
-    previous = out / "compare.json"
-    kept = json.loads(previous.read_text()) if previous.is_file() else []
+    results = out / "compare.json"
+    kept = json.loads(results.read_text()) if results.is_file() else []
     rows = [row for row in kept if row["variant"] not in variants]  # variants not re-run keep their rows
     for variant in variants:
         runs = []
@@ -49,7 +49,7 @@ def compare(data: Path, out: Path, variants: list[str], epochs: dict[str, int | 
         rows.append(_row(variant, runs))
         print(json.dumps(rows[-1]), flush=True)
     rows.sort(key=lambda row: VARIANTS.index(row["variant"]))
-    previous.write_text(json.dumps(rows, indent=1) + "\n")
+    results.write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 
 
