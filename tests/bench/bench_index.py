@@ -1,6 +1,6 @@
 """Index benchmark: build and query time of Annoy at the chosen settings against exact search.
 
-Run: python -m tests.bench.bench_index [--sizes 1800 50000 500000] [--dim 1984] [--json OUT]
+Run: python -m tests.bench.bench_index [--sizes 1800 50000 500000] [--dim 3072] [--json OUT]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main() -> None:
     """Measure every size and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1800, 50_000, 500_000])
-    parser.add_argument("--dim", type=int, default=1984, help="the default model's embedding size")
+    parser.add_argument("--dim", type=int, default=3072, help="the default model's embedding size")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--n-trees", type=int, nargs="*", default=[None])
     parser.add_argument("--search-k", type=int, nargs="*", default=[None])
