@@ -35,15 +35,16 @@ def evaluate(embedder: Embedder, split: Split) -> dict:
         gallery = embedder.embed(load_arrays(gallery_paths, embedder.input_size))
         queries = embedder.embed(load_arrays(query_paths, embedder.input_size))
         g_labels, q_labels = np.array(gallery_labels), np.array(query_labels)
+        similarity = queries @ gallery.T
         figures = retrieval_figures(gallery, g_labels, queries, q_labels)
-        figures.update(confidence_figures(queries @ gallery.T, g_labels, q_labels, Settings().confidence_threshold))
-        ranks = character_ranks(queries @ gallery.T, g_labels, q_labels)
+        figures.update(confidence_figures(similarity, g_labels, q_labels, Settings().confidence_threshold))
+        ranks = character_ranks(similarity, g_labels, q_labels)
         figures["per_character"] = {
             name: round(float(np.mean(ranks[q_labels == name] == 1)), 3) for name in sorted(set(query_labels))
         }
         figures["ranks"] = [{"query": path, "character": label, "rank": int(rank)}
                             for path, label, rank in zip(query_paths, query_labels, ranks)]
-        figures["_retrieval"] = (gallery_paths, gallery_labels, query_paths, query_labels, queries @ gallery.T)
+        figures["_retrieval"] = (gallery_paths, gallery_labels, query_paths, query_labels, similarity)
         report[group] = figures
     return report
 
