@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 from hxhbot.config import ConfigError, Settings, load_settings
+from hxhbot.detector import FaceDetector
 from hxhbot.gallery import GalleryError
-from hxhbot.images import ImageError, load_image_file
+from hxhbot.images import ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError
 from hxhbot.indexing import build_gallery_index
 from hxhbot.model_dir import ModelError
+from hxhbot.views import load_views
 
 log = logging.getLogger("hxhbot")
 
@@ -60,6 +62,7 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
     _, summary = build_gallery_index(
         args.gallery or settings.gallery_dir, embedder, args.out or settings.index_dir,
         batch_size=settings.batch_size, max_pixels=settings.max_image_pixels, progress=_progress_bar,
+        detector=FaceDetector(),
     )
     print(file=sys.stderr)
     for path, reason in summary.skipped:
@@ -78,19 +81,18 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     embedder = Embedder.load(args.model or settings.model_dir)
     index = GalleryIndex.load(args.index or settings.index_dir, embedder.fingerprint)
+    detector = FaceDetector()
     failed = 0
     for path in args.images:
         try:
-            array = load_image_file(
-                path, embedder.input_size,
-                max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-            )
+            views = load_views(path.read_bytes(), embedder.input_size, detector,
+                               max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         except (OSError, ImageError) as error:
             failed += 1
             reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
             _emit(args.json, {"image": str(path), "error": reason})
             continue
-        matches = index.rank(embedder.embed(array)[0], top_k)
+        matches = index.rank(embedder.embed(views.arrays), top_k)
         _emit(args.json, {
             "image": str(path),
             "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in matches],

@@ -31,11 +31,12 @@ class IndexMismatchError(GalleryIndexError):
 
 @dataclass(frozen=True)
 class GalleryItem:
-    """One gallery image: whose it is, where it is, and a checksum of its bytes."""
+    """One view of a gallery image: whose it is, where it is, a checksum of its bytes, which view (0: whole)."""
 
     character: str
     path: str
     sha256: str
+    view: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class CharacterMatch:
     score: float
     similarity: float
     image: str
+
+
+def character_scores(similarities: np.ndarray) -> np.ndarray:
+    """Scores in [0, 1] for characters from each one's best similarity to the picture."""
+    weights = np.exp((similarities - similarities.max()) / SCORE_TEMPERATURE)
+    return weights / weights.sum()
 
 
 def annoy_settings(size: int) -> tuple[int, int]:
@@ -170,16 +177,16 @@ class GalleryIndex:
         )
         return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
 
-    def rank(self, vector: np.ndarray, top_k: int = 5, neighbours: int = 100) -> list[CharacterMatch]:
-        """The `top_k` characters for `vector`: scores are a softmax over each one's best similarity."""
+    def rank(self, vectors: np.ndarray, top_k: int = 5, neighbours: int = 100) -> list[CharacterMatch]:
+        """The `top_k` characters for a picture's view vectors, by each one's best similarity to any of them."""
         best: dict[str, Neighbour] = {}
         if not self.items:
             return []
-        for near in self.nearest(vector, min(neighbours, len(self.items))):
-            best.setdefault(near.item.character, near)
-        similarities = np.array([near.similarity for near in best.values()])
-        weights = np.exp((similarities - similarities.max()) / SCORE_TEMPERATURE)
-        scores = weights / weights.sum()
+        for vector in np.atleast_2d(vectors):
+            for near in self.nearest(vector, min(neighbours, len(self.items))):
+                if near.item.character not in best or near.similarity > best[near.item.character].similarity:
+                    best[near.item.character] = near
+        scores = character_scores(np.array([near.similarity for near in best.values()]))
         ranked = sorted(zip(best.values(), scores), key=lambda pair: -pair[1])
         return [
             CharacterMatch(near.item.character, float(score), near.similarity, near.item.path)
@@ -190,5 +197,6 @@ class GalleryIndex:
         """Every character in the index with its number of gallery images, by name."""
         counts: dict[str, int] = {}
         for item in self.items:
-            counts[item.character] = counts.get(item.character, 0) + 1
+            if item.view == 0:
+                counts[item.character] = counts.get(item.character, 0) + 1
         return dict(sorted(counts.items(), key=lambda pair: pair[0].casefold()))

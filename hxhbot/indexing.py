@@ -11,10 +11,12 @@ from typing import Callable
 
 import numpy as np
 
+from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, scan_gallery
-from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, load_image
+from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.views import load_views
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -46,8 +48,9 @@ def build_gallery_index(
     batch_size: int = 64,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
+    detector: FaceDetector | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
-    """Embed every readable gallery image and save the index; unreadable files are listed and skipped."""
+    """Embed every view of every readable gallery image and save the index; unreadable files are skipped."""
     started = time.perf_counter()
     files, skipped = scan_gallery(gallery_dir)
     summary = BuildSummary(skipped=[(str(path), reason) for path, reason in skipped])
@@ -58,9 +61,11 @@ def build_gallery_index(
 
     def flush() -> None:
         if pending:
-            embedded = embedder.embed(np.stack([array for _, array in pending]))
-            items.extend(item for item, _ in pending)
-            vectors.extend(embedded)
+            embedded = embedder.embed(np.concatenate([arrays for _, arrays in pending]))
+            for item, arrays in pending:
+                items.extend(GalleryItem(item.character, item.path, item.sha256, view) for view in range(len(arrays)))
+                vectors.extend(embedded[: len(arrays)])
+                embedded = embedded[len(arrays):]
             pending.clear()
 
     for done, file in enumerate(files, 1):
@@ -68,17 +73,18 @@ def build_gallery_index(
             data = file.path.read_bytes()
             item = GalleryItem(file.character, str(file.path), hashlib.sha256(data).hexdigest())
             if item.sha256 in known:
-                items.append(item)
-                vectors.append(known[item.sha256])
+                for view, vector in enumerate(known[item.sha256]):
+                    items.append(GalleryItem(item.character, item.path, item.sha256, view))
+                    vectors.append(vector)
                 summary.reused += 1
             else:
-                size = embedder.input_size
-                pending.append((item, load_image(data, size, max_bytes=max(DEFAULT_MAX_BYTES, len(data)),
-                                                 max_pixels=max_pixels)))
+                views = load_views(data, embedder.input_size, detector,
+                                   max_bytes=max(DEFAULT_MAX_BYTES, len(data)), max_pixels=max_pixels)
+                pending.append((item, views.arrays))
         except (OSError, ImageError) as error:
             summary.skipped.append((str(file.path), str(error)))
             log.warning("skipped %s: %s", file.path, error)
-        if len(pending) >= batch_size:
+        if sum(len(arrays) for _, arrays in pending) >= batch_size:
             flush()
         if progress:
             progress(done, len(files))
@@ -87,17 +93,22 @@ def build_gallery_index(
         raise GalleryError(f"The gallery {gallery_dir} has no readable images: nothing to index.")
     index = GalleryIndex.build(np.stack(vectors), items, embedder.fingerprint)
     index.save(index_dir)
-    summary.images = len(items)
+    summary.images = sum(item.view == 0 for item in items)
     summary.characters = len(index.characters())
     summary.seconds = time.perf_counter() - started
     log.info("indexed %s", summary.describe())
     return index, summary
 
 
-def _previous_vectors(index_dir: str | Path, fingerprint: str) -> dict[str, np.ndarray]:
-    """Embeddings of the current index by image checksum, when the same model built it."""
+def _previous_vectors(index_dir: str | Path, fingerprint: str) -> dict[str, list[np.ndarray]]:
+    """The view embeddings of every image of the current index by checksum, when the same model built it."""
     try:
         previous = GalleryIndex.load(index_dir, fingerprint)
     except GalleryIndexError:
         return {}
-    return {item.sha256: previous.vector(row) for row, item in enumerate(previous.items)}
+    known: dict[str, list[np.ndarray]] = {}
+    for row, item in enumerate(previous.items):
+        views = known.setdefault(item.sha256, [])
+        if item.view == len(views):  # the same bytes twice in the gallery: their views once
+            views.append(previous.vector(row))
+    return known

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 PREPROCESSING = "mobilenet_v2"  # RGB 0..255 in, scaled to [-1, 1] by the model's first layer
-PRETRAINED_INPUT_SIZE = 64
+PRETRAINED_INPUT_SIZE = 224  # raw ImageNet features need the size they were trained at for whole pictures
 
 
 class ModelError(RuntimeError):

@@ -6,16 +6,18 @@ import asyncio
 import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hxhbot.config import Settings
+from hxhbot.detector import Box, FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError
-from hxhbot.images import ImageError, load_image, thumbnail_jpeg
+from hxhbot.images import ImageError, thumbnail_jpeg
 from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError
 from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
+from hxhbot.views import Views, load_views
 
 log = logging.getLogger(__name__)
 THUMBNAIL_CACHE = 2048  # gallery thumbnails kept in memory (~15 KB each)
@@ -39,9 +41,10 @@ class ReindexError(RuntimeError):
 
 @dataclass(frozen=True)
 class Identification:
-    """The ranked characters for one image, best first."""
+    """The ranked characters for one image, best first, and the faces found in it."""
 
     matches: list[CharacterMatch]
+    faces: list[Box] = field(default_factory=list)
 
     @property
     def best(self) -> CharacterMatch:
@@ -51,9 +54,9 @@ class Identification:
 
 @dataclass
 class _Job:
-    """One decoded image waiting for the next model call."""
+    """One decoded image's views waiting for the next model call."""
 
-    array: np.ndarray
+    views: Views
     top_k: int
     future: asyncio.Future
 
@@ -61,8 +64,10 @@ class _Job:
 class SearchService:
     """Decode, embed (micro-batched in a thread pool) and rank images against the live index."""
 
-    def __init__(self, embedder: Embedder, index: GalleryIndex | None, settings: Settings) -> None:
+    def __init__(self, embedder: Embedder, index: GalleryIndex | None, settings: Settings,
+                 detector: FaceDetector | None = None) -> None:
         self.embedder = embedder
+        self.detector = detector or FaceDetector()
         self.index = index
         self.settings = settings
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="hxhbot-decode")
@@ -79,19 +84,21 @@ class SearchService:
         """Load the model and the index (building it from the gallery when missing or stale)."""
         embedder = Embedder.load(settings.model_dir, max_batch=settings.batch_size)
         embedder.warm_up()
+        detector = FaceDetector()
         try:
             index = GalleryIndex.load(settings.index_dir, embedder.fingerprint)
         except GalleryIndexError as error:
             log.warning("%s", error)
-            index = cls._build_at_start(settings, embedder)
-        return cls(embedder, index, settings)
+            index = cls._build_at_start(settings, embedder, detector)
+        return cls(embedder, index, settings, detector)
 
     @staticmethod
-    def _build_at_start(settings: Settings, embedder: Embedder) -> GalleryIndex | None:
+    def _build_at_start(settings: Settings, embedder: Embedder, detector: FaceDetector) -> GalleryIndex | None:
         """Build the index at start-up; without a usable gallery, start without one."""
         try:
             index, summary = build_gallery_index(
-                settings.gallery_dir, embedder, settings.index_dir, max_pixels=settings.max_image_pixels
+                settings.gallery_dir, embedder, settings.index_dir, max_pixels=settings.max_image_pixels,
+                detector=detector,
             )
         except (GalleryError, OSError) as error:
             log.warning("starting without an index: %s", error)
@@ -133,9 +140,9 @@ class SearchService:
         self._in_flight += 1
         try:
             loop = asyncio.get_running_loop()
-            array = await loop.run_in_executor(self._pool, self._decode, data)
+            views = await loop.run_in_executor(self._pool, self._decode, data)
             future = loop.create_future()
-            self._queue.put_nowait(_Job(array, top_k or self.settings.top_k, future))
+            self._queue.put_nowait(_Job(views, top_k or self.settings.top_k, future))
             return await future
         finally:
             self._in_flight -= 1
@@ -155,19 +162,17 @@ class SearchService:
             self._thumbnails.popitem(last=False)
         return data
 
-    def _decode(self, data: bytes) -> np.ndarray:
-        """Check and decode image bytes at the model's input size."""
-        return load_image(
-            data, self.embedder.input_size,
-            max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
-        )
+    def _decode(self, data: bytes) -> Views:
+        """Check and decode image bytes, find its faces, and cut the model's views of it."""
+        return load_views(data, self.embedder.input_size, self.detector,
+                          max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
 
     async def _run_batches(self) -> None:
         """Gather whatever images are waiting into one model call, again and again."""
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._queue.get()]
-            while len(jobs) < self.settings.batch_size and not self._queue.empty():
+            while sum(len(job.views.arrays) for job in jobs) < self.settings.batch_size and not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             jobs = [job for job in jobs if not job.future.done()]  # the asker may have gone
             if not jobs:
@@ -186,10 +191,14 @@ class SearchService:
                     job.future.set_result(result)
 
     def _embed_and_rank(self, jobs: list[_Job]) -> list[Identification]:
-        """One model call for the batch, then a ranking per image against the live index."""
-        vectors = self.embedder.embed(np.stack([job.array for job in jobs]))
-        index = self.index
-        return [Identification(index.rank(vector, job.top_k)) for vector, job in zip(vectors, jobs)]
+        """One model call for every view of the batch, then a ranking per image against the live index."""
+        vectors = self.embedder.embed(np.concatenate([job.views.arrays for job in jobs]))
+        index, results, start = self.index, [], 0
+        for job in jobs:
+            count = len(job.views.arrays)
+            results.append(Identification(index.rank(vectors[start:start + count], job.top_k), job.views.boxes))
+            start += count
+        return results
 
     async def reindex(self, progress: Progress | None = None) -> BuildSummary:
         """Rebuild the index from the gallery in the background and swap it in when done."""
@@ -217,5 +226,5 @@ class SearchService:
         return build_gallery_index(
             self.settings.gallery_dir, self.embedder, self.settings.index_dir,
             batch_size=self.settings.batch_size, max_pixels=self.settings.max_image_pixels,
-            progress=progress,
+            progress=progress, detector=self.detector,
         )

@@ -71,3 +71,14 @@ def embedder(model_dir: Path):
     from hxhbot.embedder import Embedder
 
     return Embedder.load(model_dir)
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def hxh_dev() -> Path:
+    """The shared real Hunter × Hunter pictures (`../shared/datasets/hxh-dev`, beside the checkout, as in CI)."""
+    folder = SHARED / "datasets" / "hxh-dev"
+    assert folder.is_dir(), f"{folder} is missing: tests need ../shared beside the checkout (see README, Tests)"
+    return folder

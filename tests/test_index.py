@@ -28,7 +28,7 @@ def test_round_trip_and_mmap(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "index.json").read_text())
     assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "items", "n_trees", "search_k"} <= set(meta)
     assert isinstance(loaded.matrix, np.memmap) and np.allclose(loaded.matrix[7], vectors[7], atol=1e-6)
-    assert meta["items"][3] == {"character": "char0", "path": "g/3.jpg", "sha256": f"{3:064x}"}
+    assert meta["items"][3] == {"character": "char0", "path": "g/3.jpg", "sha256": f"{3:064x}", "view": 0}
 
 
 def test_other_model_is_refused(tmp_path: Path) -> None:

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from hxhbot.embedder import Embedder
 from training import compare as compare_cli
 from training import evaluate as evaluate_cli
-from training.data import Split, load_arrays, make_split, pk_batches
-from training.metrics import confidence_figures
+from training.data import Split, load_arrays, make_split, pk_batches, source_groups
+from training.metrics import picture_similarity, retrieval_figures
 from training.model import PALETTE_LEVELS, VARIANTS, build, build_hunter, build_seed, colour_histogram
 from training.train import train
-from tests.conftest import write_gallery
+from tests.conftest import encode, write_gallery
 
 COLOURS = {f"Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(5)}
 
@@ -27,17 +28,52 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_split_is_disjoint_and_reproducible(data: Path, tmp_path: Path) -> None:
-    split = make_split(data, unseen=2, seed=3)
-    assert make_split(data, unseen=2, seed=3) == split and make_split(data, unseen=2, seed=4) != split
+    split = make_split(data, unseen=2, gallery_size=3, seed=3)
+    assert make_split(data, unseen=2, gallery_size=3, seed=3) == split
+    assert make_split(data, unseen=2, gallery_size=3, seed=4) != split
     assert len(split.seen) == 3 and len(split.unseen) == 2 and not set(split.seen) & set(split.unseen)
+    for name in split.seen + split.unseen:  # generated drawings can be near-copies: whole groups, at most 3
+        assert 1 <= len(split.gallery[name]) <= 3 and not set(split.gallery[name]) & set(split.query[name])
+        assert split.folders[name] == str(data)
     for name in split.seen:
         assert not set(split.train[name]) & set(split.query[name]) and set(split.val[name]) <= set(split.train[name])
+        assert set(split.gallery[name]) <= set(split.train[name]) and split.query[name]
     for name in split.unseen:
-        assert not set(split.gallery[name]) & set(split.query[name]) and name not in split.train
+        assert len(split.query[name]) == 9 - len(split.gallery[name]) and name not in split.train  # all the rest
     train_paths, _ = split.training_images()
     assert not set(train_paths) & {p for name in split.seen for p in split.val[name]}
+    (gallery, _), queries = split.evaluation(data)
+    assert len(gallery) == sum(map(len, split.gallery.values())) and len(queries["unseen"][0]) == sum(
+        len(split.query[name]) for name in split.unseen)  # unseen queries meet every character's gallery
     split.save(tmp_path / "split.json")
     assert Split.load(tmp_path / "split.json") == split
+
+
+def test_split_keeps_crops_of_one_source_on_one_side(tmp_path: Path) -> None:
+    folder = tmp_path / "crops" / "Gon"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for number in range(6):  # six unlike sources, three crops each: a face-crop set's naming
+        for crop in range(1, 4):
+            noise = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+            (folder / f"{number:02d}ab.jpg-{crop}.jpg").write_bytes(encode(Image.fromarray(noise)))
+    split = make_split(tmp_path / "crops", unseen=1, gallery_size=4, seed=0)
+    source = {p: Path(p).name.split("-")[0] for p in split.gallery["Gon"] + split.query["Gon"]}
+    assert not {source[p] for p in split.gallery["Gon"]} & {source[p] for p in split.query["Gon"]}
+    assert len(split.gallery["Gon"]) == 3  # whole sources only: 3 crops, not 4
+
+
+def test_source_groups_join_crops_repositories_and_copies(tmp_path: Path) -> None:
+    paths, rng = {}, np.random.default_rng(1)
+    pictures = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for _ in range(6)]
+    for name, picture in (("a.jpg-1.jpg", 0), ("a.jpg-2.jpg", 1), ("me__repo__x.png", 2), ("me__repo__y.png", 3),
+                          ("copy1.jpg", 4), ("copy2.jpg", 4), ("alone.jpg", 5)):
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(encode(pictures[picture], "PNG"))
+    groups = source_groups(sorted(map(str, paths.values())))
+    named = sorted(sorted(Path(p).name for p in group) for group in groups)
+    assert named == [["a.jpg-1.jpg", "a.jpg-2.jpg"], ["alone.jpg"], ["copy1.jpg", "copy2.jpg"],
+                     ["me__repo__x.png", "me__repo__y.png"]]
 
 
 def test_batches_are_balanced() -> None:
@@ -64,7 +100,7 @@ def test_seed_has_exactly_the_original_shapes() -> None:
 def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tmp_path: Path) -> None:
     split = make_split(data, unseen=2)
     split.save(tmp_path / "split.json")
-    summary = train(data, variant, tmp_path / "model", epochs=2, split_file=tmp_path / "split.json",
+    summary = train([data], variant, tmp_path / "model", epochs=2, split_file=tmp_path / "split.json",
                     input_size=32, weights=None, augment_rounds=1, verbose=0)
     assert summary["epochs"] == (0 if variant == "pretrained" else 2)
     loaded = Embedder.load(tmp_path / "model")
@@ -82,7 +118,7 @@ def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tm
 def test_training_changes_the_head(data: Path, tmp_path: Path) -> None:
     model = build("softmax", 32, weights=None)
     before = model.get_layer("head").get_weights()[0].copy()
-    train(data, "softmax", tmp_path / "m", epochs=2, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    train([data], "softmax", tmp_path / "m", epochs=2, input_size=32, weights=None, augment_rounds=1, verbose=0)
     after = Embedder.load(tmp_path / "m").model.get_layer("head").get_weights()[0]
     assert before.shape == after.shape and not np.allclose(before, after)
 
@@ -105,26 +141,29 @@ def test_resume_continues_where_it_stopped(data: Path, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(tf.keras.Model, "fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt):
-        train_module.train(data, "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1, verbose=0)
+        train_module.train([data], "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1, verbose=0)
     assert (out / "backup").is_dir() and (out / "split.json").is_file()
     monkeypatch.setattr(tf.keras.Model, "fit", real_fit)
-    summary = train_module.train(data, "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1,
+    summary = train_module.train([data], "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1,
                                  verbose=0)
     assert summary["epochs"] == 2  # epochs 3 and 4 only: the first two were restored
 
 
-def test_evaluate_cli_writes_json_and_sheet(data: Path, tmp_path: Path) -> None:
-    train(data, "pretrained", tmp_path / "m", input_size=32, weights=None, verbose=0)
+def test_evaluate_cli_ranks_every_query_against_every_character(data: Path, tmp_path: Path) -> None:
+    train([data], "hunter", tmp_path / "m", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
     out = tmp_path / "eval.json"
     assert evaluate_cli.main(["--model", str(tmp_path / "m"), "--data", str(data), "--json", str(out),
-                              "--baseline-weights", "none"]) == 0
-    report = json.loads(out.read_text())
+                              "--baseline-weights", "none", "--part", "colour"]) == 0
+    report = json.loads(out.read_text())[str(data)]
+    split = Split.load(tmp_path / "m" / "split.json")
     for group in ("seen", "unseen"):
         figures = report["model_figures"][group]
-        assert 0 <= figures["top1"] <= 1 and figures["recall@10"] >= figures["recall@1"]
-        assert len(figures["ranks"]) == figures["queries"] and set(figures["per_character"])
-        assert set(report["pretrained_baseline"][group]) >= {"top1", "map@r"}
-    assert out.with_suffix(".png").is_file()
+        assert figures["characters"] == 5 and figures["queries"] == len(split.evaluation(data)[1][group][0])
+        assert figures["top1"] >= 0.9, "the generated characters differ by colour: the histogram must find them"
+        assert figures["top5"] == 1.0 and len(figures["ranks"]) == figures["queries"]
+        baseline = report["pretrained_baseline"][group]
+        assert baseline["top1"] < figures["top1"], "an untrained random network ranks worse than colour"
+    assert out.with_name("eval-gallery.png").is_file()
 
 
 def solid(colour: tuple[int, int, int], size: int = 16) -> np.ndarray:
@@ -154,35 +193,42 @@ def test_hunter_tells_characters_apart_by_colour_untrained() -> None:
 
 
 def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path: Path) -> None:
-    rows = compare_cli.compare(data, tmp_path / "runs", ["pretrained", "softmax"], {"softmax": 2}, splits=2,
-                               input_size=32, weights=None, augment_rounds=1)
-    assert [row["variant"] for row in rows] == ["pretrained", "softmax"]
+    rows = compare_cli.compare([data], [data], tmp_path / "runs", ["pretrained", "softmax"], {"softmax": 2},
+                               splits=2, input_size=32, weights=None, augment_rounds=1)
+    assert [row["variant"] for row in rows] == ["pretrained", "softmax"] and rows[0]["data"] == "gallery"
     splits = [Split.load(tmp_path / "runs" / f"split-{seed}.json") for seed in range(2)]
     assert splits[0] != splits[1]
-    for row in rows:
-        for group in ("seen", "unseen"):
-            assert 0 <= row[f"{group} worst"] <= row[f"{group} top1"] <= 1
-    assert rows[1]["epochs"] == 2 and (tmp_path / "runs" / "softmax-1" / "model.keras").is_file()
+    runs = [json.loads((tmp_path / "runs" / f"softmax-{seed}" / "history.json").read_text()) for seed in range(2)]
+    assert rows[1]["epochs"] == np.mean([len(run["history"]["loss"]) for run in runs]) == 2
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{compare_cli.BEGIN}\nold\n{compare_cli.END}\noutro\n")
     compare_cli.write_table(readme, compare_cli.markdown(rows))
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
-    assert "| softmax | 32 |" in text and "seen worst" in text
+    assert "**gallery**" in text and "| softmax | 32 |" in text and "unseen worst" in text
 
 
-def test_confidence_figures_score_like_the_engine() -> None:
+def test_retrieval_figures_rank_characters_by_their_best_picture() -> None:
     gallery_labels = np.array(["gon", "gon", "killua", "kurapika"])
-    similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon by far: confident and right
-                           [0.70, 0.6, 0.69, 0.69],   # a three-way near tie: not confident
-                           [0.3, 0.2, 0.8, 0.1]])     # killua by far: confident, but it was gon
-    figures = confidence_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), threshold=0.5)
-    assert figures == {"confident": 2 / 3, "confident_top1": 0.5}
-    assert confidence_figures(similarity, gallery_labels, np.array(["gon"] * 3), threshold=1.0)["confident"] == 0
+    similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon first
+                           [0.70, 0.6, 0.75, 0.69],   # gon second, after killua
+                           [0.3, 0.2, 0.8, 0.4]])     # gon third
+    figures = retrieval_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), threshold=0.5)
+    assert figures["top1"] == 1 / 3 and figures["top5"] == 1.0 and figures["rank_histogram"] == {"1": 1, "2": 1, "3": 1}
+    assert figures["map@r"] == (1.0 + 0.5 + 0.0) / 3  # R = 2 gon pictures: precision over the first two
+    assert figures["per_character"] == {"gon": 1 / 3}
+    assert figures["confident"] == 2 / 3 and figures["confident_top1"] == 0.5  # rows 1 and 3 clear the bar
+
+
+def test_picture_similarity_is_the_best_over_views() -> None:
+    queries = np.eye(4)[[0, 1, 2]]  # picture 0 has views 0 and 1; picture 1 has view 2
+    gallery = np.eye(4)[[1, 3, 2]]  # picture 0 has view 1; picture 1 has views 3 and 2
+    similarity = picture_similarity(queries, np.array([0, 0, 1]), gallery, np.array([0, 1, 1]))
+    assert similarity.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
 def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    train(data, "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
     model = Embedder.load(tmp_path / "h").model
     for part, dim in (("features", 2944), ("shape", 2432), ("colour", 512)):
         assert evaluate_cli.model_part(model, part).output_shape == (None, dim)
@@ -190,8 +236,8 @@ def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, cap
         assert evaluate_cli.main(["--model", str(tmp_path / "h"), "--data", str(data), "--json", str(out),
                                   "--baseline-weights", "none", "--part", part]) == 0
         report = json.loads(out.read_text())
-        assert report["part"] == part and 0 <= report["model_figures"]["seen"]["top1"] <= 1
-    train(data, "pretrained", tmp_path / "p", input_size=32, weights=None, verbose=0)
+        assert report["part"] == part and report[str(data)]["model_figures"]["seen"]["queries"] > 0
+    train([data], "pretrained", tmp_path / "p", input_size=32, weights=None, verbose=0)
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--model", str(tmp_path / "p"), "--data", str(data), "--json", str(tmp_path / "x.json"),
                            "--part", "colour"])

@@ -1,9 +1,12 @@
-"""Train and evaluate every variant on the same seeded splits, and write the table into training/README.md.
+"""Train and evaluate every variant on the same seeded splits, and write the tables into training/README.md.
 
-python -m training.compare --data ../shared/datasets/anime-faces-dev --out runs/compare [--splits 5] [--variants ...]
+python -m training.compare --data DIR [DIR ...] [--eval DIR ...] [--held-out DIR ...] --out runs/compare
+                           [--splits 3] [--variants ...] [--seed-epochs N]
 
-Each variant is trained and evaluated once per split (seeds 0 … N−1, each choosing other unseen
-characters and other queries); a row gives the mean over the splits and the worst split.
+Each variant is trained once per split (seeds 0 … N−1, each keeping other characters of every folder
+unseen, other pictures as gallery and queries) on the seen characters of all `--data` folders, then
+evaluated on each `--eval` folder: every query ranked against the gallery of all that folder's
+characters. A row gives the mean over the splits and the worst split.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from hxhbot.config import load_settings  # noqa: E402
+from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from training.data import Split, make_split  # noqa: E402
 from training.evaluate import GROUPS, evaluate, summary_row  # noqa: E402
@@ -27,52 +32,61 @@ README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
-def compare(data: Path, out: Path, variants: list[str], epochs: dict[str, int | None], splits: int = 1,
-            **options: object) -> list[dict]:
-    """Train each variant on `splits` seeded splits, evaluate it, return one row per variant."""
+def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[str], epochs: dict[str, int | None],
+            splits: int = 3, held_out: list[Path] | tuple = (), **options: object) -> list[dict]:
+    """Train each variant on `splits` seeded splits, evaluate it on every folder, return one row per variant and folder."""
     out.mkdir(parents=True, exist_ok=True)
     split_files = []
     for seed in range(splits):
         split_files.append(out / f"split-{seed}.json")
         if not split_files[-1].is_file():
-            make_split(data, seed=seed).save(split_files[-1])
+            make_split(data, seed=seed, held_out=held_out).save(split_files[-1])
     results = out / "compare.json"
     kept = json.loads(results.read_text()) if results.is_file() else []
     rows = [row for row in kept if row["variant"] not in variants]  # variants not re-run keep their rows
+    threshold, detector = load_settings().confidence_threshold, FaceDetector()
     for variant in variants:
-        runs = []
+        runs: dict[str, list] = {str(folder): [] for folder in evaluated}
         for seed, split_file in enumerate(split_files):
             summary = train(data, variant, out / f"{variant}-{seed}", epochs=epochs.get(variant),
                             split_file=split_file, seed=seed, verbose=0, **options)
-            runs.append((summary, summary_row(evaluate(Embedder.load(out / f"{variant}-{seed}"),
-                                                       Split.load(split_file)))))
-        rows.append(_row(variant, runs))
-        print(json.dumps(rows[-1]), flush=True)
-    rows.sort(key=lambda row: VARIANTS.index(row["variant"]))
+            embedder = Embedder.load(out / f"{variant}-{seed}")
+            for folder in evaluated:
+                figures = evaluate(embedder, Split.load(split_file), folder, threshold, detector)
+                runs[str(folder)].append((summary, summary_row(figures)))
+        for folder in evaluated:
+            rows.append(_row(variant, Path(folder).name, runs[str(folder)]))
+            print(json.dumps(rows[-1]), flush=True)
+    rows.sort(key=lambda row: (row["data"], VARIANTS.index(row["variant"])))
     results.write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 
 
-def _row(variant: str, runs: list[tuple[dict, dict]]) -> dict:
+def _row(variant: str, folder: str, runs: list[tuple[dict, dict]]) -> dict:
     """Mean and worst split of the figures, mean training cost."""
-    row: dict = {"variant": variant, "input": runs[0][0]["input_size"]}
+    row: dict = {"data": folder, "variant": variant, "input": runs[0][0]["input_size"]}
     for group in GROUPS:
-        top1 = [figures[group]["top1"] for _, figures in runs]
-        row[f"{group} top1"] = float(np.mean(top1))
-        row[f"{group} worst"] = float(np.min(top1))
-        row[f"{group} map@r"] = float(np.mean([figures[group]["map@r"] for _, figures in runs]))
-    for key, name in (("epochs", "epochs"), ("seconds", "train_s"), ("seconds_per_epoch", "s_per_epoch")):
-        row[name] = round(float(np.mean([summary[key] for summary, _ in runs])), 2)
+        present = [figures[group] for _, figures in runs if group in figures]
+        for key, name in (("top1", "top1"), ("top5", "top5"), ("map@r", "map@r"), ("confident", "sure"),
+                          ("confident_top1", "right")):
+            row[f"{group} {name}"] = float(np.mean([f[key] for f in present])) if present else float("nan")
+        row[f"{group} worst"] = float(np.min([f["top1"] for f in present])) if present else float("nan")
+    for key, name in (("epochs", "epochs"), ("seconds", "train_s")):
+        row[name] = round(float(np.mean([summary[key] for summary, _ in runs])), 1)
     return row
 
 
 def markdown(rows: list[dict]) -> str:
-    """The rows as a Markdown table."""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(f"{row[k]:.3f}" if k.startswith(GROUPS) else str(row[k]) for k in keys) + " |"
-              for row in rows]
-    return "\n".join(lines)
+    """The rows as Markdown tables, one per evaluated folder."""
+    tables = []
+    for folder in sorted({row["data"] for row in rows}):
+        mine = [row for row in rows if row["data"] == folder]
+        keys = [key for key in mine[0] if key != "data"]
+        lines = [f"**{folder}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(f"{row[k]:.3f}" if k.startswith(GROUPS) else str(row[k]) for k in keys) + " |"
+                  for row in mine]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def write_table(readme: Path, table: str) -> None:
@@ -87,18 +101,26 @@ def write_table(readme: Path, table: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="folders to train on (combined)")
+    parser.add_argument("--eval", type=Path, nargs="+", help="folders to evaluate on (default: every --data folder)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--splits", type=int, default=5, help="seeded splits to average over")
+    parser.add_argument("--splits", type=int, default=3, help="seeded splits to average over")
+    parser.add_argument("--held-out", type=Path, nargs="+", default=[],
+                        help="folders none of whose characters are trained on (all unseen)")
     parser.add_argument("--seed-epochs", type=int, default=200)
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        parser.error(f"--data {args.data} is not a folder")
+    for folder in args.data:
+        if not folder.is_dir():
+            parser.error(f"--data {folder} is not a folder")
+    evaluated = args.eval or args.data
+    if not set(map(str, evaluated)) <= set(map(str, args.data)):
+        parser.error("every --eval folder must also be a --data folder (the split covers only those)")
     if args.splits < 1:
         parser.error("--splits must be at least 1")
-    rows = compare(args.data, args.out, args.variants, {"seed": args.seed_epochs}, args.splits)
+    rows = compare(args.data, evaluated, args.out, args.variants, {"seed": args.seed_epochs}, args.splits,
+                   args.held_out)
     table = markdown(rows)
     print(table)
     write_table(args.readme, table)

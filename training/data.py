@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_addons as tfa
+from PIL import Image, ImageEnhance, ImageOps
 
 from hxhbot.gallery import scan_gallery
-from hxhbot.images import ImageError, load_image_file
+from hxhbot.detector import DECODE_SIDE, Box, FaceDetector
+from hxhbot.images import ImageError, decode_image, load_image_file, to_array
+from hxhbot.views import DETAIL, picture_views
 
 
 @dataclass(frozen=True)
 class Split:
-    """Which characters are seen in training, and which images are gallery, query or validation.
+    """Which characters are trained on, and which pictures are training, validation, gallery or query.
 
-    Training uses the seen characters' `train` images, minus `val` (held out for checkpointing).
-    Evaluation ranks each character group's `query` images against that group's gallery: the `train`
-    images for seen characters, the `gallery` images for unseen ones (never trained on).
+    Every character has a gallery (`gallery_size` pictures) and queries; the seen characters' other
+    pictures, with their gallery, are what the model learns from (minus `val`, held out for
+    checkpointing). Evaluation ranks each query against the galleries of every character of its
+    folder, seen and unseen alike, as on a real server. No source picture has crops on both sides.
     """
 
     seed: int
@@ -32,6 +37,7 @@ class Split:
     val: dict[str, list[str]]
     gallery: dict[str, list[str]]
     query: dict[str, list[str]]
+    folders: dict[str, str] = field(default_factory=dict)  # character → the data folder it comes from
 
     def save(self, path: str | Path) -> None:
         """Write the split as JSON."""
@@ -48,39 +54,120 @@ class Split:
 
     def validation_images(self) -> tuple[list[str], list[str]]:
         """Held-out seen images, ranked against the training images for checkpointing."""
-        return _flatten({c: self.val[c] for c in self.seen})
+        return _flatten({c: self.val[c] for c in self.seen if self.val[c]})
 
-    def evaluation(self, group: str) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
-        """((gallery paths, labels), (query paths, labels)) for 'seen' or 'unseen' characters."""
-        names = self.seen if group == "seen" else self.unseen
-        gallery = self.train if group == "seen" else self.gallery
-        return _flatten({c: gallery[c] for c in names}), _flatten({c: self.query[c] for c in names})
+    def characters_of(self, folder: str | Path | None = None) -> list[str]:
+        """The characters of one data folder (all of them when `folder` is None)."""
+        names = sorted(self.gallery)
+        return names if folder is None else [c for c in names if self.folders.get(c) == str(folder)]
+
+    def evaluation(self, folder: str | Path | None = None) -> tuple[tuple[list[str], list[str]], dict[str, tuple[list[str], list[str]]]]:
+        """((gallery paths, labels) of every character of `folder`, {'seen'|'unseen': (query paths, labels)})."""
+        names = self.characters_of(folder)
+        queries = {group: _flatten({c: self.query[c] for c in names if c in members})
+                   for group, members in (("seen", set(self.seen)), ("unseen", set(self.unseen)))}
+        return _flatten({c: self.gallery[c] for c in names}), queries
 
 
-def make_split(data_dir: str | Path, unseen: int | float = 0.4, query: float = 1 / 3, val: float = 0.2,
-               seed: int = 0) -> Split:
-    """Split a gallery folder by character (seen/unseen) and by image (train or gallery/query/val), seeded."""
-    files, _ = scan_gallery(data_dir)
-    by_character: dict[str, list[str]] = {}
-    for file in files:
-        by_character.setdefault(file.character, []).append(str(file.path))
+def make_split(data_dirs: str | Path | list, unseen: int | float = 0.4, gallery_size: int = 8,
+               query: float = 1 / 3, val: float = 0.2, seed: int = 0, held_out: list | tuple = ()) -> Split:
+    """Split data folders by character (seen/unseen, per folder) and by source picture, seeded.
+
+    Every character of a `held_out` folder is unseen: the model never trains on that folder.
+    Per character: `gallery_size` pictures form its gallery; an unseen character's other pictures are
+    all queries; a seen character's other pictures give `query` of them to queries and the rest, with
+    the gallery, to training. Pictures of one source (`source_groups`) always land on one side.
+    """
+    folders = [Path(d) for d in (data_dirs if isinstance(data_dirs, list) else [data_dirs])]
     rng = random.Random(seed)
-    names = sorted(by_character)
-    rng.shuffle(names)
-    count = unseen if isinstance(unseen, int) else round(len(names) * unseen)
-    unseen_names, seen_names = sorted(names[:count]), sorted(names[count:])
+    seen, unseen_names, owner = [], [], {}
+    by_character: dict[str, list[list[str]]] = {}
+    for folder in folders:
+        files, _ = scan_gallery(folder)
+        paths: dict[str, list[str]] = {}
+        for file in files:
+            paths.setdefault(file.character, []).append(str(file.path))
+        names = sorted(paths)
+        rng.shuffle(names)
+        count = unseen if isinstance(unseen, int) else round(len(names) * unseen)
+        count = len(names) if str(folder) in {str(Path(h)) for h in held_out} else count
+        unseen_names += names[:count]
+        seen += names[count:]
+        for name in names:
+            owner[name] = str(folder)
+            by_character[name] = source_groups(sorted(paths[name]))
     train, valid, gallery, queries = {}, {}, {}, {}
     for name in sorted(by_character):
-        paths = sorted(by_character[name])
-        rng.shuffle(paths)
-        cut = max(1, round(len(paths) * query))
-        queries[name], rest = sorted(paths[:cut]), sorted(paths[cut:])
-        if name in seen_names:
-            train[name] = rest
-            valid[name] = sorted(rest[: max(1, round(len(rest) * val))])
+        groups = by_character[name]
+        rng.shuffle(groups)
+        gallery[name], rest = _take(groups, gallery_size)
+        if name in unseen_names:
+            queries[name] = sorted(p for group in rest for p in group)
+            continue
+        total = sum(len(group) for group in rest)
+        queries[name], extra = _take(rest, max(1, round(total * query)) if total else 0)
+        train[name] = sorted(gallery[name] + [p for group in extra for p in group])
+        held, _ = _take([[p] for p in train[name]], round(len(train[name]) * val) if len(train[name]) > 2 else 0)
+        valid[name] = held
+    return Split(seed, sorted(seen), sorted(unseen_names), train, valid, gallery, queries, owner)
+
+
+def _take(groups: list[list[str]], count: int) -> tuple[list[str], list[list[str]]]:
+    """Whole groups, in order, while they fit in `count` paths (a first group always); the paths and the rest."""
+    taken: list[str] = []
+    rest: list[list[str]] = []
+    for group in groups:
+        if len(taken) < count and (not taken or len(taken) + len(group) <= count):
+            taken += group
         else:
-            gallery[name] = rest
-    return Split(seed, seen_names, unseen_names, train, valid, gallery, queries)
+            rest.append(group)
+    return sorted(taken), rest
+
+
+def source_groups(paths: list[str]) -> list[list[str]]:
+    """Pictures of one character grouped so that crops or copies of one source stay together.
+
+    Joined: names that say they are crops of one file (`<name>.jpg-2.jpg`), files from one
+    repository (`owner__repo__file`, the shared sets' naming), and near-identical pixels (a 64-bit
+    difference hash at most 3 bits apart: recompressed or resized copies).
+    """
+    parent = list(range(len(paths)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for number, path in enumerate(paths):
+        name = Path(path).name
+        crop = re.match(r"(.+\.(?:jpe?g|png|webp|gif|bmp))-\d+\.\w+$", name, re.IGNORECASE)
+        parts = name.split("__")
+        key = crop.group(1) if crop else ("__".join(parts[:2]) if len(parts) >= 3 else None)
+        if key is not None:
+            parent[root(number)] = root(first.setdefault(key, number))
+    hashes = [_difference_hash(path) for path in paths]
+    for i in range(len(paths)):
+        for j in range(i):
+            if hashes[i] is not None and hashes[j] is not None and bin(hashes[i] ^ hashes[j]).count("1") <= 3:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[str]] = {}
+    for number, path in enumerate(paths):
+        groups.setdefault(root(number), []).append(path)
+    return [sorted(group) for _, group in sorted(groups.items())]
+
+
+def _difference_hash(path: str) -> int | None:
+    """A 64-bit difference hash of a picture's 9×8 greyscale thumbnail (None when unreadable)."""
+    try:
+        with Image.open(path) as image:
+            image.draft("L", (64, 64))
+            pixels = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    except (OSError, ValueError):
+        return None
+    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
+    return int("".join("1" if bit else "0" for bit in bits), 2)
 
 
 def load_arrays(paths: list[str], size: int) -> np.ndarray:
@@ -113,6 +200,54 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int = 0):
         yield np.concatenate([
             rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in chosen
         ])
+
+
+def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds: int = 0, faces: int = 2,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Views of every picture as the engine cuts them (whole frame, then faces), and `rounds` augmented copies.
+
+    Returns the arrays and, per array, the index of its picture. Augmented views look like what
+    members post: cropped and rescaled, mirrored, 20 % greyscale (manga), colour and light shifted;
+    a face crop is jittered around its box. Rows come clean views first, then augmented ones.
+    """
+
+    def one(number: int) -> list[np.ndarray]:
+        try:
+            picture = decode_image(Path(paths[number]).read_bytes(), max_bytes=1 << 30, draft_size=max(DETAIL * size, DECODE_SIDE))
+        except (OSError, ImageError) as error:
+            raise ValueError(f"{paths[number]}: {error}") from error
+        boxes = detector.detect(picture)[:faces]
+        clean = list(picture_views(picture, boxes, size))
+        rng = random.Random(seed * 1_000_003 + number)
+        extra = [augmented_view(picture, None, size, rng) for _ in range(rounds)]
+        extra += [augmented_view(picture, box, size, rng) for box in boxes for _ in range(max(1, rounds // 2))]
+        return clean + extra if rounds else clean
+
+    with ThreadPoolExecutor(4) as pool:
+        views = list(pool.map(one, range(len(paths))))
+    owners = np.concatenate([np.full(len(v), n) for n, v in enumerate(views)]) if views else np.zeros(0, int)
+    arrays = np.stack([a for v in views for a in v]) if views else np.zeros((0, size, size, 3), np.float32)
+    return arrays, owners
+
+
+def augmented_view(picture: Image.Image, box: Box | None, size: int, rng: random.Random) -> np.ndarray:
+    """A randomly cropped, mirrored, greyed or colour-shifted view of the picture (or of `box` in it)."""
+    width, height = picture.size
+    left, top, right, bottom = box.pixels(width, height) if box else (0, 0, width, height)
+    w, h = right - left, bottom - top
+    scale = rng.uniform(0.6, 1.0) if box is None else rng.uniform(0.8, 1.2)
+    new_w, new_h = w * scale, h * scale * rng.uniform(0.85, 1.15)
+    cx, cy = left + w / 2 + rng.uniform(-0.15, 0.15) * w, top + h / 2 + rng.uniform(-0.15, 0.15) * h
+    x0, y0 = max(0, int(cx - new_w / 2)), max(0, int(cy - new_h / 2))
+    crop = picture.crop((x0, y0, max(x0 + 1, min(width, int(cx + new_w / 2))), max(y0 + 1, min(height, int(cy + new_h / 2)))))
+    if rng.random() < 0.5:
+        crop = ImageOps.mirror(crop)
+    if rng.random() < 0.2:
+        crop = ImageOps.grayscale(crop).convert("RGB")
+    else:
+        crop = ImageEnhance.Color(crop).enhance(rng.uniform(0.7, 1.3))
+    crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.8, 1.2))
+    return to_array(ImageEnhance.Contrast(crop).enhance(rng.uniform(0.8, 1.2)), size)
 
 
 def augment(images: tf.Tensor, seed: int | None = None) -> tf.Tensor:

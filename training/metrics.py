@@ -1,10 +1,19 @@
-"""Retrieval figures: top-1 character, recall@k, mAP@R, and the right character's rank per query."""
+"""Retrieval figures on whole pictures: top-1 and top-5 character, mAP@R, per character, and the bot's confidence."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hxhbot.index import SCORE_TEMPERATURE
+from hxhbot.index import character_scores
+
+
+def picture_similarity(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray,
+                       gallery_owner: np.ndarray) -> np.ndarray:
+    """Query picture × gallery picture similarity: the best cosine over their views (owners sorted, contiguous)."""
+    views = queries @ gallery.T
+    query_starts = np.flatnonzero(np.r_[True, query_owner[1:] != query_owner[:-1]])
+    gallery_starts = np.flatnonzero(np.r_[True, gallery_owner[1:] != gallery_owner[:-1]])
+    return np.maximum.reduceat(np.maximum.reduceat(views, query_starts, axis=0), gallery_starts, axis=1)
 
 
 def best_per_character(similarity: np.ndarray, gallery_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -13,45 +22,31 @@ def best_per_character(similarity: np.ndarray, gallery_labels: np.ndarray) -> tu
     return classes, np.stack([similarity[:, gallery_labels == c].max(axis=1) for c in classes], axis=1)
 
 
-def character_ranks(similarity: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
-    """For each query, the rank (1 = first) of its character, characters ordered by best similarity."""
+def retrieval_figures(similarity: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray,
+                      threshold: float) -> dict:
+    """Top-1/top-5 character, mAP@R over gallery pictures, per-character top-1, and the bot's confidence."""
     classes, best = best_per_character(similarity, gallery_labels)
     right = best[np.arange(len(query_labels)), np.searchsorted(classes, query_labels)]
-    return 1 + (best > right[:, None]).sum(axis=1)
-
-
-def confidence_figures(similarity: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray,
-                       threshold: float) -> dict:
-    """The bot's view: share of queries whose best score reaches `threshold`, and top-1 among those."""
-    classes, best = best_per_character(similarity, gallery_labels)
-    weights = np.exp((best - best.max(axis=1, keepdims=True)) / SCORE_TEMPERATURE)
-    scores = weights / weights.sum(axis=1, keepdims=True)  # as GalleryIndex.rank scores its answers
-    confident = scores.max(axis=1) >= threshold
-    right = classes[best.argmax(axis=1)] == query_labels
-    return {"confident": float(confident.mean()),
-            "confident_top1": float(right[confident].mean()) if confident.any() else 0.0}
-
-
-def retrieval_figures(gallery: np.ndarray, gallery_labels: np.ndarray,
-                      queries: np.ndarray, query_labels: np.ndarray) -> dict:
-    """Top-1 character accuracy, recall@1/5/10, mAP@R and the rank histogram of the right character."""
-    similarity = queries @ gallery.T
-    order = np.argsort(-similarity, axis=1)
-    hits = gallery_labels[order] == query_labels[:, None]
-    ranks = character_ranks(similarity, gallery_labels, query_labels)
-    relevant = hits.sum(axis=1)
+    ranks = 1 + (best > right[:, None]).sum(axis=1)
+    hits = gallery_labels[np.argsort(-similarity, axis=1)] == query_labels[:, None]
     average_precision = []
-    for row, r in zip(hits, relevant):
-        top = row[:r]
-        precision = np.cumsum(top) / np.arange(1, r + 1)
-        average_precision.append(float((precision * top).sum() / r) if r else 0.0)
+    for row in hits:
+        relevant = int(row.sum())
+        precision = np.cumsum(row[:relevant]) / np.arange(1, relevant + 1)
+        average_precision.append(float((precision * row[:relevant]).sum() / relevant) if relevant else 0.0)
+    scores = np.stack([character_scores(row) for row in best])
+    confident = scores.max(axis=1) >= threshold
+    correct = classes[best.argmax(axis=1)] == query_labels
     return {
         "queries": int(len(query_labels)),
-        "characters": int(len(np.unique(gallery_labels))),
+        "characters": int(len(classes)),
         "top1": float(np.mean(ranks == 1)),
-        "recall@1": float(hits[:, :1].any(axis=1).mean()),
-        "recall@5": float(hits[:, :5].any(axis=1).mean()),
-        "recall@10": float(hits[:, :10].any(axis=1).mean()),
+        "top5": float(np.mean(ranks <= 5)),
         "map@r": float(np.mean(average_precision)),
+        "confident": float(confident.mean()),
+        "confident_top1": float(correct[confident].mean()) if confident.any() else 0.0,
+        "per_character": {str(name): round(float(np.mean(ranks[query_labels == name] == 1)), 3)
+                          for name in np.unique(query_labels)},
         "rank_histogram": {str(rank): int((ranks == rank).sum()) for rank in np.unique(ranks)},
+        "_ranks": ranks,
     }

@@ -11,9 +11,10 @@ import tensorflow as tf
 
 from hxhbot.model_dir import build_pretrained, mobilenet_v2, preprocessing_layer
 
-VARIANTS = ("seed", "pretrained", "softmax", "vae", "hunter")
-DEFAULT_VARIANT = "hunter"
-INPUT_SIZES = {"seed": 64, "pretrained": 64, "softmax": 64, "vae": 64, "hunter": 80}
+VARIANTS = ("seed", "pretrained", "softmax", "vae", "hunter", "tuned")
+DEFAULT_VARIANT = "tuned"
+INPUT_SIZES = {"seed": 64, "pretrained": 224, "softmax": 64, "vae": 64, "hunter": 80, "tuned": 224}
+TUNED_FROM = "block_12_add"  # `tuned` trains MobileNetV2 from here on (blocks 13–16 and the last 1×1 conv)
 
 
 def build(variant: str, input_size: int | None = None, weights: str | None = "imagenet",
@@ -30,6 +31,8 @@ def build(variant: str, input_size: int | None = None, weights: str | None = "im
         return build_vae(size, weights)
     if variant == "hunter":
         return build_hunter(size, weights)
+    if variant == "tuned":
+        return build_tuned(size, weights)
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -145,6 +148,33 @@ def build_hunter(input_size: int = 80, weights: str | None = "imagenet", dim: in
     kept = tf.keras.layers.Rescaling(keep, name="keep_features")(inputs)
     head = tf.keras.Model(inputs, tf.keras.layers.Concatenate(name="embedding")([kept, projection]), name="head")
     return _assemble(features, head, "hunter")
+
+
+def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.keras.Model:
+    """Whole pictures: ImageNet MobileNetV2 at 224 px, its top blocks fine-tuned on many identities, GeM-pooled.
+
+    `features` is the frozen bottom (to block 12, cached in training); `head` is blocks 13–16 and
+    the last 1×1 convolution (batch norms frozen), GeM-pooled (p = 3): the embedding is the
+    backbone's own pooled description, which carries over to characters it never trained on
+    better than a projection trained on top of it.
+    """
+    backbone = mobilenet_v2(input_size, weights)
+    inputs = tf.keras.Input((input_size, input_size, 3), name="image")
+    bottom = tf.keras.Model(backbone.input, backbone.get_layer(TUNED_FROM).output, name="bottom")
+    bottom.trainable = False
+    features = tf.keras.Model(inputs, bottom(preprocessing_layer()(inputs), training=False), name="features")
+    maps = tf.keras.Input(bottom.output_shape[1:], name="maps")
+    tensors = {bottom.output.ref(): maps}
+    for layer in backbone.layers[backbone.layers.index(backbone.get_layer(TUNED_FROM)) + 1:]:
+        inbound = [tensors[tensor.ref()] for tensor in tf.nest.flatten(layer.input)]
+        tensors[layer.output.ref()] = layer(inbound if len(inbound) > 1 else inbound[0])
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.trainable = False  # small CPU batches: keep ImageNet's statistics
+    top = tensors[backbone.output.ref()]
+    pooled = tf.math.pow(tf.keras.layers.GlobalAveragePooling2D(name="gem")(tf.math.pow(tf.nn.relu(top) + 1e-6, 3.0)),
+                         1.0 / 3.0)
+    head = tf.keras.Model(maps, pooled, name="head")
+    return _assemble(features, head, "tuned")
 
 
 def _assemble(features: tf.keras.Model, head: tf.keras.Model, name: str) -> tf.keras.Model:

@@ -25,36 +25,47 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_addons as tfa  # noqa: E402
 
 from hxhbot.model_dir import save_model_dir  # noqa: E402
-from training.data import Split, augment, encode_labels, load_arrays, make_split, pk_batches  # noqa: E402
+from hxhbot.detector import FaceDetector  # noqa: E402
+from training.data import (Split, augment, encode_labels, load_arrays, make_split, pk_batches,  # noqa: E402
+                           picture_views_of)
 from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build  # noqa: E402
 
 log = logging.getLogger("training.train")
+TUNED_EPOCHS = 6  # the loss is near its floor by then; checkpointing keeps the best validation recall
+TUNED_BATCH = 64
+TUNED_SCALE = 24.0
+TUNED_MARGIN = 0.1
+TUNED_LEARNING_RATE = 3e-4
 
 
-def train(data: Path, variant: str, out: Path, *, epochs: int | None = None, split_file: Path | None = None,
+def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = None, split_file: Path | None = None,
           input_size: int | None = None, weights: str | None = "imagenet", augment_rounds: int = 8,
-          patience: int = 10, seed: int = 0, verbose: int = 1, unseen: float = 0.4, query: float = 1 / 3) -> dict:
+          patience: int = 10, seed: int = 0, verbose: int = 1, unseen: float = 0.4, query: float = 1 / 3,
+          held_out: list[Path] | tuple = ()) -> dict:
     """Train `variant` on the split's seen characters and save the model directory; return the history."""
     tf.keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    split = Split.load(split_file) if split_file else _split_in(out, data, seed, unseen, query)
+    split = Split.load(split_file) if split_file else _split_in(out, data, seed, unseen, query, held_out)
     split.save(out / "split.json")
     size = input_size or INPUT_SIZES[variant]
     model = build(variant, size, weights)
     train_paths, train_labels = split.training_images()
     val_paths, val_labels = split.validation_images()
-    images = load_arrays(train_paths, size)
     labels, names = encode_labels(train_labels)
-    val_images = load_arrays(val_paths, size)
     val_labels_int = np.array([names.index(label) for label in val_labels], np.int32)
     started = time.perf_counter()
-    if variant == "pretrained":
-        history: dict = {}
-    elif variant == "seed":
-        history = _fit_seed(model, images, labels, val_images, val_labels_int, out, epochs or 200, patience, verbose)
-    else:
-        history = _fit_head(model, variant, images, labels, val_images, val_labels_int, len(names), out,
-                            epochs or 60, patience, augment_rounds, verbose)
+    history: dict = {}
+    if variant == "tuned":
+        history = _fit_tuned(model, train_paths, labels, val_paths, val_labels_int, len(names), out,
+                             epochs or TUNED_EPOCHS, patience, augment_rounds // 2, verbose, seed)
+    elif variant != "pretrained":
+        images, val_images = load_arrays(train_paths, size), load_arrays(val_paths, size)
+        if variant == "seed":
+            history = _fit_seed(model, images, labels, val_images, val_labels_int, out, epochs or 200, patience,
+                                verbose)
+        else:
+            history = _fit_head(model, variant, images, labels, val_images, val_labels_int, len(names), out,
+                                epochs or 60, patience, augment_rounds, verbose)
     seconds = time.perf_counter() - started
     epochs_run = len(history.get("loss", []))
     summary = {"variant": variant, "input_size": size, "seconds": round(seconds, 1), "epochs": epochs_run,
@@ -86,8 +97,10 @@ class RecallCheckpoint(tf.keras.callbacks.Callback):
         self.best, self.wait = state.get("best", -1.0), state.get("wait", 0)  # survives a resume
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        similarity = self.embed(self.queries) @ self.embed(self.gallery).T
-        recall = float(np.mean(self.gallery_labels[similarity.argmax(axis=1)] == self.query_labels))
+        recall = 0.0  # without validation pictures every epoch ties, and the last one is kept
+        if len(self.query_labels):
+            similarity = self.embed(self.queries) @ self.embed(self.gallery).T
+            recall = float(np.mean(self.gallery_labels[similarity.argmax(axis=1)] == self.query_labels))
         if logs is not None:
             logs["val_recall@1"] = recall
         if recall >= self.best:  # on a tie, the longer-trained weights
@@ -123,14 +136,61 @@ def _fit_head(model: tf.keras.Model, variant: str, images: np.ndarray, labels: n
     return _clean_history(history.history)
 
 
+def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_paths: list[str],
+               val_labels: np.ndarray, classes: int, out: Path, epochs: int, patience: int, rounds: int,
+               verbose: int, seed: int) -> dict:
+    """Cache the frozen bottom's maps of every view (clean and `rounds` augmented), then fine-tune the top.
+
+    The top learns through a cosine softmax with an additive margin over the training identities;
+    the classifier is dropped after training and the pooled backbone features are the embedding.
+    """
+    features, head = model.get_layer("features"), model.get_layer("head")
+    size = int(model.input_shape[1])
+    bottom, detector = _batched(features), FaceDetector()
+    maps, owners, clean = [], [], []
+    for start in range(0, len(paths), 32):  # a chunk at a time: all views at 224 px would not fit in memory
+        arrays, chunk_owners = picture_views_of(paths[start:start + 32], size, detector, rounds, seed=seed)
+        maps.append(bottom(arrays).astype(np.float16))
+        first = np.r_[True, chunk_owners[1:] != chunk_owners[:-1]]  # each picture's whole-frame view
+        clean.append(sum(len(m) for m in maps[:-1]) + np.flatnonzero(first))
+        owners.append(chunk_owners + start)
+    maps, owners, clean = np.concatenate(maps), np.concatenate(owners), np.concatenate(clean)
+    targets = labels[owners]
+    val_maps = bottom(picture_views_of(val_paths, size, detector, faces=0)[0]).astype(np.float16) \
+        if val_paths else maps[clean[:0]]
+    trainer = _head_trainer("tuned", head, classes, 0)
+    embed = _batched(head)
+    checkpoint = RecallCheckpoint(lambda m: _unit(embed(m.astype(np.float32))), maps[clean], labels, val_maps,
+                                  val_labels, out / "best.weights.h5", patience)
+    rng = np.random.default_rng(seed)
+
+    def batches():
+        while True:
+            order = rng.permutation(len(maps))
+            for start in range(0, len(order) - TUNED_BATCH + 1, TUNED_BATCH):
+                rows = np.sort(order[start:start + TUNED_BATCH])
+                yield maps[rows].astype(np.float32), targets[rows]
+
+    spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    history = trainer.fit(dataset, steps_per_epoch=max(1, len(maps) // TUNED_BATCH), epochs=epochs, verbose=verbose,
+                          callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint])
+    trainer.load_weights(out / "best.weights.h5")
+    return _clean_history(history.history)
+
+
 def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) -> tf.keras.Model:
     """The training-only model around `head`: classifier, cosine classifier or VAE."""
-    inputs = tf.keras.Input((width,))
+    inputs = tf.keras.Input(head.input_shape[1:] if variant == "tuned" else (width,))
     if variant == "softmax":
         logits = tf.keras.layers.Dense(classes, name="classifier")(head(inputs))
         trainer = tf.keras.Model(inputs, logits)
         trainer.compile(tf.keras.optimizers.Adam(1e-3),
                         tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    elif variant == "tuned":
+        logits = _CosineClassifier(classes, scale=TUNED_SCALE)(tf.math.l2_normalize(head(inputs), axis=-1))
+        trainer = tf.keras.Model(inputs, logits)
+        trainer.compile(tf.keras.optimizers.Adam(TUNED_LEARNING_RATE), _margin_loss(classes, TUNED_SCALE, TUNED_MARGIN))
     elif variant == "hunter":
         projection = head.get_layer("projection_normalise").output
         embed = tf.keras.Model(head.input, projection)(inputs)
@@ -144,6 +204,17 @@ def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) 
     else:
         raise ValueError(variant)
     return trainer
+
+
+def _margin_loss(classes: int, scale: float, margin: float):
+    """Softmax cross-entropy on cosine logits with the right class's cosine lowered by `margin` (CosFace)."""
+
+    def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        logits = logits - scale * margin * tf.one_hot(labels, classes)
+        return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+    return loss
 
 
 class _CosineClassifier(tf.keras.layers.Layer):
@@ -244,10 +315,12 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _split_in(out: Path, data: Path, seed: int, unseen: float, query: float) -> Split:
+def _split_in(out: Path, data: list[Path], seed: int, unseen: float, query: float, held_out: list | tuple) -> Split:
     """The split saved in `out` (resuming), or a new seeded one."""
     existing = out / "split.json"
-    return Split.load(existing) if existing.is_file() else make_split(data, unseen, query, seed=seed)
+    if existing.is_file():
+        return Split.load(existing)
+    return make_split(data, unseen, query=query, seed=seed, held_out=held_out)
 
 
 def _clean_history(history: dict) -> dict:
@@ -279,24 +352,30 @@ def _plot(history: dict, path: Path, variant: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="gallery folder, one sub-folder per character")
+    parser.add_argument("--data", type=Path, nargs="+", required=True,
+                        help="gallery folders, one sub-folder per character (several are combined)")
     parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT)
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
-    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: seed 200, heads 60)")
+    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: seed 200, tuned 6, heads 60)")
     parser.add_argument("--split", type=Path, help="split file to reuse (default: make one, seeded)")
     parser.add_argument("--input-size", type=int, help="override the variant's input size")
-    parser.add_argument("--augment-rounds", type=int, default=8, help="augmented passes cached for heads")
+    parser.add_argument("--augment-rounds", type=int, default=8,
+                        help="augmented passes cached for heads (tuned: half as many per picture, and per face)")
     parser.add_argument("--patience", type=int, default=10, help="epochs without better val recall before stopping")
     parser.add_argument("--unseen", type=float, default=0.4, help="share of characters kept out of training")
-    parser.add_argument("--query", type=float, default=1 / 3, help="share of each character's images held out")
+    parser.add_argument("--query", type=float, default=1 / 3,
+                        help="share of a trained character's pictures (beyond its gallery) held out as queries")
+    parser.add_argument("--held-out", type=Path, nargs="+", default=[],
+                        help="--data folders none of whose characters are trained on")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.data.is_dir():
-        parser.error(f"--data {args.data} is not a folder")
+    for folder in args.data:
+        if not folder.is_dir():
+            parser.error(f"--data {folder} is not a folder")
     summary = train(args.data, args.variant, args.out, epochs=args.epochs, split_file=args.split,
                     input_size=args.input_size, augment_rounds=args.augment_rounds, patience=args.patience,
-                    seed=args.seed, unseen=args.unseen, query=args.query)
+                    seed=args.seed, unseen=args.unseen, query=args.query, held_out=args.held_out)
     print(f"{summary['variant']}: {summary['seconds']} s, {summary['epochs']} epochs "
           f"({summary['seconds_per_epoch']} s/epoch) → {args.out}")
     return 0

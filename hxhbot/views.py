@@ -1,0 +1,35 @@
+"""What the model sees of a picture: the whole frame, then every detected face with its hair, each letterboxed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from hxhbot.detector import DECODE_SIDE, Box, FaceDetector
+from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image, to_array
+
+DETAIL = 4  # decode at least this many times the input size a side, so a face a quarter as wide keeps its detail
+
+
+@dataclass(frozen=True)
+class Views:
+    """The model's input arrays for one picture (row 0: the whole frame; row i: `boxes[i - 1]`)."""
+
+    arrays: np.ndarray
+    boxes: list[Box]
+
+
+def picture_views(picture: Image.Image, boxes: list[Box], size: int) -> np.ndarray:
+    """The whole picture, then the crop of each box, each letterboxed to a `(size, size, 3)` 0–255 array."""
+    crops = [picture.crop(box.pixels(*picture.size)) for box in boxes]
+    return np.stack([to_array(picture, size)] + [to_array(crop, size) for crop in crops])
+
+
+def load_views(data: bytes, size: int, detector: FaceDetector | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Views:
+    """Decode image bytes, find its faces (none without a detector) and return the model's views of it."""
+    picture = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, draft_size=max(DETAIL * size, DECODE_SIDE))
+    boxes = detector.detect(picture) if detector else []
+    return Views(picture_views(picture, boxes, size), boxes)

@@ -1,0 +1,60 @@
+"""The face detector and the views the model sees: real pictures from ../shared, generated ones for the edges."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hxhbot.detector import Box, FaceDetector
+from hxhbot.index import GalleryIndex, GalleryItem
+from hxhbot.views import load_views, picture_views
+from tests.conftest import encode
+
+WITH_FACE = ("Chrollo Lucilfer/Nosferatzod__hunter_wiki__chrollo.jpg",
+             "Chrollo Lucilfer/TaviManrique__hxh-server__chrollolucilfer.jpg")
+
+
+def test_finds_the_face_with_its_hair_in_real_pictures(hxh_dev: Path) -> None:
+    detector = FaceDetector()
+    for name in WITH_FACE:
+        picture = Image.open(hxh_dev / name).convert("RGB")
+        boxes = detector.detect(picture)
+        assert boxes, name
+        box = boxes[0]
+        assert 0 <= box.left < box.right <= 1 and 0 <= box.top < box.bottom <= 1
+        assert 0.05 < (box.right - box.left) < 0.9, "a head, not the whole picture"
+
+
+def test_nothing_in_plain_or_noisy_pictures_and_fast_on_big_ones() -> None:
+    detector = FaceDetector()
+    rng = np.random.default_rng(0)
+    assert detector.detect(Image.new("RGB", (640, 360), (30, 140, 60))) == []
+    noise = Image.fromarray(rng.integers(0, 255, (2000, 3000, 3), dtype=np.uint8))
+    started = time.process_time()
+    detector.detect(noise)
+    assert time.process_time() - started < 2.0, "detection must run on a small copy"  # CPU time, not wall time
+
+
+def test_views_are_the_whole_picture_then_each_face(hxh_dev: Path) -> None:
+    data = (hxh_dev / WITH_FACE[0]).read_bytes()
+    views = load_views(data, 64, FaceDetector())
+    assert views.arrays.shape == (1 + len(views.boxes), 64, 64, 3) and views.boxes
+    assert load_views(data, 64, None).arrays.shape == (1, 64, 64, 3)
+    picture = Image.new("RGB", (200, 100), (0, 0, 255))
+    picture.paste((255, 0, 0), (100, 0, 200, 100))
+    arrays = picture_views(picture, [Box(0.5, 0.0, 1.0, 1.0)], 16)
+    assert arrays[1].mean(axis=(0, 1)).round().tolist() == [255.0, 0.0, 0.0]  # the crop is the red half
+    assert load_views(encode(picture, "PNG"), 16, FaceDetector()).arrays.shape == (1, 16, 16, 3)
+
+
+def test_a_face_seen_in_any_view_ranks_its_character() -> None:
+    rng = np.random.default_rng(1)
+    a, b, whole = (v / np.linalg.norm(v) for v in rng.normal(size=(3, 32)))
+    items = [GalleryItem("A", "a.jpg", "1"), GalleryItem("B", "b.jpg", "2", 0), GalleryItem("B", "b.jpg", "2", 1)]
+    index = GalleryIndex.build(np.stack([a, whole, b]), items, "fp")
+    assert index.characters() == {"A": 1, "B": 1}, "views are not counted as pictures"
+    query = np.stack([a * 0.2 + whole, b + 0.05 * a])  # the frame looks unlike A; its face is B's
+    assert index.rank(query / np.linalg.norm(query, axis=1, keepdims=True), 2)[0].character == "B"
