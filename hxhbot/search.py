@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,9 @@ from hxhbot.config import Settings
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError
 from hxhbot.images import ImageError, load_image, thumbnail_jpeg
-from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError
+from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
+from hxhbot.manifest import add_to_gallery
 
 log = logging.getLogger(__name__)
 THUMBNAIL_CACHE = 2048  # gallery thumbnails kept in memory (~15 KB each)
@@ -211,6 +213,31 @@ class SearchService:
             self._thumbnails.clear()  # gallery files may have changed
             log.info("reindexed: %s", summary.describe())
             return summary
+
+    async def add_to_gallery(self, character: str, data: bytes, source: dict[str, str]) -> GalleryItem:
+        """Save a picture into the character's gallery folder and add it to the live index, without a rebuild."""
+        async with self._reindex_lock:
+            loop = asyncio.get_running_loop()
+            index, item = await loop.run_in_executor(self._build_pool, self._add, character, data, source)
+            self.index = index
+            log.info("added %s to %s: %d gallery images", item.path, character, len(index))
+            return item
+
+    def _add(self, character: str, data: bytes, source: dict[str, str]) -> tuple[GalleryIndex, GalleryItem]:
+        """Save, embed and index one picture, reusing every other embedding (runs in the build thread)."""
+        path = add_to_gallery(self.settings.gallery_dir, character, data, hashlib.sha256(data).hexdigest(), source)
+        saved = path.read_bytes()
+        item = GalleryItem(character, str(path), hashlib.sha256(saved).hexdigest())
+        if self.index is not None and item in self.index.items:
+            return self.index, item
+        vector = self.embedder.embed(load_image(saved, self.embedder.input_size, max_bytes=max(len(saved), 1),
+                                                max_pixels=self.settings.max_image_pixels)[None])
+        if self.index is None:
+            index = GalleryIndex.build(vector, [item], self.embedder.fingerprint)
+        else:
+            index = self.index.extended(vector, [item])
+        index.save(self.settings.index_dir)
+        return index, item
 
     def _build(self, progress: Progress) -> tuple[GalleryIndex, BuildSummary]:
         """Build and save a new index (runs in the build thread)."""
