@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import weakref
 
 import aiohttp
@@ -16,12 +17,14 @@ from hxhbot import attachments
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
+from hxhbot.feedback import FeedbackError, FeedbackStore, Picture
 from hxhbot.images import ImageError
 from hxhbot.replies import Answer, answer
 from hxhbot.search import BusyError, Identification, NotReadyError, ReindexError, ReindexInProgressError, SearchService
+from hxhbot.stats import AnswerStats
 
 log = logging.getLogger(__name__)
-COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin")
+COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
 
 
 class NotOwnerError(app_commands.CheckFailure):
@@ -37,6 +40,8 @@ class HxhBot(commands.Bot):
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
         self.settings = settings
         self.search = search
+        self.feedback: FeedbackStore | None = None
+        self.stats = AnswerStats()
         self.session: aiohttp.ClientSession | None = None
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
 
@@ -45,6 +50,7 @@ class HxhBot(commands.Bot):
         if self.search is None:
             self.search = await asyncio.to_thread(SearchService.open, self.settings)
         await self.search.start()
+        self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
         self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
         for cog in COGS:
             await self.load_extension(cog)
@@ -68,19 +74,28 @@ class HxhBot(commands.Bot):
             await self.session.close()
         if self.search:
             await self.search.close()
+        if self.feedback:
+            await asyncio.to_thread(self.feedback.close)
 
     async def is_owner(self, user: discord.abc.User) -> bool:
         """The application's owner (or team) and everyone in OWNER_IDS."""
         return user.id in self.settings.owner_ids or await super().is_owner(user)
 
-    async def identify(self, source: ImageSource) -> Identification:
-        """Check, download and identify one image."""
+    async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, Picture]:
+        """Check, download and identify one image; log and count the answer."""
+        started = time.perf_counter()
         attachments.check(source, self.settings.max_image_bytes)
         assert self.session is not None and self.search is not None
         data = await attachments.download(
             self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
         )
-        return await self.search.identify(data)
+        result = await self.search.identify(data)
+        seconds = time.perf_counter() - started
+        best = result.best
+        self.stats.add(best.character, best.score >= self.settings.confidence_threshold, seconds)
+        log.info("answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f",
+                 guild_id, command, seconds * 1000, best.character, best.score)
+        return result, Picture.of(source.url, data)
 
     async def render(self, result: Identification, filename: str = "match.jpg", label: str = "") -> Answer:
         """The embed (and thumbnail file) answering one identified image."""
@@ -166,5 +181,8 @@ def main() -> int:
         asyncio.run(run(settings))
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: check the token in .env")
+        return 2
+    except FeedbackError as error:
+        log.error("%s", error)
         return 2
     return 0

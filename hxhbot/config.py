@@ -25,6 +25,7 @@ class Settings:
     gallery_dir: Path = Path("data/gallery")
     model_dir: Path = Path("model")
     index_dir: Path = Path("model/index")
+    feedback_db: Path = Path("data/feedback.sqlite3")
     top_k: int = 5
     max_image_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -55,6 +56,7 @@ def load_settings(
         gallery_dir=read("GALLERY_DIR", Path, Path("data/gallery")),
         model_dir=read("MODEL_DIR", Path, Path("model")),
         index_dir=read("INDEX_DIR", Path, Path("model/index")),
+        feedback_db=read("FEEDBACK_DB", Path, Path("data/feedback.sqlite3")),
         top_k=read("TOP_K", _ranged(int, 1, 25), 5),
         max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 8 * 1024 * 1024),
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),

@@ -38,7 +38,7 @@ class Watch(commands.Cog):
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
-                result = await self.bot.identify(source)
+                result, _ = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
             except (AttachmentError, ImageError) as error:
                 problems.append(f"`{source.filename}`: {error}")
                 continue
