@@ -1,4 +1,4 @@
-"""The Discord bot: a `commands.Bot` that owns the search service and the download session."""
+"""The Discord bot: a `commands.AutoShardedBot` that owns the search service and the download session."""
 
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ class NotOwnerError(app_commands.CheckFailure):
     """The user is not the bot's owner."""
 
 
-class HxhBot(commands.Bot):
+class HxhBot(commands.AutoShardedBot):
     """hxhbot: identifies Hunter × Hunter characters in images."""
 
     def __init__(self, settings: Settings, search: SearchService | None = None) -> None:
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None)
         self.settings = settings
         self.search = search
         self.feedback: FeedbackStore | None = None
@@ -63,7 +64,8 @@ class HxhBot(commands.Bot):
 
     async def on_ready(self) -> None:
         """Log who we are once connected."""
-        log.info("connected as %s (%s) to %d servers", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+        log.info("connected as %s (%s) to %d servers on shards %s of %s", self.user, getattr(self.user, "id", "?"),
+                 len(self.guilds), ",".join(map(str, sorted(self.shards))), self.shard_count)
 
     async def close(self) -> None:
         """Stop live views, close Discord, then the download session and the search service."""

@@ -34,6 +34,8 @@ class Settings:
     watch_channel_ids: frozenset[int] = field(default_factory=frozenset)
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     dev_guild_id: int | None = None
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
     workers: int = 2
     batch_size: int = 32
     queue_size: int = 512
@@ -65,6 +67,8 @@ def load_settings(
         watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),
         owner_ids=read("OWNER_IDS", _id_set, frozenset()),
         dev_guild_id=read("DEV_GUILD_ID", _snowflake, None),
+        shard_count=read("SHARD_COUNT", _ranged(int, 1, 100_000), None),
+        shard_ids=read("SHARD_IDS", _shard_ids, None),
         workers=read("WORKERS", _ranged(int, 1, 64), 2),
         batch_size=read("BATCH_SIZE", _ranged(int, 1, 1024), 32),
         queue_size=read("QUEUE_SIZE", _ranged(int, 1, 100_000), 512),
@@ -72,6 +76,12 @@ def load_settings(
         download_timeout=read("DOWNLOAD_TIMEOUT", _ranged(float, 0.1, 600.0), 15.0),
         log_level=read("LOG_LEVEL", _log_level, "INFO"),
     )
+    if settings.shard_ids is not None:
+        if settings.shard_count is None:
+            raise ConfigError("SHARD_IDS needs SHARD_COUNT: the total number of shards over every process.")
+        if max(settings.shard_ids) >= settings.shard_count:
+            raise ConfigError(f"SHARD_IDS={','.join(map(str, settings.shard_ids))} is not valid: "
+                              f"shard ids go from 0 to SHARD_COUNT - 1 ({settings.shard_count - 1}).")
     if require_token and not settings.discord_token:
         raise ConfigError("DISCORD_TOKEN is not set: put your bot token in .env (see .env.example).")
     return settings
@@ -115,6 +125,17 @@ def _snowflake(raw: str) -> int:
 def _id_set(raw: str) -> frozenset[int]:
     """Comma- or space-separated Discord ids."""
     return frozenset(_snowflake(part) for part in raw.replace(",", " ").split())
+
+
+def _shard_ids(raw: str) -> tuple[int, ...]:
+    """Shard ids and ranges, comma- or space-separated: `0-3`, `4,5`."""
+    ids: set[int] = set()
+    for part in raw.replace(",", " ").split():
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()) or int(high or low) < int(low):
+            raise ValueError(f"expected shard ids or ranges such as 0-3,5, not {part!r}")
+        ids.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(ids))
 
 
 def _url(raw: str) -> str:
