@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot import attachments
+from hxhbot import attachments, first_run
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
@@ -43,6 +43,7 @@ class HxhBot(commands.AutoShardedBot):
         self.search = search
         self.feedback: FeedbackStore | None = None
         self.stats = AnswerStats()
+        self.preparing: asyncio.Task | None = None  # the first start's gallery collection
         self.session: aiohttp.ClientSession | None = None
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
 
@@ -51,6 +52,9 @@ class HxhBot(commands.AutoShardedBot):
         if self.search is None:
             self.search = await asyncio.to_thread(SearchService.open, self.settings)
         await self.search.start()
+        if first_run.needs_collection(self.settings):
+            self.preparing = asyncio.create_task(first_run.prepare_gallery(self.settings, self.search),
+                                                 name="hxhbot-first-run")
         self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
         self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
         for cog in COGS:
@@ -71,6 +75,9 @@ class HxhBot(commands.AutoShardedBot):
         """Stop live views, close Discord, then the download session and the search service."""
         for view in list(self.open_views):
             view.stop()
+        if self.preparing is not None:
+            self.preparing.cancel()  # what was collected stays; the next start resumes
+            await asyncio.gather(self.preparing, return_exceptions=True)
         await super().close()
         if self.session:
             await self.session.close()
@@ -88,6 +95,8 @@ class HxhBot(commands.AutoShardedBot):
         started = time.perf_counter()
         attachments.check(source, self.settings.max_image_bytes)
         assert self.session is not None and self.search is not None
+        if self.preparing is not None and not self.preparing.done() and not self.search.characters():
+            raise NotReadyError(first_run.PREPARING)
         data = await attachments.download(
             self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
         )

@@ -26,6 +26,9 @@ class Settings:
     model_dir: Path = Path("model")
     index_dir: Path = Path("model/index")
     feedback_db: Path = Path("data/feedback.sqlite3")
+    collect_on_start: bool = True
+    collect_base_url: str | None = None
+    collect_per_character: int = 25
     top_k: int = 5
     max_image_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -59,6 +62,9 @@ def load_settings(
         model_dir=read("MODEL_DIR", Path, Path("model")),
         index_dir=read("INDEX_DIR", Path, Path("model/index")),
         feedback_db=read("FEEDBACK_DB", Path, Path("data/feedback.sqlite3")),
+        collect_on_start=read("COLLECT_ON_START", _flag, True),
+        collect_base_url=read("COLLECT_BASE_URL", _url, None),
+        collect_per_character=read("COLLECT_PER_CHARACTER", _ranged(int, 1, 1000), 25),
         top_k=read("TOP_K", _ranged(int, 1, 25), 5),
         max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 8 * 1024 * 1024),
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
@@ -113,6 +119,14 @@ def _ranged(kind: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
         return value
 
     return parse
+
+
+def _flag(raw: str) -> bool:
+    """On or off: 1/0, true/false, yes/no, on/off."""
+    value = raw.lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("expected 1 or 0")
+    return value in ("1", "true", "yes", "on")
 
 
 def _snowflake(raw: str) -> int:

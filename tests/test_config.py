@@ -31,12 +31,21 @@ def test_values_are_parsed() -> None:
 @pytest.mark.parametrize("name,value", [
     ("TOP_K", "many"), ("TOP_K", "0"), ("WATCH_CHANNEL_IDS", "12,abc"), ("DEV_GUILD_ID", "-5"),
     ("MAX_IMAGE_BYTES", "1e9x"), ("DISCORD_API_BASE", "ftp://x"), ("CONFIDENCE_THRESHOLD", "2"),
-    ("LOG_LEVEL", "loud"), ("WORKERS", "0"), ("SHARD_COUNT", "0"), ("SHARD_IDS", "3-1"), ("SHARD_IDS", "a"),
+    ("LOG_LEVEL", "loud"), ("WORKERS", "0"), ("SHARD_COUNT", "0"), ("SHARD_IDS", "3-1"), ("SHARD_IDS", "a"), ("COLLECT_ON_START", "maybe"),
+    ("COLLECT_BASE_URL", "api.jikan.moe"),
 ])
 def test_malformed_setting_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({name: value})
     assert str(raised.value).startswith(f"{name}=") and "\n" not in str(raised.value)
+
+
+def test_first_run_collection() -> None:
+    assert load_settings({}).collect_on_start and load_settings({}).collect_base_url is None
+    settings = load_settings({"COLLECT_ON_START": "0", "COLLECT_BASE_URL": "http://127.0.0.1:9/v4/",
+                              "COLLECT_PER_CHARACTER": "3"})
+    assert not settings.collect_on_start and settings.collect_base_url == "http://127.0.0.1:9/v4"
+    assert settings.collect_per_character == 3
 
 
 def test_shards() -> None:

@@ -228,19 +228,22 @@ def make_source(options: argparse.Namespace, http: HttpClient, api_rate: Rate | 
     return JikanSource(http, options.base_url or JikanSource.DEFAULT_BASE_URL, options.anime_id, api_rate or JIKAN_RATE)
 
 
-async def run(options: argparse.Namespace, pacing: Pacing = Pacing()) -> Summary:
-    """Collect as the command-line options say."""
+async def run(
+    options: argparse.Namespace, pacing: Pacing = Pacing(), progress: Callable[[str], None] | None = None
+) -> Summary:
+    """Collect as the command-line options say; progress on the terminal's status line unless `progress` is given."""
     retry = RetryPolicy(max_retries=options.max_retries, base_delay=pacing.retry_delay)
-    progress = ProgressLine(sys.stderr)
+    line = ProgressLine(sys.stderr)
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         http = HttpClient(session, retry, options.timeout)
         try:
             options.out.mkdir(parents=True, exist_ok=True)
             source = make_source(options, http, pacing.api)
-            collector = Collector(source, http, options.out, options.per_character, progress, pacing.downloads)
+            collector = Collector(source, http, options.out, options.per_character, progress or line,
+                                  pacing.downloads)
             return await collector.run(options.characters, options.roles)
         finally:
-            progress.close()
+            line.close()
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
