@@ -102,3 +102,32 @@ async def test_help_and_one_log_line_per_answer(
     assert len(lines) == 1
     assert f"server={server.guild_id} command=whois latency_ms=" in lines[0] and "top='Gon Freecss' score=" in lines[0]
     assert server.token not in caplog.text and "attachments/" not in lines[0]
+
+
+async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    async def correct(picture: bytes, label: str | None) -> str:
+        _, embed, message = await _answer(server, picture)
+        wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+        menu = _components((await server.wait_for_callback(wrong.token)).json["data"])["Who is it?"]
+        options = {option["label"]: option["value"] for option in menu["options"]}
+        label = label or next(name for name in sorted(options) if name != "Someone else")
+        pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
+                                           component_type=SELECT, values=[options[label]])
+        return (await server.wait_for_callback(pick.token)).json["data"]["content"]
+
+    assert "don't know that character" in await correct(encode(character_image((9, 9, 9), 1)), "Someone else")
+    review = await server.send_slash_command("review", user_id=server.owner_id)
+    assert "No corrections" in (await server.wait_for_callback(review.token)).json["data"]["content"]
+
+    await correct(encode(character_image(COLOURS["Kurapika"], 50)), None)
+    review = await server.send_slash_command("review", user_id=server.owner_id)
+    page = (await server.wait_for_callback(review.token)).json["data"]
+    click = await server.send_component(_components(page)["Reject"]["custom_id"],
+                                        server.messages[review.original_message_id], user_id=server.owner_id)
+    done = await server.wait_for(lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH"
+                                 and r.params["token"] == click.token, timeout=20)
+    assert done.json["content"].startswith("Rejected.") and len(bot.search.index) == 16
+    assert not (gallery / "manifest.json").exists()
+    assert [review for *_, review in bot.feedback.corrections()] == ["none", "rejected"]
