@@ -48,14 +48,14 @@ class HxhBot(commands.AutoShardedBot):
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
 
     async def setup_hook(self) -> None:
-        """Load the model and index off the loop, open the download session, add cogs, sync commands."""
+        """Load model, index and feedback store off the loop; collect a first gallery if due; add cogs; sync."""
         if self.search is None:
             self.search = await asyncio.to_thread(SearchService.open, self.settings)
         await self.search.start()
+        self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
         if first_run.needs_collection(self.settings):
             self.preparing = asyncio.create_task(first_run.prepare_gallery(self.settings, self.search),
                                                  name="hxhbot-first-run")
-        self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
         self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
         for cog in COGS:
             await self.load_extension(cog)

@@ -131,3 +131,24 @@ async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
     assert done.json["content"].startswith("Rejected.") and len(bot.search.index) == 16
     assert not (gallery / "manifest.json").exists()
     assert [review for *_, review in bot.feedback.corrections()] == ["none", "rejected"]
+
+
+async def test_watched_channel_reply_to_one_picture_has_the_buttons(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    watched = server.channel_ids[1]
+
+    async def reply_to(*names: str) -> dict:
+        images = [server.add_attachment((gallery / name / "03.jpg").read_bytes(), "p.jpg", "image/jpeg")
+                  for name in names]
+        message = await server.post_message(watched, "who", attachments=images)
+        request = await server.wait_for(
+            lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
+            and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=20)
+        return request.response
+
+    assert not (await reply_to("Gon Freecss", "Kurapika"))["components"]  # two answers: which one? no buttons
+    reply = await reply_to("Killua Zoldyck")
+    click = await server.send_component(_components(reply)["Right"]["custom_id"], reply)
+    assert "Thanks" in (await server.wait_for_callback(click.token)).json["data"]["content"]
+    assert bot.feedback.verdicts() == {"Killua Zoldyck": (1, 0)}
