@@ -83,3 +83,50 @@ async def test_first_start_collects_indexes_then_serves(
     assert lines[0].startswith("first start: collecting the default Hunter × Hunter gallery")
     assert "collecting the gallery: [2/3] Killua Zoldyck" in lines
     assert lines[-1].startswith("first start: ready to answer: 3 characters, 9 images")
+
+
+async def test_bot_py_with_only_a_token_and_an_empty_gallery_reaches_a_serving_bot(
+    fake: FakeServer, model_dir: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """`make run` as an owner runs it, pointed at the local fakes: collect, index, answer, stop on SIGTERM."""
+    import os
+    import signal
+    import sys
+
+    for mal_id, (mal_name, name) in CAST.items():
+        fake.add_character(mal_id, mal_name, "main", {f"{mal_id}-{n}.jpg": encode(character_image(COLOURS[name], n))
+                                                      for n in range(2)})
+    server = FakeDiscord(heartbeat_interval_ms=500)
+    await server.start()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DISCORD_", "COLLECT_"))}
+    env.update(DISCORD_TOKEN=server.token, DISCORD_API_BASE=server.api_base, COLLECT_BASE_URL=fake.url("/v4"),
+               GALLERY_DIR=str(tmp_path / "gallery"), INDEX_DIR=str(tmp_path / "index"), MODEL_DIR=str(model_dir),
+               FEEDBACK_DB=str(tmp_path / "feedback.sqlite3"), CONFIDENCE_THRESHOLD="0")
+    root = Path(__file__).parent.parent
+    bot = await asyncio.create_subprocess_exec(sys.executable, "bot.py", cwd=root, env=env,
+                                               stderr=asyncio.subprocess.PIPE)
+    log: list[str] = []
+    try:
+        async def until(text: str) -> None:
+            assert bot.stderr is not None
+            while not any(text in line for line in log):
+                line = await bot.stderr.readline()
+                assert line, f"the bot exited before logging {text!r}:\n" + "".join(log[-20:])
+                log.append(line.decode(errors="replace"))
+
+        await asyncio.wait_for(until("first start: ready to answer"), 90)
+        await server.wait_until_ready()
+        picture = server.add_attachment(encode(character_image(COLOURS["Kurapika"], 1)), "k.jpg", "image/jpeg")
+        interaction = await server.send_slash_command("whois", {"image": picture})
+        assert (await server.wait_for_followup(interaction.token, timeout=20)).json["embeds"][0]["title"] == "Kurapika"
+        bot.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(until("shut down cleanly"), 30)
+        assert await asyncio.wait_for(bot.wait(), 30) == 0
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        await server.stop()
+    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == [
+        "Gon Freecss", "Killua Zoldyck", "Kurapika", "manifest.json"]
+    assert server.token not in "".join(log)
