@@ -40,7 +40,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE pictures (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)",
     ),
 )
-SOMEONE_ELSE = None  # the correction of a "Wrong" whose character the bot does not know
 
 
 class FeedbackError(RuntimeError):
@@ -74,7 +73,7 @@ class Verdict:
     answer: str
     score: float
     right: bool
-    correction: str | None = SOMEONE_ELSE
+    correction: str | None = None  # who it is instead; None after "Right", or "Wrong" with "Someone else"
 
 
 @dataclass(frozen=True)

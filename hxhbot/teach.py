@@ -9,28 +9,28 @@ import discord
 from hxhbot.bot import send_private
 from hxhbot.feedback import FeedbackStore, Picture, Verdict
 from hxhbot.replies import RevealCandidates
-from hxhbot.search import Identification
+from hxhbot.search import BusyError, Identification, NotReadyError, SearchService
 
 log = logging.getLogger(__name__)
 MENU_SIZE = 25  # Discord's limit of options in a select menu
 SOMEONE_ELSE = "someone-else"
 
 
-def candidates(result: Identification, known: list[str]) -> list[str]:
-    """Who else it may be, for the correction menu: the ranked candidates, then the other known characters."""
-    names = [match.character for match in result.matches[1:]] + known
-    return [name for name in dict.fromkeys(names) if name != result.best.character][: MENU_SIZE - 1]
+def candidates(ranked: Identification, answer: str, known: list[str]) -> list[str]:
+    """Who else it may be, for the correction menu: the ranked characters, then the other known ones."""
+    names = [match.character for match in ranked.matches] + known
+    return [name for name in dict.fromkeys(names) if name != answer][: MENU_SIZE - 1]
 
 
 class FeedbackView(RevealCandidates):
     """Right / Wrong under an answer, plus "Show candidates" when the bot is unsure."""
 
-    def __init__(self, store: FeedbackStore, result: Identification, picture: Picture, confident: bool,
-                 known: list[str], timeout: float = 900) -> None:
+    def __init__(self, store: FeedbackStore, search: SearchService, result: Identification, picture: Picture,
+                 confident: bool, timeout: float = 900) -> None:
         super().__init__(result, timeout)
         self.store = store
+        self.search = search
         self.picture = picture
-        self.known = known
         if confident:
             self.remove_item(self.reveal)
 
@@ -43,10 +43,12 @@ class FeedbackView(RevealCandidates):
 
     @discord.ui.button(label="Wrong", style=discord.ButtonStyle.danger, emoji="✖️")
     async def wrong(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Ask, privately, who it really is."""
-        menu = CorrectionView(self, interaction.message, candidates(self.result, self.known))
-        await interaction.response.send_message(
-            f"Who is it, if not {self.result.best.character}?", view=menu, ephemeral=True)
+        """Ask, privately, who it really is, offering the characters closest to the picture first."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        answer = self.result.best.character
+        ranked = await self.search.identify(self.picture.data, top_k=MENU_SIZE)
+        menu = CorrectionView(self, interaction.message, candidates(ranked, answer, list(self.search.characters())))
+        await interaction.followup.send(f"Who is it, if not {answer}?", view=menu, ephemeral=True)
 
     def verdict(self, interaction: discord.Interaction, right: bool, correction: str | None = None,
                 message: discord.Message | None = None) -> Verdict:
@@ -107,5 +109,8 @@ class CorrectionView(discord.ui.View):
 
 async def _failed(interaction: discord.Interaction, error: Exception) -> None:
     """Log a component's failure and tell the member privately."""
+    if isinstance(error, (BusyError, NotReadyError)):
+        await send_private(interaction, str(error))
+        return
     log.error("a feedback component failed", exc_info=error)
     await send_private(interaction, "Something went wrong on my side; it has been logged.")

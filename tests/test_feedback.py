@@ -104,3 +104,15 @@ def test_every_acknowledged_correction_survives_kill_9(tmp_path: Path) -> None:
     assert set(acknowledged) <= stored
     assert all(store.next_pending(after=n) is not None for n in range(0, len(acknowledged), 50))
     store.close()
+
+
+def test_correction_menu_offers_the_closest_characters_first_and_fits_discord() -> None:
+    from hxhbot.index import CharacterMatch
+    from hxhbot.search import Identification
+    from hxhbot.teach import MENU_SIZE, candidates
+
+    ranked = Identification([CharacterMatch(name, 0.1, 0.5, "x.jpg") for name in ("Gon", "Hisoka", "Illumi")])
+    known = [f"Character {n:02d}" for n in range(40)] + ["Hisoka", "Gon"]
+    names = candidates(ranked, "Gon", known)
+    assert names[:3] == ["Hisoka", "Illumi", "Character 00"] and "Gon" not in names
+    assert len(names) == MENU_SIZE - 1 == len(set(names))  # room left for "Someone else"

@@ -38,9 +38,11 @@ async def test_wrong_correction_review_approve_then_answered_right(
     assert set(buttons) == {"Right", "Wrong"}  # confident: no "Show candidates"
 
     wrong = await server.send_component(buttons["Wrong"]["custom_id"], message)
-    menu_reply = (await server.wait_for_callback(wrong.token)).json
-    assert menu_reply["type"] == 4 and menu_reply["data"]["flags"] & EPHEMERAL
-    menu = _components(menu_reply["data"])["Who is it?"]
+    deferred = (await server.wait_for_callback(wrong.token)).json
+    assert deferred["type"] == 5 and deferred["data"]["flags"] & EPHEMERAL  # ranks the picture again, privately
+    menu_reply = (await server.wait_for_followup(wrong.token, timeout=20)).json
+    assert menu_reply["content"] == f"Who is it, if not {first}?"
+    menu = _components(menu_reply)["Who is it?"]
     options = {option["label"]: option["value"] for option in menu["options"]}
     assert first not in options and "Someone else" in options and len(options) == 4  # 3 others + someone else
     chosen = next(name for name in sorted(options) if name != "Someone else")
@@ -110,7 +112,7 @@ async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
     async def correct(picture: bytes, label: str | None) -> str:
         _, embed, message = await _answer(server, picture)
         wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
-        menu = _components((await server.wait_for_callback(wrong.token)).json["data"])["Who is it?"]
+        menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
         options = {option["label"]: option["value"] for option in menu["options"]}
         label = label or next(name for name in sorted(options) if name != "Someone else")
         pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],

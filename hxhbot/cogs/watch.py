@@ -69,7 +69,7 @@ class Watch(commands.Cog):
     def feedback_view(self, result: Identification, picture: Picture) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
         assert self.bot.feedback is not None
-        view = FeedbackView(self.bot.feedback, result, picture, True, list(self.bot.search.characters()))
+        view = FeedbackView(self.bot.feedback, self.bot.search, result, picture, confident=True)
         self.bot.open_views.add(view)
         return view
 

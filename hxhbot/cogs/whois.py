@@ -46,7 +46,7 @@ class Whois(commands.Cog):
         result, picture = await self.bot.identify(source, command, interaction.guild_id)
         reply = await self.bot.render(result)
         assert self.bot.feedback is not None
-        view = FeedbackView(self.bot.feedback, result, picture, reply.confident, list(self.bot.search.characters()))
+        view = FeedbackView(self.bot.feedback, self.bot.search, result, picture, reply.confident)
         self.bot.open_views.add(view)
         view.message = await interaction.followup.send(
             embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, wait=True)
