@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import time
@@ -17,7 +18,7 @@ from hxhbot import attachments, first_run
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
-from hxhbot.feedback import FeedbackError, FeedbackStore, Picture
+from hxhbot.feedback import FeedbackError, FeedbackStore
 from hxhbot.images import ImageError
 from hxhbot.replies import Answer, answer
 from hxhbot.search import BusyError, Identification, NotReadyError, ReindexError, ReindexInProgressError, SearchService
@@ -90,23 +91,28 @@ class HxhBot(commands.AutoShardedBot):
         """The application's owner (or team) and everyone in OWNER_IDS."""
         return user.id in self.settings.owner_ids or await super().is_owner(user)
 
-    async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, Picture]:
-        """Check, download and identify one image; log and count the answer."""
-        started = time.perf_counter()
+    async def download(self, source: ImageSource) -> bytes:
+        """Check and download one image (at most MAX_IMAGE_BYTES, within DOWNLOAD_TIMEOUT)."""
         attachments.check(source, self.settings.max_image_bytes)
-        assert self.session is not None and self.search is not None
-        if self.preparing is not None and not self.preparing.done() and not self.search.characters():
-            raise NotReadyError(first_run.PREPARING)
-        data = await attachments.download(
+        assert self.session is not None
+        return await attachments.download(
             self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
         )
+
+    async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
+        """Check, download and identify one image, logging and counting the answer; also the image's SHA-256."""
+        started = time.perf_counter()
+        assert self.search is not None
+        if self.preparing is not None and not self.preparing.done() and not self.search.characters():
+            raise NotReadyError(first_run.PREPARING)
+        data = await self.download(source)
         result = await self.search.identify(data)
         seconds = time.perf_counter() - started
         best = result.best
         self.stats.add(best.character, best.score >= self.settings.confidence_threshold, seconds)
         log.info("answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f",
                  guild_id, command, seconds * 1000, best.character, best.score)
-        return result, Picture.of(source.url, data)
+        return result, hashlib.sha256(data).hexdigest()
 
     async def render(self, result: Identification, filename: str = "match.jpg", label: str = "") -> Answer:
         """The embed (and thumbnail file) answering one identified image."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,20 +43,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 class FeedbackError(RuntimeError):
     """A feedback database that cannot be used; `str()` says why in one line."""
-
-
-@dataclass(frozen=True)
-class Picture:
-    """An identified picture: where it came from, its checksum, and its bytes (kept for a correction)."""
-
-    url: str
-    sha256: str
-    data: bytes
-
-    @classmethod
-    def of(cls, url: str, data: bytes) -> "Picture":
-        """The picture downloaded from `url`."""
-        return cls(url, hashlib.sha256(data).hexdigest(), data)
 
 
 @dataclass(frozen=True)

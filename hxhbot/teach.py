@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import discord
 
-from hxhbot.bot import send_private
-from hxhbot.feedback import FeedbackStore, Picture, Verdict
+from hxhbot.attachments import AttachmentError, ImageSource
+from hxhbot.bot import HxhBot, send_private
+from hxhbot.feedback import FeedbackStore, Verdict
+from hxhbot.images import ImageError
 from hxhbot.replies import RevealCandidates
-from hxhbot.search import BusyError, Identification, NotReadyError, SearchService
+from hxhbot.search import BusyError, Identification, NotReadyError
 
 log = logging.getLogger(__name__)
 MENU_SIZE = 25  # Discord's limit of options in a select menu
@@ -25,12 +28,12 @@ def candidates(ranked: Identification, answer: str, known: list[str]) -> list[st
 class FeedbackView(RevealCandidates):
     """Right / Wrong under an answer, plus "Show candidates" when the bot is unsure."""
 
-    def __init__(self, store: FeedbackStore, search: SearchService, result: Identification, picture: Picture,
-                 confident: bool, timeout: float = 900) -> None:
+    def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, confident: bool,
+                 timeout: float = 900) -> None:
         super().__init__(result, timeout)
-        self.store = store
-        self.search = search
-        self.picture = picture
+        self.bot = bot
+        self.source = source  # the picture's bytes are not kept: "Wrong" downloads them again
+        self.sha256 = sha256
         if confident:
             self.remove_item(self.reveal)
 
@@ -45,10 +48,21 @@ class FeedbackView(RevealCandidates):
     async def wrong(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Ask, privately, who it really is, offering the characters closest to the picture first."""
         await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await self.bot.download(self.source)
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise AttachmentError("That picture has changed since I answered; ask me about it again.")
         answer = self.result.best.character
-        ranked = await self.search.identify(self.picture.data, top_k=MENU_SIZE)
-        menu = CorrectionView(self, interaction.message, candidates(ranked, answer, list(self.search.characters())))
+        search = self.bot.search
+        ranked = await search.identify(data, top_k=MENU_SIZE)
+        names = candidates(ranked, answer, list(search.characters()))
+        menu = CorrectionView(self, interaction.message, names, data)
         await interaction.followup.send(f"Who is it, if not {answer}?", view=menu, ephemeral=True)
+
+    @property
+    def store(self) -> FeedbackStore:
+        """The bot's feedback database."""
+        assert self.bot.feedback is not None
+        return self.bot.feedback
 
     def verdict(self, interaction: discord.Interaction, right: bool, correction: str | None = None,
                 message: discord.Message | None = None) -> Verdict:
@@ -56,7 +70,7 @@ class FeedbackView(RevealCandidates):
         best = self.result.best
         answer = message or interaction.message
         return Verdict(interaction.guild_id, interaction.channel_id, answer.id if answer else 0, interaction.user.id,
-                       self.picture.sha256, self.picture.url, best.character, best.score, right, correction)
+                       self.sha256, self.source.url, best.character, best.score, right, correction)
 
     async def on_timeout(self) -> None:
         """Grey every button out once they stop working."""
@@ -76,11 +90,12 @@ class FeedbackView(RevealCandidates):
 class CorrectionView(discord.ui.View):
     """A private menu of who else it may be, with "someone else" last."""
 
-    def __init__(self, answer: FeedbackView, message: discord.Message | None, names: list[str]) -> None:
+    def __init__(self, answer: FeedbackView, message: discord.Message | None, names: list[str], data: bytes) -> None:
         super().__init__(timeout=answer.timeout)
         self.answer = answer
         self.message = message
         self.names = names
+        self.data = data  # the picture, stored with a correction for /review
         self.choose.options = [discord.SelectOption(label=name[:100], value=str(number))
                                for number, name in enumerate(names)]
         self.choose.options.append(discord.SelectOption(label="Someone else", value=SOMEONE_ELSE, emoji="❔"))
@@ -92,7 +107,7 @@ class CorrectionView(discord.ui.View):
         name = None if value == SOMEONE_ELSE else self.names[int(value)]
         store = self.answer.store
         verdict = self.answer.verdict(interaction, right=False, correction=name, message=self.message)
-        recorded = await store.call(store.record, verdict, self.answer.picture.data if name else None)
+        recorded = await store.call(store.record, verdict, self.data if name else None)
         if not recorded:
             text = "You already told me about this answer, thanks."
         elif name:
@@ -109,7 +124,7 @@ class CorrectionView(discord.ui.View):
 
 async def _failed(interaction: discord.Interaction, error: Exception) -> None:
     """Log a component's failure and tell the member privately."""
-    if isinstance(error, (BusyError, NotReadyError)):
+    if isinstance(error, (AttachmentError, ImageError, BusyError, NotReadyError)):
         await send_private(interaction, str(error))
         return
     log.error("a feedback component failed", exc_info=error)

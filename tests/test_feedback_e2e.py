@@ -154,3 +154,16 @@ async def test_watched_channel_reply_to_one_picture_has_the_buttons(
     click = await server.send_component(_components(reply)["Right"]["custom_id"], reply)
     assert "Thanks" in (await server.wait_for_callback(click.token)).json["data"]["content"]
     assert bot.feedback.verdicts() == {"Killua Zoldyck": (1, 0)}
+
+
+async def test_wrong_fetches_the_picture_again_and_refuses_a_changed_one(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    attachment = server.add_attachment((gallery / "Gon Freecss" / "01.jpg").read_bytes(), "g.jpg", "image/jpeg")
+    interaction = await server.send_slash_command("whois", {"image": attachment})
+    await server.wait_for_followup(interaction.token, timeout=20)
+    message = server.messages[max(interaction.message_ids)]
+    server._files[int(attachment["id"])].data = (gallery / "Kurapika" / "01.jpg").read_bytes()  # swapped behind us
+    wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+    told = (await server.wait_for_followup(wrong.token, timeout=20)).json
+    assert told["flags"] & EPHEMERAL and "has changed since I answered" in told["content"]

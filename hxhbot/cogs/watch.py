@@ -8,10 +8,9 @@ import discord
 from discord.ext import commands
 
 from hxhbot import attachments
-from hxhbot.attachments import AttachmentError
+from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot
 from hxhbot.images import ImageError
-from hxhbot.feedback import Picture
 from hxhbot.search import BusyError, Identification, NotReadyError
 from hxhbot.teach import FeedbackView
 
@@ -40,7 +39,7 @@ class Watch(commands.Cog):
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
-                result, picture = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
+                result, sha256 = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
             except (AttachmentError, ImageError) as error:
                 problems.append(f"`{source.filename}`: {error}")
                 continue
@@ -50,7 +49,7 @@ class Watch(commands.Cog):
             reply = await self.bot.render(result, filename=f"match{number}.jpg", label=label)
             if reply.confident:
                 embeds.append(reply.embed)
-                answered.append((result, picture))
+                answered.append((result, source, sha256))
                 if reply.file:
                     files.append(reply.file)
         if embeds or problems:
@@ -66,10 +65,9 @@ class Watch(commands.Cog):
         if not embeds:
             await _react(message, UNSURE)
 
-    def feedback_view(self, result: Identification, picture: Picture) -> FeedbackView:
+    def feedback_view(self, result: Identification, source: ImageSource, sha256: str) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
-        assert self.bot.feedback is not None
-        view = FeedbackView(self.bot.feedback, self.bot.search, result, picture, confident=True)
+        view = FeedbackView(self.bot, result, source, sha256, confident=True)
         self.bot.open_views.add(view)
         return view
 

@@ -43,10 +43,9 @@ class Whois(commands.Cog):
         """Check the image, defer within Discord's 3 s, then follow up with the answer and its feedback buttons."""
         attachments.check(source, self.bot.settings.max_image_bytes)  # refuse before deferring: privately
         await interaction.response.defer(thinking=True)
-        result, picture = await self.bot.identify(source, command, interaction.guild_id)
+        result, sha256 = await self.bot.identify(source, command, interaction.guild_id)
         reply = await self.bot.render(result)
-        assert self.bot.feedback is not None
-        view = FeedbackView(self.bot.feedback, self.bot.search, result, picture, reply.confident)
+        view = FeedbackView(self.bot, result, source, sha256, reply.confident)
         self.bot.open_views.add(view)
         view.message = await interaction.followup.send(
             embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, wait=True)
