@@ -56,6 +56,7 @@ class FeedbackView(RevealCandidates):
         ranked = await search.identify(data, top_k=MENU_SIZE)
         names = candidates(ranked, answer, list(search.characters()))
         menu = CorrectionView(self, interaction.message, names, data)
+        self.bot.open_views.add(menu)
         await interaction.followup.send(f"Who is it, if not {answer}?", view=menu, ephemeral=True)
 
     @property
