@@ -1,11 +1,13 @@
-"""A Discord-compatible REST API and gateway on 127.0.0.1: one bot, one guild, everything recorded for tests.
+"""A Discord-compatible REST API and gateway on 127.0.0.1: one bot, a guild per shard, everything recorded for tests.
 
 Shapes follow what discord.py 2.7.1 reads (state.py, interactions.py, message.py, app_commands/namespace.py).
 Behaviours a test may rely on, as Discord has them: a REST body is JSON only under exactly `application/json`;
 an interaction must be answered within `interaction_deadline` seconds, once; the first follow-up after a
 deferral replaces the "thinking" message; MESSAGE_CREATE needs the GUILD_MESSAGES intent and carries content,
 embeds and attachments only with MESSAGE_CONTENT (or when the bot is mentioned); uploads over
-`ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events.
+`ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events;
+a shard gets only its guilds' events, `(guild_id >> 22) % shard_count`; buttons and select menus are clicked with
+`send_component`.
 """
 
 from __future__ import annotations
