@@ -1,10 +1,12 @@
-"""The Discord bot: a `commands.Bot` that owns the search service and the download session."""
+"""The Discord bot: a `commands.AutoShardedBot` that owns the search service and the download session."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
+import time
 import weakref
 
 import aiohttp
@@ -12,39 +14,49 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot import attachments
+from hxhbot import attachments, first_run
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
+from hxhbot.feedback import FeedbackError, FeedbackStore
 from hxhbot.images import ImageError
 from hxhbot.replies import Answer, answer
 from hxhbot.search import BusyError, Identification, NotReadyError, ReindexError, ReindexInProgressError, SearchService
+from hxhbot.stats import AnswerStats
 
 log = logging.getLogger(__name__)
-COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin")
+COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
 
 
 class NotOwnerError(app_commands.CheckFailure):
     """The user is not the bot's owner."""
 
 
-class HxhBot(commands.Bot):
+class HxhBot(commands.AutoShardedBot):
     """hxhbot: identifies Hunter × Hunter characters in images."""
 
     def __init__(self, settings: Settings, search: SearchService | None = None) -> None:
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None)
         self.settings = settings
         self.search = search
+        self.feedback: FeedbackStore | None = None
+        self.stats = AnswerStats()
+        self.preparing: asyncio.Task | None = None  # the first start's gallery collection
         self.session: aiohttp.ClientSession | None = None
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
 
     async def setup_hook(self) -> None:
-        """Load the model and index off the loop, open the download session, add cogs, sync commands."""
+        """Load model, index and feedback store off the loop; collect a first gallery if due; add cogs; sync."""
         if self.search is None:
             self.search = await asyncio.to_thread(SearchService.open, self.settings)
         await self.search.start()
+        self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
+        if first_run.needs_collection(self.settings):
+            self.preparing = asyncio.create_task(first_run.prepare_gallery(self.settings, self.search),
+                                                 name="hxhbot-first-run")
         self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
         for cog in COGS:
             await self.load_extension(cog)
@@ -57,30 +69,50 @@ class HxhBot(commands.Bot):
 
     async def on_ready(self) -> None:
         """Log who we are once connected."""
-        log.info("connected as %s (%s) to %d servers", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+        log.info("connected as %s (%s) to %d servers on shards %s of %s", self.user, getattr(self.user, "id", "?"),
+                 len(self.guilds), ",".join(map(str, sorted(self.shards))), self.shard_count)
 
     async def close(self) -> None:
         """Stop live views, close Discord, then the download session and the search service."""
         for view in list(self.open_views):
             view.stop()
+        if self.preparing is not None:
+            self.preparing.cancel()  # what was collected stays; the next start resumes
+            await asyncio.gather(self.preparing, return_exceptions=True)
         await super().close()
         if self.session:
             await self.session.close()
         if self.search:
             await self.search.close()
+        if self.feedback:
+            await asyncio.to_thread(self.feedback.close)
 
     async def is_owner(self, user: discord.abc.User) -> bool:
         """The application's owner (or team) and everyone in OWNER_IDS."""
         return user.id in self.settings.owner_ids or await super().is_owner(user)
 
-    async def identify(self, source: ImageSource) -> Identification:
-        """Check, download and identify one image."""
+    async def download(self, source: ImageSource) -> bytes:
+        """Check and download one image (at most MAX_IMAGE_BYTES, within DOWNLOAD_TIMEOUT)."""
         attachments.check(source, self.settings.max_image_bytes)
-        assert self.session is not None and self.search is not None
-        data = await attachments.download(
+        assert self.session is not None
+        return await attachments.download(
             self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
         )
-        return await self.search.identify(data)
+
+    async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
+        """Check, download and identify one image, logging and counting the answer; also the image's SHA-256."""
+        started = time.perf_counter()
+        assert self.search is not None
+        if self.preparing is not None and not self.preparing.done() and not self.search.characters():
+            raise NotReadyError(first_run.PREPARING)
+        data = await self.download(source)
+        result = await self.search.identify(data)
+        seconds = time.perf_counter() - started
+        best = result.best
+        self.stats.add(best.character, best.score >= self.settings.confidence_threshold, seconds)
+        log.info("answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f",
+                 guild_id, command, seconds * 1000, best.character, best.score)
+        return result, hashlib.sha256(data).hexdigest()
 
     async def render(self, result: Identification, filename: str = "match.jpg", label: str = "") -> Answer:
         """The embed (and thumbnail file) answering one identified image."""
@@ -166,5 +198,8 @@ def main() -> int:
         asyncio.run(run(settings))
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: check the token in .env")
+        return 2
+    except FeedbackError as error:
+        log.error("%s", error)
         return 2
     return 0

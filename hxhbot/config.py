@@ -25,6 +25,10 @@ class Settings:
     gallery_dir: Path = Path("data/gallery")
     model_dir: Path = Path("model")
     index_dir: Path = Path("model/index")
+    feedback_db: Path = Path("data/feedback.sqlite3")
+    collect_on_start: bool = True
+    collect_base_url: str | None = None
+    collect_per_character: int = 25
     top_k: int = 5
     max_image_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -33,6 +37,8 @@ class Settings:
     watch_channel_ids: frozenset[int] = field(default_factory=frozenset)
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     dev_guild_id: int | None = None
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
     workers: int = 2
     batch_size: int = 32
     queue_size: int = 512
@@ -55,6 +61,10 @@ def load_settings(
         gallery_dir=read("GALLERY_DIR", Path, Path("data/gallery")),
         model_dir=read("MODEL_DIR", Path, Path("model")),
         index_dir=read("INDEX_DIR", Path, Path("model/index")),
+        feedback_db=read("FEEDBACK_DB", Path, Path("data/feedback.sqlite3")),
+        collect_on_start=read("COLLECT_ON_START", _flag, True),
+        collect_base_url=read("COLLECT_BASE_URL", _url, None),
+        collect_per_character=read("COLLECT_PER_CHARACTER", _ranged(int, 1, 1000), 25),
         top_k=read("TOP_K", _ranged(int, 1, 25), 5),
         max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 8 * 1024 * 1024),
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
@@ -63,6 +73,8 @@ def load_settings(
         watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),
         owner_ids=read("OWNER_IDS", _id_set, frozenset()),
         dev_guild_id=read("DEV_GUILD_ID", _snowflake, None),
+        shard_count=read("SHARD_COUNT", _ranged(int, 1, 100_000), None),
+        shard_ids=read("SHARD_IDS", _shard_ids, None),
         workers=read("WORKERS", _ranged(int, 1, 64), 2),
         batch_size=read("BATCH_SIZE", _ranged(int, 1, 1024), 32),
         queue_size=read("QUEUE_SIZE", _ranged(int, 1, 100_000), 512),
@@ -70,6 +82,12 @@ def load_settings(
         download_timeout=read("DOWNLOAD_TIMEOUT", _ranged(float, 0.1, 600.0), 15.0),
         log_level=read("LOG_LEVEL", _log_level, "INFO"),
     )
+    if settings.shard_ids is not None:
+        if settings.shard_count is None:
+            raise ConfigError("SHARD_IDS needs SHARD_COUNT: the total number of shards over every process.")
+        if max(settings.shard_ids) >= settings.shard_count:
+            raise ConfigError(f"SHARD_IDS={','.join(map(str, settings.shard_ids))} is not valid: "
+                              f"shard ids go from 0 to SHARD_COUNT - 1 ({settings.shard_count - 1}).")
     if require_token and not settings.discord_token:
         raise ConfigError("DISCORD_TOKEN is not set: put your bot token in .env (see .env.example).")
     return settings
@@ -103,6 +121,14 @@ def _ranged(kind: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
     return parse
 
 
+def _flag(raw: str) -> bool:
+    """On or off: 1/0, true/false, yes/no, on/off."""
+    value = raw.lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("expected 1 or 0")
+    return value in ("1", "true", "yes", "on")
+
+
 def _snowflake(raw: str) -> int:
     """A Discord id: a positive whole number."""
     if not raw.isdigit() or int(raw) == 0:
@@ -113,6 +139,17 @@ def _snowflake(raw: str) -> int:
 def _id_set(raw: str) -> frozenset[int]:
     """Comma- or space-separated Discord ids."""
     return frozenset(_snowflake(part) for part in raw.replace(",", " ").split())
+
+
+def _shard_ids(raw: str) -> tuple[int, ...]:
+    """Shard ids and ranges, comma- or space-separated: `0-3`, `4,5`."""
+    ids: set[int] = set()
+    for part in raw.replace(",", " ").split():
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()) or int(high or low) < int(low):
+            raise ValueError(f"expected shard ids or ranges such as 0-3,5, not {part!r}")
+        ids.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(ids))
 
 
 def _url(raw: str) -> str:

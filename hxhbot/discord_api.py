@@ -20,6 +20,7 @@ def point_discord_at(api_base: str) -> None:
     if url.scheme not in _WEBSOCKET_SCHEMES:
         raise ValueError(f"expected an http:// or https:// API base, got {api_base!r}")
     discord.http.Route.BASE = base
-    # A one-shard Client connects here without asking GET /gateway/bot; RESUMEs use READY's resume_gateway_url.
+    # The bot connects here when SHARD_COUNT is set (else to GET /gateway/bot's url, asked at `api_base`);
+    # RESUMEs use READY's resume_gateway_url.
     gateway = url.with_scheme(_WEBSOCKET_SCHEMES[url.scheme]).with_path("/gateway")
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway

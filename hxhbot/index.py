@@ -118,6 +118,15 @@ class GalleryIndex:
         }
         return cls(annoy, list(items), meta, vectors if vectors.nbytes <= EXACT_MAX_BYTES else None)
 
+    def extended(self, vectors: np.ndarray, items: list[GalleryItem]) -> "GalleryIndex":
+        """A new index of this one's rows, their embeddings reused, followed by `items` with `vectors`."""
+        if self.matrix is not None:
+            known = np.asarray(self.matrix)
+        else:
+            known = np.array([self.vector(row) for row in range(len(self))], dtype=np.float32).reshape(-1, self.dim)
+        rows = np.concatenate([known, np.asarray(vectors, dtype=np.float32)])
+        return GalleryIndex.build(rows, self.items + list(items), self.fingerprint)
+
     def save(self, directory: str | Path) -> None:
         """Write a new Annoy file (and vector file for exact search), then rename the metadata into place."""
         out = Path(directory)

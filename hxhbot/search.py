@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,9 @@ from hxhbot.detector import Box, FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError
 from hxhbot.images import ImageError, thumbnail_jpeg
-from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError
+from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
+from hxhbot.manifest import add_to_gallery
 from hxhbot.views import Views, load_views
 
 log = logging.getLogger(__name__)
@@ -220,6 +222,33 @@ class SearchService:
             self._thumbnails.clear()  # gallery files may have changed
             log.info("reindexed: %s", summary.describe())
             return summary
+
+    async def add_to_gallery(self, character: str, data: bytes, source: dict[str, str]) -> GalleryItem:
+        """Save a picture into the character's gallery folder and add it to the live index, without a rebuild."""
+        async with self._reindex_lock:
+            loop = asyncio.get_running_loop()
+            index, item = await loop.run_in_executor(self._build_pool, self._add, character, data, source)
+            self.index = index
+            log.info("added %s to %s: %d gallery images", item.path, character, len(index))
+            return item
+
+    def _add(self, character: str, data: bytes, source: dict[str, str]) -> tuple[GalleryIndex, GalleryItem]:
+        """Save, embed and index one picture's views, reusing every other embedding (runs in the build thread)."""
+        path = add_to_gallery(self.settings.gallery_dir, character, data, hashlib.sha256(data).hexdigest(), source)
+        saved = path.read_bytes()
+        item = GalleryItem(character, str(path), hashlib.sha256(saved).hexdigest())
+        if self.index is not None and item in self.index.items:
+            return self.index, item
+        views = load_views(saved, self.embedder.input_size, self.detector, max_bytes=max(len(saved), 1),
+                           max_pixels=self.settings.max_image_pixels)
+        vectors = self.embedder.embed(views.arrays)
+        items = [GalleryItem(character, item.path, item.sha256, view) for view in range(len(vectors))]
+        if self.index is None:
+            index = GalleryIndex.build(vectors, items, self.embedder.fingerprint)
+        else:
+            index = self.index.extended(vectors, items)
+        index.save(self.settings.index_dir)
+        return index, item
 
     def _build(self, progress: Progress) -> tuple[GalleryIndex, BuildSummary]:
         """Build and save a new index (runs in the build thread)."""

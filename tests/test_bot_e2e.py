@@ -38,7 +38,7 @@ async def bot(server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Pat
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     settings = Settings(
         discord_token=server.token, gallery_dir=gallery, model_dir=model_dir, index_dir=tmp_path / "index",
-        discord_api_base=server.api_base, watch_channel_ids=frozenset({server.channel_ids[1]}),
+        feedback_db=tmp_path / "feedback.sqlite3", discord_api_base=server.api_base, watch_channel_ids=frozenset({server.channel_ids[1]}),
         confidence_threshold=0.0, cooldown_seconds=0, top_k=3,
     )
     point_discord_at(settings.discord_api_base)
@@ -69,7 +69,10 @@ def _embed(request) -> dict:
 
 async def test_commands_are_synced(server: FakeDiscord, bot: HxhBot) -> None:
     names = {(c["name"], c["type"]) for c in server.commands[None]}
-    assert names == {("whois", 1), ("Who is this?", 3), ("characters", 1), ("reindex", 1)}
+    assert names == {("whois", 1), ("Who is this?", 3), ("characters", 1), ("reindex", 1), ("review", 1),
+                     ("stats", 1), ("help", 1)}
+    owner_only = {c["name"] for c in server.commands[None] if str(c["default_member_permissions"]) == "0"}
+    assert owner_only == {"review", "stats"}  # hidden from members by default
 
 
 async def test_whois_names_the_character_with_a_thumbnail(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:

@@ -48,7 +48,7 @@ class FakeServer:
         self.pictures: dict[str, list[str]] = {}  # MAL id -> image names
         self.posts: dict[str, list[dict]] = {}  # Danbooru tag -> posts
         self.images: dict[str, tuple[bytes, str]] = {}  # name -> (body, content type)
-        self.faults: dict[str, list[str]] = {}  # path -> next faults: "429", "500", "slow", "hang"
+        self.faults: dict[str, list[str]] = {}  # path -> next faults: "429", "500", "slow", "hang", "hold"
         self.hits: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # image bodies sent whole
         self.entered_hang = asyncio.Event()
@@ -102,6 +102,9 @@ class FakeServer:
             self.entered_hang.set()
             await self.release.wait()
             return web.Response(status=503)
+        if fault == "hold":  # wait for the test, then answer normally
+            self.entered_hang.set()
+            await self.release.wait()
         return await handler(request)
 
     async def jikan_cast(self, request: web.Request) -> web.Response:

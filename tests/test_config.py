@@ -31,12 +31,31 @@ def test_values_are_parsed() -> None:
 @pytest.mark.parametrize("name,value", [
     ("TOP_K", "many"), ("TOP_K", "0"), ("WATCH_CHANNEL_IDS", "12,abc"), ("DEV_GUILD_ID", "-5"),
     ("MAX_IMAGE_BYTES", "1e9x"), ("DISCORD_API_BASE", "ftp://x"), ("CONFIDENCE_THRESHOLD", "2"),
-    ("LOG_LEVEL", "loud"), ("WORKERS", "0"),
+    ("LOG_LEVEL", "loud"), ("WORKERS", "0"), ("SHARD_COUNT", "0"), ("SHARD_IDS", "3-1"), ("SHARD_IDS", "a"), ("COLLECT_ON_START", "maybe"),
+    ("COLLECT_BASE_URL", "api.jikan.moe"),
 ])
 def test_malformed_setting_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({name: value})
     assert str(raised.value).startswith(f"{name}=") and "\n" not in str(raised.value)
+
+
+def test_first_run_collection() -> None:
+    assert load_settings({}).collect_on_start and load_settings({}).collect_base_url is None
+    settings = load_settings({"COLLECT_ON_START": "0", "COLLECT_BASE_URL": "http://127.0.0.1:9/v4/",
+                              "COLLECT_PER_CHARACTER": "3"})
+    assert not settings.collect_on_start and settings.collect_base_url == "http://127.0.0.1:9/v4"
+    assert settings.collect_per_character == 3
+
+
+def test_shards() -> None:
+    assert load_settings({}).shard_count is None and load_settings({}).shard_ids is None
+    settings = load_settings({"SHARD_COUNT": "8", "SHARD_IDS": "0-2, 5 4"})
+    assert settings.shard_count == 8 and settings.shard_ids == (0, 1, 2, 4, 5)
+    with pytest.raises(ConfigError, match="^SHARD_IDS needs SHARD_COUNT"):
+        load_settings({"SHARD_IDS": "0"})
+    with pytest.raises(ConfigError, match="^SHARD_IDS=2,3 is not valid: shard ids go from 0 to SHARD_COUNT - 1"):
+        load_settings({"SHARD_COUNT": "3", "SHARD_IDS": "2-3"})
 
 
 def test_missing_token_is_named_only_when_required() -> None:

@@ -106,3 +106,16 @@ def test_over_the_memory_budget_annoy_serves(tmp_path: Path, monkeypatch: pytest
     loaded = GalleryIndex.load(tmp_path, "fp")
     assert loaded.matrix is None and not list(tmp_path.glob("*.npy"))
     assert loaded.nearest(vectors[42], 1)[0].item.path == "g/42.jpg"
+
+
+def test_extended_reuses_every_embedding_and_adds_rows(tmp_path: Path) -> None:
+    vectors = clustered(60, 16)
+    index = GalleryIndex.build(vectors[:50], _items(50), "fp1")
+    index.save(tmp_path)
+    loaded = GalleryIndex.load(tmp_path, "fp1")
+    bigger = loaded.extended(vectors[50:], _items(60)[50:])
+    assert len(bigger) == 60 and bigger.fingerprint == "fp1" and len(loaded) == 50
+    assert np.allclose(bigger.matrix, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), atol=1e-6)
+    assert bigger.nearest(vectors[55], 1)[0].item == _items(60)[55]
+    loaded.matrix = None  # served by Annoy: the embeddings come from the Annoy file
+    assert np.allclose(loaded.extended(vectors[50:], _items(60)[50:]).matrix, bigger.matrix, atol=1e-6)

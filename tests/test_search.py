@@ -120,3 +120,27 @@ def test_embedder_is_warm_after_open(settings: Settings) -> None:
     service = SearchService.open(settings)
     assert isinstance(service.embedder, Embedder)
     assert service.embedder._call.experimental_get_tracing_count() == 1
+
+
+async def test_add_to_gallery_saves_the_picture_and_indexes_it_without_a_rebuild(
+    service: SearchService, settings: Settings, gallery: Path
+) -> None:
+    import json
+
+    from tests.conftest import COLOURS, character_image, encode
+
+    picture = encode(character_image(COLOURS["Gon Freecss"], 77))
+    before = len(service.index)
+    sizes = _count_calls(service)
+    item = await service.add_to_gallery("Kurapika", picture, {"source": "feedback", "url": "https://cdn/p.png"})
+    assert sizes == [1]  # one new embedding; the others were reused
+    assert Path(item.path).parent == gallery / "Kurapika" and len(service.index) == before + 1
+    manifest = json.loads((gallery / "manifest.json").read_text())
+    entry = next(iter(manifest["images"].values()))
+    assert entry["character"] == "Kurapika" and entry["source"] == "feedback" and entry["url"] == "https://cdn/p.png"
+    assert (await service.identify(picture)).best.character == "Kurapika"
+    reloaded = SearchService.open(settings)  # saved: a restart serves it too, without rebuilding
+    assert len(reloaded.index) == before + 1
+    await reloaded.close()
+    await service.add_to_gallery("Kurapika", picture, {"source": "feedback", "url": "https://cdn/p.png"})
+    assert len(service.index) == before + 1  # the same picture twice is one gallery image

@@ -5,23 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import io
-import json
 import logging
-import os
 import re
 import sys
-import unicodedata
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from PIL import Image
 
 from hxhbot.images import DEFAULT_MAX_BYTES, ImageError, decode_image
+from hxhbot.manifest import MANIFEST_NAME, Manifest, ManifestError, gallery_path, safe_folder_name, write_jpeg
 from training.sources import (
     DANBOORU_RATE,
     DOWNLOAD_RATE,
@@ -41,36 +36,12 @@ from training.sources import (
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
-JPEG_QUALITY = 95
 ROLES = frozenset({"main", "supporting"})
-MAX_FOLDER_BYTES = 100
-UNNAMED = "Unnamed character"
-WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"} | {f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)}
-)
 FAILURES_SHOWN = 20
 
 
 class CollectError(RuntimeError):
     """A run that cannot go on; `str()` is one line for the user."""
-
-
-def safe_folder_name(name: str) -> str:
-    """A character name as a folder name that is safe on every OS and still reads as the name."""
-    text = unicodedata.normalize("NFC", name)
-    text = "".join(" " if char.isspace() else "" if unicodedata.category(char)[0] == "C" else char for char in text)
-    text = re.sub(r'[<>:"/\\|?*]', " ", text)
-    text = " ".join(text.split()).strip(". ")
-    encoded = text.encode("utf-8")
-    if len(encoded) > MAX_FOLDER_BYTES:
-        text = encoded[:MAX_FOLDER_BYTES].decode("utf-8", "ignore").rstrip(". ")
-    if not text:
-        return UNNAMED
-    if text.split(".")[0].upper() in WINDOWS_RESERVED:
-        return f"{text} (character)"
-    return text
 
 
 @dataclass
@@ -98,69 +69,6 @@ class Summary:
         if len(self.failed) > FAILURES_SHOWN:
             lines.append(f"  … and {len(self.failed) - FAILURES_SHOWN} more (run with -v to see them all).")
         return lines
-
-
-class Manifest:
-    """What earlier runs did and where each image came from, in <gallery>/manifest.json."""
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path = path
-        self._data = data
-        self._counts = Counter(entry["character"] for entry in data["images"].values())
-
-    @classmethod
-    def load(cls, path: Path) -> Manifest:
-        """Read the manifest, or start an empty one."""
-        empty: dict[str, Any] = {"version": MANIFEST_VERSION, "images": {}, "urls": {}, "characters": {}}
-        if not path.exists():
-            return cls(path, empty)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise CollectError(f"{path} is not valid JSON ({error}); repair or delete it.") from None
-        unusable = CollectError(f"{path} is not a version {MANIFEST_VERSION} gallery manifest; move it away.")
-        if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
-            raise unusable
-        try:
-            return cls(path, {**empty, **data})
-        except (AttributeError, KeyError, TypeError):
-            raise unusable from None
-
-    def save(self) -> None:
-        """Write the manifest atomically (a crash leaves the old or the new one, never half)."""
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps(self._data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, self.path)
-
-    def url(self, url: str) -> dict[str, Any] | None:
-        """What happened to `url` before, if anything."""
-        return self._data["urls"].get(url)
-
-    def image(self, sha256: str) -> dict[str, Any] | None:
-        """The saved image with these bytes, if any."""
-        return self._data["images"].get(sha256)
-
-    def count(self, folder: str) -> int:
-        """How many images are recorded for a character folder."""
-        return self._counts[folder]
-
-    def add_image(self, sha256: str, entry: dict[str, str]) -> None:
-        """Record a saved image and its URL."""
-        self._data["images"][sha256] = entry
-        self._counts[entry["character"]] += 1
-        self.mark_url(entry["url"], "saved", sha256=sha256)
-
-    def mark_url(self, url: str, status: str, **details: str) -> None:
-        """Record that `url` was downloaded and what came of it."""
-        self._data["urls"][url] = {"status": status, **details}
-
-    def is_done(self, source: str, folder: str, per_character: int) -> bool:
-        """Whether a run for at least `per_character` images finished this character."""
-        return self._data["characters"].get(source, {}).get(folder, 0) >= per_character
-
-    def mark_done(self, source: str, folder: str, per_character: int) -> None:
-        """Record that this character is finished for `per_character` images."""
-        self._data["characters"].setdefault(source, {})[folder] = per_character
 
 
 class Collector:
@@ -254,7 +162,7 @@ class Collector:
             self._fail(picture.url, str(error))
             self.manifest.mark_url(picture.url, "rejected", reason=str(error))
             return
-        path = self.out / folder / f"{sha256[:16]}.jpg"
+        path = gallery_path(self.out, folder, sha256)
         if path.exists():
             self.summary.already_present += 1
         else:
@@ -280,16 +188,6 @@ class Collector:
         summary = self.summary
         skipped = summary.duplicates + summary.already_present
         return f"(saved {summary.saved}, skipped {skipped}, failed {len(summary.failed)})"
-
-
-def write_jpeg(image: Image.Image, path: Path) -> None:
-    """Save an RGB picture as a JPEG, atomically."""
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(buffer.getvalue())
-    os.replace(temporary, path)
 
 
 class ProgressLine:
@@ -330,19 +228,22 @@ def make_source(options: argparse.Namespace, http: HttpClient, api_rate: Rate | 
     return JikanSource(http, options.base_url or JikanSource.DEFAULT_BASE_URL, options.anime_id, api_rate or JIKAN_RATE)
 
 
-async def run(options: argparse.Namespace, pacing: Pacing = Pacing()) -> Summary:
-    """Collect as the command-line options say."""
+async def run(
+    options: argparse.Namespace, pacing: Pacing = Pacing(), progress: Callable[[str], None] | None = None
+) -> Summary:
+    """Collect as the command-line options say; progress on the terminal's status line unless `progress` is given."""
     retry = RetryPolicy(max_retries=options.max_retries, base_delay=pacing.retry_delay)
-    progress = ProgressLine(sys.stderr)
+    line = ProgressLine(sys.stderr)
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         http = HttpClient(session, retry, options.timeout)
         try:
             options.out.mkdir(parents=True, exist_ok=True)
             source = make_source(options, http, pacing.api)
-            collector = Collector(source, http, options.out, options.per_character, progress, pacing.downloads)
+            collector = Collector(source, http, options.out, options.per_character, progress or line,
+                                  pacing.downloads)
             return await collector.run(options.characters, options.roles)
         finally:
-            progress.close()
+            line.close()
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
@@ -415,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted: what was saved is kept; run the same command again to resume.", file=sys.stderr)
         return 130
-    except CollectError as error:
+    except (CollectError, ManifestError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

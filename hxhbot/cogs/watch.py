@@ -8,10 +8,11 @@ import discord
 from discord.ext import commands
 
 from hxhbot import attachments
-from hxhbot.attachments import AttachmentError
+from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot
 from hxhbot.images import ImageError
-from hxhbot.search import BusyError, NotReadyError
+from hxhbot.search import BusyError, Identification, NotReadyError
+from hxhbot.teach import FeedbackView
 
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
@@ -34,11 +35,11 @@ class Watch(commands.Cog):
         if not sources:
             return
         await _react(message, LOOKING)
-        embeds, files, problems = [], [], []
+        embeds, files, problems, answered = [], [], [], []
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
-                result = await self.bot.identify(source)
+                result, sha256 = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
             except (AttachmentError, ImageError) as error:
                 problems.append(f"`{source.filename}`: {error}")
                 continue
@@ -48,16 +49,27 @@ class Watch(commands.Cog):
             reply = await self.bot.render(result, filename=f"match{number}.jpg", label=label)
             if reply.confident:
                 embeds.append(reply.embed)
+                answered.append((result, source, sha256))
                 if reply.file:
                     files.append(reply.file)
         if embeds or problems:
             content = "\n".join(f"I couldn't read {problem}" for problem in problems) or None
+            view = self.feedback_view(*answered[0]) if len(answered) == 1 else None  # one answer: Right / Wrong
             try:
-                await message.reply(content=content, embeds=embeds, files=files, mention_author=False)
+                sent = await message.reply(content=content, embeds=embeds, files=files, view=view,
+                                           mention_author=False)
+                if view is not None:
+                    view.message = sent
             except discord.HTTPException as error:
                 log.warning("could not reply in #%s: %s", message.channel, error)
         if not embeds:
             await _react(message, UNSURE)
+
+    def feedback_view(self, result: Identification, source: ImageSource, sha256: str) -> FeedbackView:
+        """Right / Wrong buttons for a reply that answers one picture."""
+        view = FeedbackView(self.bot, result, source, sha256, confident=True)
+        self.bot.open_views.add(view)
+        return view
 
 
 async def _react(message: discord.Message, emoji: str) -> None:

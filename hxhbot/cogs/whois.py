@@ -9,7 +9,7 @@ from discord.ext import commands
 from hxhbot import attachments
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot, member_cooldown
-from hxhbot.replies import RevealCandidates
+from hxhbot.teach import FeedbackView
 
 
 class Whois(commands.Cog):
@@ -30,27 +30,25 @@ class Whois(commands.Cog):
     @app_commands.checks.dynamic_cooldown(member_cooldown)
     async def whois(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         """Answer with the best matching characters for the attached image."""
-        await self.respond(interaction, attachments.from_attachment(image))
+        await self.respond(interaction, attachments.from_attachment(image), "whois")
 
     async def whois_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Answer for the first image of the chosen message."""
         found = attachments.images_in(message)
         if not found:
             raise AttachmentError("That message has no image attachment or image embed.")
-        await self.respond(interaction, found[0])
+        await self.respond(interaction, found[0], "who-is-this")
 
-    async def respond(self, interaction: discord.Interaction, source: ImageSource) -> None:
-        """Check the image, defer within Discord's 3 s, then follow up with the answer."""
+    async def respond(self, interaction: discord.Interaction, source: ImageSource, command: str) -> None:
+        """Check the image, defer within Discord's 3 s, then follow up with the answer and its feedback buttons."""
         attachments.check(source, self.bot.settings.max_image_bytes)  # refuse before deferring: privately
         await interaction.response.defer(thinking=True)
-        result = await self.bot.identify(source)
+        result, sha256 = await self.bot.identify(source, command, interaction.guild_id)
         reply = await self.bot.render(result)
-        if reply.confident:
-            await interaction.followup.send(embed=reply.embed, file=reply.file or discord.utils.MISSING)
-            return
-        view = RevealCandidates(result)
+        view = FeedbackView(self.bot, result, source, sha256, reply.confident)
         self.bot.open_views.add(view)
-        view.message = await interaction.followup.send(embed=reply.embed, view=view, wait=True)
+        view.message = await interaction.followup.send(
+            embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, wait=True)
 
 
 async def setup(bot: HxhBot) -> None:

@@ -190,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict:
     env = {
         **os.environ, "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
         "GALLERY_DIR": str(gallery), "MODEL_DIR": str(args.model), "INDEX_DIR": str(scratch / "index"),
+        "FEEDBACK_DB": str(scratch / "feedback.sqlite3"),
         "COOLDOWN_SECONDS": "0", "QUEUE_SIZE": "1024", "LOG_LEVEL": "WARNING",
     }
     lag_file = scratch / "lag.json"

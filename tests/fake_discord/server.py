@@ -1,11 +1,13 @@
-"""A Discord-compatible REST API and gateway on 127.0.0.1: one bot, one guild, everything recorded for tests.
+"""A Discord-compatible REST API and gateway on 127.0.0.1: one bot, a guild per shard, everything recorded for tests.
 
 Shapes follow what discord.py 2.7.1 reads (state.py, interactions.py, message.py, app_commands/namespace.py).
 Behaviours a test may rely on, as Discord has them: a REST body is JSON only under exactly `application/json`;
 an interaction must be answered within `interaction_deadline` seconds, once; the first follow-up after a
 deferral replaces the "thinking" message; MESSAGE_CREATE needs the GUILD_MESSAGES intent and carries content,
 embeds and attachments only with MESSAGE_CONTENT (or when the bot is mentioned); uploads over
-`ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events.
+`ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events;
+a shard gets only its guilds' events, `(guild_id >> 22) % shard_count`; buttons and select menus are clicked with
+`send_component`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ _ids = itertools.count()
 def _snowflake() -> int:
     """A new Discord id whose timestamp is now."""
     return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(_ids) % 4096)
+
+
+def _guild_snowflake(shard_id: int, shard_count: int) -> int:
+    """A new guild id that Discord routes to `shard_id`: `(guild_id >> 22) % shard_count`."""
+    stamp = int(time.time() * 1000) - DISCORD_EPOCH_MS
+    return ((stamp - stamp % shard_count + shard_id) << 22) | (next(_ids) % 4096)
+
+
+def _shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard that carries a guild's events (shard 0 for events outside guilds)."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
 
 
 def _now() -> str:
@@ -136,8 +149,26 @@ class _GatewayConnection:
                 await self.ws.send_bytes(self._zlib.compress(raw.encode()) + self._zlib.flush(zlib.Z_SYNC_FLUSH))
 
 
+@dataclass
+class _Session:
+    """One shard's gateway session: its connection, intents and numbered dispatches (replayed on RESUME)."""
+
+    shard_id: int
+    conn: _GatewayConnection | None = None
+    session_id: str | None = None
+    intents: int = 0
+    seq: int = 0
+    events: list[Json] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class FakeDiscord:
-    """Discord's REST API and gateway for one bot in one guild with a few text channels."""
+    """Discord's REST API and gateway for one bot in one guild with a few text channels (one guild per shard).
+
+    With `shard_count` > 1, GET /gateway/bot recommends that many shards, IDENTIFY must name `[id, count]`,
+    and each shard gets its own guild (`guild_ids[shard]`, with one channel, `guild_channel_ids[guild]`) and
+    the events of its guilds only, routed as Discord does by `(guild_id >> 22) % shard_count`.
+    """
 
     def __init__(
         self,
@@ -146,6 +177,7 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 1000,
         interaction_deadline: float = 3.0,
         channel_names: Sequence[str] = ("general", "hunters"),
+        shard_count: int = 1,
     ) -> None:
         self.token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -154,8 +186,15 @@ class FakeDiscord:
         self.bot_user_id = self.application_id  # as for every application created since 2020
         self.owner_id = _snowflake()
         self.member_id = _snowflake()  # the default human who writes messages and runs commands
-        self.guild_id = _snowflake()
+        self.shard_count = shard_count
+        self.guild_ids = [_guild_snowflake(shard, shard_count) for shard in range(shard_count)]
+        self.guild_id = self.guild_ids[0]
         self.channel_ids = [_snowflake() for _ in channel_names]
+        self.guild_channel_ids = {self.guild_id: self.channel_ids}
+        self.guild_channel_ids.update({guild_id: [_snowflake()] for guild_id in self.guild_ids[1:]})
+        self._channel_guild = {channel: guild for guild, channels in self.guild_channel_ids.items()
+                               for channel in channels}
+        names = {channel: name for channel, name in zip(self.channel_ids, channel_names, strict=True)}
         self.requests: list[RecordedRequest] = []
         self.gateway_connections: list[dict[str, str]] = []  # each websocket's query: v, encoding, compress
         self.gateway_received: list[Json] = []
@@ -181,16 +220,13 @@ class FakeDiscord:
                 "permission_overwrites": [],
                 "flags": 0,
             }
-            for position, (channel_id, name) in enumerate(zip(self.channel_ids, channel_names, strict=True))
+            for channels in self.guild_channel_ids.values()
+            for position, channel_id in enumerate(channels)
+            for name in [names.get(channel_id, "general")]
         }
         self._files: dict[int, _StoredFile] = {}
-        self._conn: _GatewayConnection | None = None
         self._sockets: set[web.WebSocketResponse] = set()
-        self._session_id: str | None = None
-        self._intents = 0
-        self._seq = 0
-        self._events: list[Json] = []  # this session's dispatches, replayed on RESUME
-        self._dispatch_lock = asyncio.Lock()
+        self._sessions = [_Session(shard) for shard in range(shard_count)]
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
 
@@ -271,7 +307,7 @@ class FakeDiscord:
         reply_to: Json | None = None,
     ) -> Json:
         """A user (the default member unless `author_id`) posts a message; dispatch MESSAGE_CREATE and return it."""
-        self._require_session()
+        self._require_session(self._channel_guild[channel_id])
         author = self._user(author_id or self.member_id)
         if bot:
             author = {**author, "bot": True}
@@ -289,7 +325,8 @@ class FakeDiscord:
         channel_id: int | None = None,
     ) -> FakeInteraction:
         """Run the synced slash command `name`; an attachment option takes an `add_attachment` object."""
-        scope, command = self._find_command(name, 1)
+        channel_id = channel_id or self.channel_ids[0]
+        scope, command = self._find_command(name, 1, self._channel_guild[channel_id])
         schema = {option["name"]: option for option in command.get("options", [])}
         data_options: list[Json] = []
         attachments: Json = {}
@@ -308,13 +345,13 @@ class FakeDiscord:
             data["options"] = data_options
         if attachments:
             data["resolved"] = {"attachments": attachments}
-        return await self._interact(2, data, scope, user_id, channel_id or self.channel_ids[0])
+        return await self._interact(2, data, scope, user_id, channel_id)
 
     async def send_message_command(
         self, name: str, target_message: Json, *, user_id: int | None = None
     ) -> FakeInteraction:
         """Run the synced message context-menu command `name` on `target_message`."""
-        scope, command = self._find_command(name, 3)
+        scope, command = self._find_command(name, 3, int(target_message["guild_id"]))
         data: Json = {
             "id": command["id"],
             "name": name,
@@ -339,9 +376,9 @@ class FakeDiscord:
             data["values"] = list(values)
         return await self._interact(3, data, None, user_id, int(message["channel_id"]), message=message)
 
-    async def drop_connection(self, code: int = 4000) -> None:
-        """Close the bot's gateway socket as Discord does on a fault; the session stays resumable."""
-        conn = self._conn
+    async def drop_connection(self, code: int = 4000, shard_id: int = 0) -> None:
+        """Close a shard's gateway socket as Discord does on a fault; the session stays resumable."""
+        conn = self._sessions[shard_id].conn
         if conn is None:
             raise RuntimeError("the bot has no gateway connection")
         conn.live = False
@@ -349,7 +386,8 @@ class FakeDiscord:
 
     async def wait_until_ready(self, timeout: float = 10.0) -> None:
         """Wait until the bot has identified and been sent READY and GUILD_CREATE."""
-        await self._wait(lambda: any(e["t"] == "GUILD_CREATE" for e in self._events), timeout, "IDENTIFY")
+        await self._wait(lambda: all(any(e["t"] == "GUILD_CREATE" for e in session.events)
+                                     for session in self._sessions), timeout, "IDENTIFY")
 
     async def wait_for(self, predicate: Callable[[RecordedRequest], bool], timeout: float = 5.0) -> RecordedRequest:
         """The first recorded request (past or coming) matching `predicate`."""
@@ -420,10 +458,11 @@ class FakeDiscord:
         """The bot's own user object, as GET /users/@me and READY give it."""
         return {**self._users[self.bot_user_id], "verified": True, "mfa_enabled": False, "email": None}
 
-    def _guild(self) -> Json:
+    def _guild(self, guild_id: int) -> Json:
         """The GUILD_CREATE payload."""
+        channels = self.guild_channel_ids[guild_id]
         everyone = {
-            "id": str(self.guild_id),
+            "id": str(guild_id),
             "name": "@everyone",
             "permissions": PERMISSIONS,
             "position": 0,
@@ -438,8 +477,8 @@ class FakeDiscord:
         }
         members = [self._member(user_id) for user_id in (self.bot_user_id, self.owner_id, self.member_id)]
         return {
-            "id": str(self.guild_id),
-            "name": "Hunter Association",
+            "id": str(guild_id),
+            "name": "Hunter Association" if guild_id == self.guild_id else f"Hunter Guild {guild_id % 1000}",
             "icon": None,
             "owner_id": str(self.owner_id),
             "unavailable": False,
@@ -447,7 +486,7 @@ class FakeDiscord:
             "member_count": len(members),
             "joined_at": _now(),
             "roles": [everyone],
-            "channels": list(self._channels.values()),
+            "channels": [self._channels[channel] for channel in channels],
             "members": members,
             "threads": [],
             "presences": [],
@@ -456,7 +495,7 @@ class FakeDiscord:
             "stickers": [],
             "features": [],
             "preferred_locale": "en-US",
-            "system_channel_id": str(self.channel_ids[0]),
+            "system_channel_id": str(channels[0]),
             "verification_level": 0,
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
@@ -469,9 +508,9 @@ class FakeDiscord:
             "soundboard_sounds": [],
         }
 
-    def _find_command(self, name: str, kind: int) -> tuple[int | None, Json]:
-        """The synced command `name` of type `kind` and its guild (None if global); guild ones win."""
-        for scope in (self.guild_id, None):
+    def _find_command(self, name: str, kind: int, guild_id: int) -> tuple[int | None, Json]:
+        """The synced command `name` of type `kind` in a guild, and its scope (None if global); guild ones win."""
+        for scope in (guild_id, None):
             for command in self.commands.get(scope, []):
                 if command["name"] == name and command["type"] == kind:
                     return scope, command
@@ -489,7 +528,6 @@ class FakeDiscord:
             await ws.close(code=4012)  # discord.py gives up on 4012 instead of reconnecting forever
             return ws
         conn = _GatewayConnection(ws, zlib_stream=compress == "zlib-stream")
-        self._conn = conn
         self._sockets.add(ws)
         try:
             await conn.send({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
@@ -523,17 +561,29 @@ class FakeDiscord:
         if data.get("token") != self.token:
             await conn.ws.close(code=4004)  # Authentication failed
             return
-        async with self._dispatch_lock:
-            self._session_id = secrets.token_hex(16)
-            self._seq = 0
-            self._events = []
-            self._intents = data.get("intents", 0)
+        shard_id, shard_count = data.get("shard") or (0, 1)
+        if shard_count < self.shard_count:
+            await conn.ws.close(code=4011)  # Sharding required
+            return
+        if shard_count != self.shard_count or not 0 <= shard_id < shard_count:
+            await conn.ws.close(code=4010)  # Invalid shard
+            return
+        session = self._sessions[shard_id]
+        async with session.lock:
+            if session.conn is not None and session.conn is not conn:
+                session.conn.live = False
+            session.conn = conn
+            session.session_id = secrets.token_hex(16)
+            session.seq = 0
+            session.events = []
+            session.intents = data.get("intents", 0)
             conn.live = True
+            guilds = [guild for guild in self.guild_ids if _shard_of(guild, self.shard_count) == shard_id]
             ready: Json = {
                 "v": 10,
                 "user": self._me(),
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-                "session_id": self._session_id,
+                "guilds": [{"id": str(guild), "unavailable": True} for guild in guilds],
+                "session_id": session.session_id,
                 "resume_gateway_url": self.gateway_url,
                 "application": {"id": str(self.application_id), "flags": APPLICATION_FLAGS},
                 "private_channels": [],
@@ -541,36 +591,41 @@ class FakeDiscord:
             }
             if "shard" in data:
                 ready["shard"] = data["shard"]
-            await self._emit("READY", ready)
-            await self._emit("GUILD_CREATE", self._guild())
+            await self._emit(session, "READY", ready)
+            for guild in guilds:
+                await self._emit(session, "GUILD_CREATE", self._guild(guild))
         async with self._changed:
             self._changed.notify_all()
 
     async def _resume(self, conn: _GatewayConnection, data: Json) -> None:
-        async with self._dispatch_lock:
-            if data.get("token") != self.token or data.get("session_id") != self._session_id:
-                await conn.send({"op": 9, "d": False})
-                return
-            for payload in self._events:
+        session = next((s for s in self._sessions if s.session_id and s.session_id == data.get("session_id")), None)
+        if data.get("token") != self.token or session is None:
+            await conn.send({"op": 9, "d": False})
+            return
+        async with session.lock:
+            session.conn = conn
+            for payload in session.events:
                 if payload["s"] > (data.get("seq") or 0):
                     await conn.send(payload)
             conn.live = True
-            await self._emit("RESUMED", {})
+            await self._emit(session, "RESUMED", {})
 
     async def _dispatch(self, event: str, data: Json) -> None:
-        """Dispatch an event to the bot now, or on its RESUME if it is disconnected."""
-        async with self._dispatch_lock:
-            await self._emit(event, data)
+        """Dispatch an event to the shard of its guild now, or on its RESUME if it is disconnected."""
+        guild_id = data.get("guild_id")
+        session = self._sessions[_shard_of(int(guild_id) if guild_id else None, self.shard_count)]
+        async with session.lock:
+            await self._emit(session, event, data)
 
-    async def _emit(self, event: str, data: Json) -> None:
-        """Number, log and send one dispatch; the caller holds `_dispatch_lock`."""
-        if self._session_id is None:
-            log.debug("no gateway session: dropping %s", event)
+    async def _emit(self, session: _Session, event: str, data: Json) -> None:
+        """Number, log and send one dispatch; the caller holds the session's lock."""
+        if session.session_id is None:
+            log.debug("no gateway session on shard %d: dropping %s", session.shard_id, event)
             return
-        self._seq += 1
-        payload = {"op": 0, "t": event, "s": self._seq, "d": data}
-        self._events.append(payload)
-        conn = self._conn
+        session.seq += 1
+        payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.events.append(payload)
+        conn = session.conn
         if conn is None or not conn.live:
             return
         try:
@@ -578,17 +633,22 @@ class FakeDiscord:
         except ConnectionError:
             conn.live = False  # the event stays logged for the RESUME
 
-    def _require_session(self) -> None:
-        if self._session_id is None:
-            raise RuntimeError("the bot has not identified on the gateway yet")
+    def _session(self, guild_id: int) -> _Session:
+        """The gateway session of the shard that carries `guild_id`."""
+        return self._sessions[_shard_of(guild_id, self.shard_count)]
+
+    def _require_session(self, guild_id: int) -> None:
+        if self._session(guild_id).session_id is None:
+            raise RuntimeError("the bot has not identified on the gateway yet (for that guild's shard)")
 
     async def _dispatch_message(self, event: str, message: Json) -> None:
         """MESSAGE_CREATE/UPDATE as the bot's intents let it see the message."""
-        if message["flags"] & EPHEMERAL or not self._intents & INTENT_GUILD_MESSAGES:
+        intents = self._session(int(message["guild_id"])).intents
+        if message["flags"] & EPHEMERAL or not intents & INTENT_GUILD_MESSAGES:
             return
         data = {**message, "member": self._member(int(message["author"]["id"]), with_user=False)}
         involved = {int(message["author"]["id"]), *(int(user["id"]) for user in message["mentions"])}
-        if not self._intents & INTENT_MESSAGE_CONTENT and self.bot_user_id not in involved:
+        if not intents & INTENT_MESSAGE_CONTENT and self.bot_user_id not in involved:
             data.update(content="", embeds=[], attachments=[], components=[])
         await self._dispatch(event, data)
 
@@ -602,7 +662,8 @@ class FakeDiscord:
         message: Json | None = None,
     ) -> FakeInteraction:
         """Build an interaction from `user_id` in `channel_id`, as Discord shapes it, and dispatch it."""
-        self._require_session()
+        guild_id = self._channel_guild[channel_id]
+        self._require_session(guild_id)
         if scope is not None:
             data["guild_id"] = str(scope)
         interaction_id = _snowflake()
@@ -614,16 +675,16 @@ class FakeDiscord:
             "data": data,
             "token": token,
             "version": 1,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+            "guild_id": str(guild_id),
+            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
             "guild_locale": "en-US",
             "channel_id": str(channel_id),
-            "channel": {**self._channels[channel_id], "guild_id": str(self.guild_id), "permissions": PERMISSIONS},
+            "channel": {**self._channels[channel_id], "guild_id": str(guild_id), "permissions": PERMISSIONS},
             "member": {**self._member(user_id or self.member_id), "permissions": PERMISSIONS},
             "app_permissions": PERMISSIONS,
             "locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
@@ -703,7 +764,7 @@ class FakeDiscord:
             "id": str(_snowflake()),
             "type": 0,
             "channel_id": str(channel_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self._channel_guild[channel_id]),
             "author": author or self._users[self.bot_user_id],
             "content": content,
             "timestamp": _now(),
@@ -726,7 +787,7 @@ class FakeDiscord:
                 "type": 0,
                 "message_id": str(reference["message_id"]),
                 "channel_id": str(reference.get("channel_id", channel_id)),
-                "guild_id": str(self.guild_id),
+                "guild_id": message["guild_id"],
             }
             message["referenced_message"] = referenced
         if interaction is not None:
@@ -871,7 +932,7 @@ class FakeDiscord:
 
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return _json({"url": self.gateway_url, "shards": self.shard_count, "session_start_limit": limit})
 
     def _command_scope(self, request: web.Request) -> int | web.Response | None:
         """The guild id (None for global) of a commands route, or the error for a wrong app or guild."""
@@ -879,9 +940,10 @@ class FakeDiscord:
             return _error(404, 10002, "Unknown Application")
         if "guild_id" not in request.match_info:
             return None
-        if int(request.match_info["guild_id"]) != self.guild_id:
+        guild_id = int(request.match_info["guild_id"])
+        if guild_id not in self.guild_ids:
             return _error(403, 50001, "Missing Access")
-        return self.guild_id
+        return guild_id
 
     async def _get_commands(self, request: web.Request) -> web.Response:
         scope = self._command_scope(request)

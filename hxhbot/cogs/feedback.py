@@ -1,0 +1,164 @@
+"""Owner-only `/review` of members' corrections and `/stats` of the answers."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from hxhbot.bot import HxhBot, owner_only, send_private
+from hxhbot.feedback import Correction
+from hxhbot.images import IMAGE_SUFFIXES, ImageError
+from hxhbot.replies import percent
+
+log = logging.getLogger(__name__)
+STATS_CHARACTERS = 20  # characters listed by /stats, most answered first
+
+
+class Feedback(commands.Cog):
+    """What members said about the answers, and what the owner does with it."""
+
+    def __init__(self, bot: HxhBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="review", description="Approve or reject members' corrections (owner only)")
+    @app_commands.default_permissions()
+    @owner_only()
+    async def review(self, interaction: discord.Interaction) -> None:
+        """Show the oldest pending correction with Approve / Reject."""
+        store = self.bot.feedback
+        assert store is not None
+        correction = await store.call(store.next_pending)
+        if correction is None:
+            await interaction.response.send_message("No corrections are waiting for review.", ephemeral=True)
+            return
+        embed, file = await self.review_page(correction)
+        view = ReviewView(self, correction)
+        self.bot.open_views.add(view)
+        await interaction.response.send_message(embed=embed, file=file, view=view, ephemeral=True)
+
+    async def review_page(self, correction: Correction) -> tuple[discord.Embed, discord.File]:
+        """The embed and picture that show one pending correction."""
+        store = self.bot.feedback
+        assert store is not None
+        waiting = await store.call(store.pending_count)
+        name = "picture" + _suffix(correction.picture_url)
+        embed = discord.Embed(
+            title=f"Is this {correction.correction}?",
+            description=f"I answered **{correction.answer}**; <@{correction.user_id}> says "
+                        f"**{correction.correction}**.",
+        )
+        embed.set_image(url=f"attachment://{name}")
+        embed.set_footer(text=f"{waiting} waiting · server {correction.guild_id or 'DM'} · {correction.created_at}")
+        return embed, discord.File(io.BytesIO(correction.data), filename=name)
+
+    @app_commands.command(name="stats", description="Answers, confidence, feedback and latency (owner only)")
+    @app_commands.default_permissions()
+    @owner_only()
+    async def stats(self, interaction: discord.Interaction) -> None:
+        """Answers since start, share confident, feedback per character, latency, index size."""
+        store = self.bot.feedback
+        assert store is not None
+        verdicts = await store.call(store.verdicts)
+        pending = await store.call(store.pending_count)
+        stats = self.bot.stats
+        index = self.bot.search.index
+        confident = f"{percent(stats.confident / stats.answers)} confident" if stats.answers else "none yet"
+        p50, p95 = stats.latency(50), stats.latency(95)
+        latency = f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms" if p50 is not None else "no answers yet"
+        size = f"{len(index)} images, {len(index.characters())} characters" if index else "no index"
+        embed = discord.Embed(title="Since start", description="\n".join([
+            f"**Answers:** {stats.answers} ({confident})",
+            f"**Latency:** {latency}",
+            f"**Index:** {size}",
+            f"**Corrections waiting for /review:** {pending}",
+        ]))
+        names = sorted(set(stats.by_character) | set(verdicts),
+                       key=lambda name: (-stats.by_character[name], -sum(verdicts.get(name, (0, 0))), name))
+        lines = [_character_line(name, stats.by_character[name], *verdicts.get(name, (0, 0)))
+                 for name in names[:STATS_CHARACTERS]]
+        if lines:
+            embed.add_field(name="By character (answers since start; members' verdicts, all time)",
+                            value="\n".join(lines)[:1024], inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+
+class ReviewView(discord.ui.View):
+    """Approve or Reject one correction, then show the next."""
+
+    def __init__(self, cog: Feedback, correction: Correction, timeout: float = 900) -> None:
+        super().__init__(timeout=timeout)
+        self.cog = cog
+        self.correction = correction
+
+    @discord.ui.button(label="Approve", style=discord.ButtonStyle.success, emoji="✅")
+    async def approve(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Add the picture to the gallery and the live index, then show the next correction."""
+        await interaction.response.defer()
+        correction = self.correction
+        source = {"source": "feedback", "url": correction.picture_url, "page_url": "",
+                  "source_id": str(correction.id), "suggested_by": str(correction.user_id),
+                  "approved_by": str(interaction.user.id)}
+        try:
+            await self.cog.bot.search.add_to_gallery(correction.correction, correction.data, source)
+        except (ImageError, OSError, ValueError) as error:
+            log.error("could not add correction %d to the gallery: %s", correction.id, error)
+            await interaction.followup.send(f"I couldn't add that picture to the gallery: {error}", ephemeral=True)
+            return
+        await self.resolve(interaction, approved=True,
+                           done=f"Added to {correction.correction}'s gallery and the live index.")
+
+    @discord.ui.button(label="Reject", style=discord.ButtonStyle.secondary, emoji="✖️")
+    async def reject(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Drop the correction, then show the next one."""
+        await interaction.response.defer()
+        await self.resolve(interaction, approved=False, done="Rejected.")
+
+    async def resolve(self, interaction: discord.Interaction, approved: bool, done: str) -> None:
+        """Store the decision and turn this message into the next pending correction, if any."""
+        store = self.cog.bot.feedback
+        assert store is not None
+        await store.call(store.resolve, self.correction, approved, interaction.user.id)
+        self.stop()
+        following = await store.call(store.next_pending)
+        if following is None:
+            await interaction.edit_original_response(
+                content=f"{done} No more corrections are waiting.", embed=None, attachments=[], view=None)
+            return
+        embed, file = await self.cog.review_page(following)
+        view = ReviewView(self.cog, following)
+        self.cog.bot.open_views.add(view)
+        await interaction.edit_original_response(content=done, embed=embed, attachments=[file], view=view)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        """A failed button: logged, and the owner told privately."""
+        log.error("a /review button failed", exc_info=error)
+        text = "Something went wrong on my side; it has been logged."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)  # keep the review message
+        else:
+            await send_private(interaction, text)
+
+
+def _character_line(name: str, answers: int, right: int, wrong: int) -> str:
+    """`Name — 12 answers · ✅ 3 (75%) · ✖️ 1 (25%)`."""
+    marked = right + wrong
+    if not marked:
+        return f"{name} — {answers} answers · no verdicts"
+    return f"{name} — {answers} answers · ✅ {right} ({percent(right / marked)}) · ✖️ {wrong} ({percent(wrong / marked)})"
+
+
+def _suffix(url: str) -> str:
+    """The picture's file suffix from its URL, `.jpg` when it has none we know."""
+    suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
+    return suffix if suffix in IMAGE_SUFFIXES else ".jpg"
+
+
+async def setup(bot: HxhBot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(Feedback(bot))

@@ -1,0 +1,58 @@
+"""`/help`: what the bot does, its commands and how sure it must be to name a character."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from hxhbot.bot import HxhBot
+from hxhbot.replies import percent
+
+
+class Help(commands.Cog):
+    """Tell members what to expect."""
+
+    def __init__(self, bot: HxhBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="help", description="What I do and how to use me")
+    async def help(self, interaction: discord.Interaction) -> None:
+        """Explain the bot privately."""
+        await interaction.response.send_message(embed=help_embed(self.bot), ephemeral=True)
+
+
+def help_embed(bot: HxhBot) -> discord.Embed:
+    """The help page, with this bot's settings."""
+    settings = bot.settings
+    known = len(bot.search.characters()) if bot.search else 0
+    embed = discord.Embed(
+        title="Who's that Hunter?",
+        description=f"I tell which *Hunter × Hunter* character is in a picture: screenshots, fan art, cosplay. "
+                    f"I compare it with a gallery of {known} characters and show my best match, its score and the "
+                    f"closest gallery picture to check by eye.",
+    )
+    embed.add_field(name="Commands", inline=False, value="\n".join([
+        "`/whois image:` — who is in the attached picture",
+        "**Apps → Who is this?** (right-click a message) — the same for a message's first picture",
+        "`/characters` — the characters I know",
+        "`/help` — this page",
+        "Owners: `/reindex` rebuilds the index, `/review` checks members' corrections, `/stats` shows how I do.",
+    ]))
+    embed.add_field(name="How sure I am", inline=False, value=(
+        f"I name a character only when my score reaches **{percent(settings.confidence_threshold)}**; below that "
+        f"I say I'm not sure and **Show candidates** reveals my guesses. Scores of all candidates add up to 100%."))
+    embed.add_field(name="Teach me", inline=False, value=(
+        "Press **Right** or **Wrong** under an answer. After **Wrong**, pick who it really is: once the owner "
+        "approves, I recognise that picture from then on."))
+    if settings.watch_channel_ids:
+        channels = " ".join(f"<#{channel}>" for channel in sorted(settings.watch_channel_ids))
+        embed.add_field(name="Watched channels", inline=False,
+                        value=f"In {channels} I look at every picture posted and answer when I'm sure.")
+    embed.set_footer(text=f"Members wait {settings.cooldown_seconds:g} s between two commands.")
+    return embed
+
+
+async def setup(bot: HxhBot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(Help(bot))

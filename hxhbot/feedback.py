@@ -1,0 +1,191 @@
+"""What members say about the answers, in one SQLite file: verdicts, corrections and their review."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+# One tuple of statements per schema version; version n is reached by running MIGRATIONS[n - 1].
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            guild_id INTEGER,
+            channel_id INTEGER,
+            message_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            picture_sha256 TEXT NOT NULL,
+            picture_url TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            score REAL NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('right', 'wrong')),
+            correction TEXT,
+            review TEXT NOT NULL CHECK (review IN ('none', 'pending', 'approved', 'rejected')),
+            reviewed_by INTEGER,
+            reviewed_at TEXT,
+            UNIQUE (message_id, picture_sha256, user_id)
+        )""",
+        "CREATE INDEX feedback_pending ON feedback (id) WHERE review = 'pending'",
+        "CREATE TABLE pictures (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)",
+    ),
+)
+
+
+class FeedbackError(RuntimeError):
+    """A feedback database that cannot be used; `str()` says why in one line."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One member's verdict on one answer."""
+
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int
+    user_id: int
+    picture_sha256: str
+    picture_url: str
+    answer: str
+    score: float
+    right: bool
+    correction: str | None = None  # who it is instead; None after "Right", or "Wrong" with "Someone else"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A pending correction with its picture, as /review shows it."""
+
+    id: int
+    created_at: str
+    guild_id: int | None
+    user_id: int
+    picture_sha256: str
+    picture_url: str
+    answer: str
+    correction: str
+    data: bytes
+
+
+class FeedbackStore:
+    """The feedback database: WAL, synchronous=FULL, every call on one thread of its own."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-feedback")
+
+    @classmethod
+    def open(cls, path: str | Path) -> "FeedbackStore":
+        """Open (creating or migrating) the database at `path`."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only kill -9
+            db.execute("PRAGMA foreign_keys=ON")
+            migrate(db)
+        except (OSError, sqlite3.Error) as error:
+            raise FeedbackError(f"The feedback database {path} cannot be used: {error}") from error
+        return cls(db)
+
+    async def call(self, method: Callable[..., T], *args: object) -> T:
+        """Run one of this store's methods on its own thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(method, *args))
+
+    def close(self) -> None:
+        """Finish pending calls and close the database."""
+        self._thread.shutdown(wait=True)
+        self._db.close()
+
+    def record(self, verdict: Verdict, data: bytes | None = None) -> bool:
+        """Store a verdict (and, for a correction, the picture); False if this member already gave one."""
+        review = "pending" if not verdict.right and verdict.correction else "none"
+        with _transaction(self._db):
+            inserted = self._db.execute(
+                "INSERT INTO feedback (created_at, guild_id, channel_id, message_id, user_id, picture_sha256,"
+                " picture_url, answer, score, verdict, correction, review)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (_now(), verdict.guild_id, verdict.channel_id, verdict.message_id, verdict.user_id,
+                 verdict.picture_sha256, verdict.picture_url, verdict.answer, verdict.score,
+                 "right" if verdict.right else "wrong", verdict.correction, review),
+            ).rowcount
+            if inserted and review == "pending" and data is not None:
+                self._db.execute("INSERT OR IGNORE INTO pictures (sha256, data) VALUES (?, ?)",
+                                 (verdict.picture_sha256, data))
+        return bool(inserted)
+
+    def next_pending(self, after: int = 0) -> Correction | None:
+        """The oldest pending correction with an id above `after`, or None."""
+        row = self._db.execute(
+            "SELECT f.id, f.created_at, f.guild_id, f.user_id, f.picture_sha256, f.picture_url, f.answer,"
+            " f.correction, p.data FROM feedback f JOIN pictures p ON p.sha256 = f.picture_sha256"
+            " WHERE f.review = 'pending' AND f.id > ? ORDER BY f.id LIMIT 1", (after,),
+        ).fetchone()
+        return Correction(*row) if row else None
+
+    def pending_count(self) -> int:
+        """How many corrections wait for review."""
+        return self._db.execute("SELECT count(*) FROM feedback WHERE review = 'pending'").fetchone()[0]
+
+    def resolve(self, correction: Correction, approved: bool, reviewer: int) -> int:
+        """Approve or reject a correction, with every pending one naming the same character for that picture."""
+        with _transaction(self._db):
+            return self._db.execute(
+                "UPDATE feedback SET review = ?, reviewed_by = ?, reviewed_at = ?"
+                " WHERE review = 'pending' AND picture_sha256 = ? AND correction = ?",
+                ("approved" if approved else "rejected", reviewer, _now(), correction.picture_sha256,
+                 correction.correction),
+            ).rowcount
+
+    def verdicts(self) -> dict[str, tuple[int, int]]:
+        """For each character answered, how many verdicts said right and how many wrong (all time)."""
+        rows = self._db.execute(
+            "SELECT answer, sum(verdict = 'right'), sum(verdict = 'wrong') FROM feedback GROUP BY answer"
+        ).fetchall()
+        return {answer: (right, wrong) for answer, right, wrong in rows}
+
+    def corrections(self) -> list[tuple[int, str, str | None, str]]:
+        """Every correction: id, picture checksum, character named and review state (for tests and audits)."""
+        return self._db.execute(
+            "SELECT id, picture_sha256, correction, review FROM feedback WHERE verdict = 'wrong' ORDER BY id"
+        ).fetchall()
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema to the latest version (`PRAGMA user_version`); the version reached."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise FeedbackError(f"it was written by a newer hxhbot (schema {version}, this one knows {len(MIGRATIONS)})")
+    for number, statements in enumerate(MIGRATIONS[version:], version + 1):
+        with _transaction(db):
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error) on an autocommit connection."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _now() -> str:
+    """The current UTC time, ISO 8601."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

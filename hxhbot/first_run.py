@@ -1,0 +1,69 @@
+"""First start with an empty gallery: collect the default Hunter × Hunter gallery, index it, then serve."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from hxhbot.config import Settings
+from hxhbot.gallery import GalleryError, scan_gallery
+from hxhbot.manifest import ManifestError
+from hxhbot.search import ReindexError, ReindexInProgressError, SearchService
+from training.collect import CollectError, parse_args, run
+
+log = logging.getLogger(__name__)
+MARKER = ".first-run-collection"  # in the gallery folder while the first collection is unfinished
+PREPARING = "I'm still preparing my gallery (first start); try again in a few minutes."
+LOG_EVERY = 10.0  # seconds between progress lines within one character
+
+
+def needs_collection(settings: Settings) -> bool:
+    """Whether to collect at start: COLLECT_ON_START, and the gallery is empty or its first collection unfinished."""
+    if not settings.collect_on_start:
+        return False
+    if (settings.gallery_dir / MARKER).exists():
+        return True
+    try:
+        files, _ = scan_gallery(settings.gallery_dir)
+    except GalleryError:
+        return True
+    return not files
+
+
+async def prepare_gallery(settings: Settings, search: SearchService) -> None:
+    """Collect the default gallery (resumable), then index it and swap the index in; progress in the log."""
+    marker = settings.gallery_dir / MARKER
+    argv = ["--out", str(settings.gallery_dir), "--per-character", str(settings.collect_per_character)]
+    if settings.collect_base_url:
+        argv += ["--base-url", settings.collect_base_url]
+    log.info("first start: collecting the default Hunter × Hunter gallery into %s (resumed if interrupted)",
+             settings.gallery_dir)
+    try:
+        settings.gallery_dir.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        summary = await run(parse_args(argv), progress=_LogProgress())
+    except (CollectError, ManifestError, OSError) as error:
+        log.error("collecting the gallery failed: %s; restart the bot to resume", error)
+        return
+    if not summary.failed:
+        marker.unlink(missing_ok=True)
+    log.info("first start: gallery collected (%s); indexing it", "; ".join(summary.lines()[:2]))
+    try:
+        built = await search.reindex(lambda done, total: log.debug("indexing %d/%d", done, total))
+    except (ReindexError, ReindexInProgressError) as error:
+        log.error("first start: could not index the collected gallery: %s", error)
+        return
+    log.info("first start: ready to answer: %s", built.describe())
+
+
+class _LogProgress:
+    """The collector's progress as log lines: each new character, and at most every LOG_EVERY seconds."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, text: str) -> None:
+        new_character = ": " not in text
+        if new_character or time.monotonic() - self._last >= LOG_EVERY:
+            self._last = time.monotonic()
+            log.info("collecting the gallery: %s", text)

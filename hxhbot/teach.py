@@ -1,0 +1,132 @@
+"""Members teach the bot: "Right" / "Wrong" under an answer, and a menu to name who it really is."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import discord
+
+from hxhbot.attachments import AttachmentError, ImageSource
+from hxhbot.bot import HxhBot, send_private
+from hxhbot.feedback import FeedbackStore, Verdict
+from hxhbot.images import ImageError
+from hxhbot.replies import RevealCandidates
+from hxhbot.search import BusyError, Identification, NotReadyError
+
+log = logging.getLogger(__name__)
+MENU_SIZE = 25  # Discord's limit of options in a select menu
+SOMEONE_ELSE = "someone-else"
+
+
+def candidates(ranked: Identification, answer: str, known: list[str]) -> list[str]:
+    """Who else it may be, for the correction menu: the ranked characters, then the other known ones."""
+    names = [match.character for match in ranked.matches] + known
+    return [name for name in dict.fromkeys(names) if name != answer][: MENU_SIZE - 1]
+
+
+class FeedbackView(RevealCandidates):
+    """Right / Wrong under an answer, plus "Show candidates" when the bot is unsure."""
+
+    def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, confident: bool,
+                 timeout: float = 900) -> None:
+        super().__init__(result, timeout)
+        self.bot = bot
+        self.source = source  # the picture's bytes are not kept: "Wrong" downloads them again
+        self.sha256 = sha256
+        if confident:
+            self.remove_item(self.reveal)
+
+    @discord.ui.button(label="Right", style=discord.ButtonStyle.success, emoji="✅")
+    async def right(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Record that the answer was right."""
+        recorded = await self.store.call(self.store.record, self.verdict(interaction, right=True))
+        text = "Thanks, noted!" if recorded else "You already told me about this answer, thanks."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @discord.ui.button(label="Wrong", style=discord.ButtonStyle.danger, emoji="✖️")
+    async def wrong(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Ask, privately, who it really is, offering the characters closest to the picture first."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await self.bot.download(self.source)
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise AttachmentError("That picture has changed since I answered; ask me about it again.")
+        answer = self.result.best.character
+        search = self.bot.search
+        ranked = await search.identify(data, top_k=MENU_SIZE)
+        names = candidates(ranked, answer, list(search.characters()))
+        menu = CorrectionView(self, interaction.message, names, data)
+        self.bot.open_views.add(menu)
+        await interaction.followup.send(f"Who is it, if not {answer}?", view=menu, ephemeral=True)
+
+    @property
+    def store(self) -> FeedbackStore:
+        """The bot's feedback database."""
+        assert self.bot.feedback is not None
+        return self.bot.feedback
+
+    def verdict(self, interaction: discord.Interaction, right: bool, correction: str | None = None,
+                message: discord.Message | None = None) -> Verdict:
+        """A member's verdict on this answer."""
+        best = self.result.best
+        answer = message or interaction.message
+        return Verdict(interaction.guild_id, interaction.channel_id, answer.id if answer else 0, interaction.user.id,
+                       self.sha256, self.source.url, best.character, best.score, right, correction)
+
+    async def on_timeout(self) -> None:
+        """Grey every button out once they stop working."""
+        for item in self.children:
+            item.disabled = True  # type: ignore[attr-defined]
+        if self.message is not None:
+            try:
+                await self.message.edit(view=self)
+            except discord.HTTPException:
+                pass
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        """A failed button: logged, and the member told privately."""
+        await _failed(interaction, error)
+
+
+class CorrectionView(discord.ui.View):
+    """A private menu of who else it may be, with "someone else" last."""
+
+    def __init__(self, answer: FeedbackView, message: discord.Message | None, names: list[str], data: bytes) -> None:
+        super().__init__(timeout=answer.timeout)
+        self.answer = answer
+        self.message = message
+        self.names = names
+        self.data = data  # the picture, stored with a correction for /review
+        self.choose.options = [discord.SelectOption(label=name[:100], value=str(number))
+                               for number, name in enumerate(names)]
+        self.choose.options.append(discord.SelectOption(label="Someone else", value=SOMEONE_ELSE, emoji="❔"))
+
+    @discord.ui.select(placeholder="Who is it?")
+    async def choose(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        """Store the correction and thank the member."""
+        value = select.values[0]
+        name = None if value == SOMEONE_ELSE else self.names[int(value)]
+        store = self.answer.store
+        verdict = self.answer.verdict(interaction, right=False, correction=name, message=self.message)
+        recorded = await store.call(store.record, verdict, self.data if name else None)
+        if not recorded:
+            text = "You already told me about this answer, thanks."
+        elif name:
+            text = f"Thanks! The owner will check whether this is {name}."
+        else:
+            text = "Thanks, noted: I don't know that character yet."
+        self.stop()
+        await interaction.response.edit_message(content=text, view=None)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        """A failed menu: logged, and the member told privately."""
+        await _failed(interaction, error)
+
+
+async def _failed(interaction: discord.Interaction, error: Exception) -> None:
+    """Log a component's failure and tell the member privately."""
+    if isinstance(error, (AttachmentError, ImageError, BusyError, NotReadyError)):
+        await send_private(interaction, str(error))
+        return
+    log.error("a feedback component failed", exc_info=error)
+    await send_private(interaction, "Something went wrong on my side; it has been logged.")

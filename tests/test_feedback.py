@@ -1,0 +1,118 @@
+"""The feedback store: schema and migrations, verdicts, review, and no acknowledged correction lost to kill -9."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hxhbot.feedback import MIGRATIONS, FeedbackError, FeedbackStore, Verdict
+
+pytestmark = pytest.mark.timeout(120)
+WRITER = """
+import sys
+from hxhbot.feedback import FeedbackStore, Verdict
+store = FeedbackStore.open(sys.argv[1])
+for number in range(1_000_000):
+    verdict = Verdict(1, 2, number, 42, f"{number:064x}", f"https://cdn/{number}.png", "Gon Freecss", 0.9,
+                      right=False, correction="Killua Zoldyck")
+    store.record(verdict, b"picture %d" % number)
+    print(number, flush=True)  # acknowledged: the commit has returned
+"""
+
+
+def _verdict(message_id: int = 1, user_id: int = 7, right: bool = False, correction: str | None = "Kurapika",
+             answer: str = "Gon Freecss", sha: str = "a" * 64) -> Verdict:
+    return Verdict(10, 20, message_id, user_id, sha, "https://cdn/x.png", answer, 0.8, right, correction)
+
+
+def test_schema_is_created_with_wal_and_a_version(tmp_path: Path) -> None:
+    store = FeedbackStore.open(tmp_path / "data" / "feedback.sqlite3")
+    store.close()
+    db = sqlite3.connect(tmp_path / "data" / "feedback.sqlite3")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
+        "feedback", "pictures"}
+
+
+def test_an_open_migrates_only_what_is_missing_and_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.sqlite3"
+    store = FeedbackStore.open(path)
+    assert store.record(_verdict(), b"jpeg")
+    store.close()
+    store = FeedbackStore.open(path)  # already current: nothing re-run, nothing lost
+    assert len(store.corrections()) == 1
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(FeedbackError, match="newer hxhbot"):
+        FeedbackStore.open(path)
+
+
+def test_verdicts_corrections_and_review(tmp_path: Path) -> None:
+    store = FeedbackStore.open(tmp_path / "feedback.sqlite3")
+    assert store.record(_verdict(user_id=1, right=True, correction=None))
+    assert not store.record(_verdict(user_id=1, right=False))  # one verdict per member and answer
+    assert store.record(_verdict(user_id=2), b"jpeg")
+    assert store.record(_verdict(user_id=3, message_id=2), b"jpeg")  # the same picture corrected again
+    assert store.record(_verdict(user_id=4, correction=None))  # "someone else": nothing to review
+    assert store.verdicts() == {"Gon Freecss": (1, 3)}
+    assert store.pending_count() == 2
+    pending = store.next_pending()
+    assert pending is not None and pending.correction == "Kurapika" and pending.data == b"jpeg"
+    assert store.next_pending(after=pending.id).id > pending.id
+    assert store.resolve(pending, approved=True, reviewer=99) == 2  # both pending rows for that picture
+    assert store.next_pending() is None and store.pending_count() == 0
+    assert [row[3] for row in store.corrections()] == ["approved", "approved", "none"]
+    store.close()
+
+
+async def test_calls_run_off_the_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    store = FeedbackStore.open(tmp_path / "feedback.sqlite3")
+    thread = await store.call(lambda: threading.current_thread().name)
+    assert thread.startswith("hxhbot-feedback")
+    assert await store.call(store.record, _verdict(), b"jpeg")
+    store.close()
+
+
+def test_every_acknowledged_correction_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.sqlite3"
+    FeedbackStore.open(path).close()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parent.parent)
+    acknowledged = []
+    assert writer.stdout is not None
+    for line in writer.stdout:
+        acknowledged.append(int(line))
+        if len(acknowledged) == 200:
+            break
+    writer.send_signal(signal.SIGKILL)  # mid-write: it is busy committing the next ones
+    writer.wait()
+    acknowledged += [int(line) for line in writer.stdout.read().split()]  # acknowledged before it died
+    assert writer.returncode == -signal.SIGKILL
+    store = FeedbackStore.open(path)
+    stored = {int(sha, 16) for _, sha, _, _ in store.corrections()}
+    assert set(acknowledged) <= stored
+    assert all(store.next_pending(after=n) is not None for n in range(0, len(acknowledged), 50))
+    store.close()
+
+
+def test_correction_menu_offers_the_closest_characters_first_and_fits_discord() -> None:
+    from hxhbot.index import CharacterMatch
+    from hxhbot.search import Identification
+    from hxhbot.teach import MENU_SIZE, candidates
+
+    ranked = Identification([CharacterMatch(name, 0.1, 0.5, "x.jpg") for name in ("Gon", "Hisoka", "Illumi")])
+    known = [f"Character {n:02d}" for n in range(40)] + ["Hisoka", "Gon"]
+    names = candidates(ranked, "Gon", known)
+    assert names[:3] == ["Hisoka", "Illumi", "Character 00"] and "Gon" not in names
+    assert len(names) == MENU_SIZE - 1 == len(set(names))  # room left for "Someone else"

@@ -1,0 +1,169 @@
+"""Members teach the bot, end to end against the local Discord: Right/Wrong, a correction, /review, /stats, /help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hxhbot.bot import HxhBot
+from tests.conftest import COLOURS, character_image, encode
+from tests.fake_discord.server import EPHEMERAL, FakeDiscord, FakeInteraction
+from tests.test_bot_e2e import WEBHOOK_MESSAGE, _whois, bot, server  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.timeout(120)
+BUTTON, SELECT = 2, 3
+
+
+def _components(data: dict) -> dict[str, dict]:
+    """A message's buttons and menus by label (menus by placeholder)."""
+    return {item.get("label") or item.get("placeholder"): item
+            for row in data["components"] for item in row["components"]}
+
+
+async def _answer(server: FakeDiscord, picture: bytes) -> tuple[FakeInteraction, dict, dict]:
+    """Ask /whois; the interaction, the answer's embed and the answer message."""
+    interaction = await _whois(server, picture)
+    followup = await server.wait_for_followup(interaction.token, timeout=20)
+    return interaction, followup.json["embeds"][0], server.messages[max(interaction.message_ids)]
+
+
+async def test_wrong_correction_review_approve_then_answered_right(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    picture = encode(character_image(COLOURS["Gon Freecss"], 99))
+    _, embed, message = await _answer(server, picture)
+    first = embed["title"]
+    buttons = _components(message)
+    assert set(buttons) == {"Right", "Wrong"}  # confident: no "Show candidates"
+
+    wrong = await server.send_component(buttons["Wrong"]["custom_id"], message)
+    deferred = (await server.wait_for_callback(wrong.token)).json
+    assert deferred["type"] == 5 and deferred["data"]["flags"] & EPHEMERAL  # ranks the picture again, privately
+    menu_reply = (await server.wait_for_followup(wrong.token, timeout=20)).json
+    assert menu_reply["content"] == f"Who is it, if not {first}?"
+    menu = _components(menu_reply)["Who is it?"]
+    options = {option["label"]: option["value"] for option in menu["options"]}
+    assert first not in options and "Someone else" in options and len(options) == 4  # 3 others + someone else
+    chosen = next(name for name in sorted(options) if name != "Someone else")
+    pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
+                                       component_type=SELECT, values=[options[chosen]])
+    thanks = (await server.wait_for_callback(pick.token)).json
+    assert thanks["type"] == 7 and chosen in thanks["data"]["content"] and not thanks["data"]["components"]
+
+    refused = await server.send_slash_command("review")
+    assert "owner" in (await server.wait_for_callback(refused.token)).json["data"]["content"]
+    review = await server.send_slash_command("review", user_id=server.owner_id)
+    page = await server.wait_for_callback(review.token)
+    assert page.json["data"]["flags"] & EPHEMERAL
+    assert page.json["data"]["embeds"][0]["title"] == f"Is this {chosen}?"
+    assert page.files[0].data == picture  # the member's picture, as they posted it
+    approve = _components(page.json["data"])["Approve"]
+    click = await server.send_component(approve["custom_id"], server.messages[review.original_message_id],
+                                        user_id=server.owner_id)
+    assert (await server.wait_for_callback(click.token)).json["type"] == 6
+    done = await server.wait_for(lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH"
+                                 and r.params["token"] == click.token, timeout=20)
+    assert "No more corrections" in done.json["content"] and not done.json["components"]
+
+    _, embed, _ = await _answer(server, picture)
+    assert embed["title"] == chosen  # learnt, without a rebuild
+    assert len(list((gallery / chosen).glob("*.jpg"))) == 5 and (gallery / "manifest.json").is_file()
+
+
+async def test_right_is_counted_once_and_stats_show_it(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    _, embed, message = await _answer(server, (gallery / "Kurapika" / "01.jpg").read_bytes())
+    right = _components(message)["Right"]["custom_id"]
+    for expected in ("Thanks, noted!", "already told me"):
+        click = await server.send_component(right, message)
+        data = (await server.wait_for_callback(click.token)).json["data"]
+        assert data["flags"] & EPHEMERAL and expected in data["content"]
+
+    stats = await server.send_slash_command("stats", user_id=server.owner_id)
+    data = (await server.wait_for_callback(stats.token)).json["data"]
+    text = data["embeds"][0]["description"]
+    assert data["flags"] & EPHEMERAL and "**Answers:** 1 (100% confident)" in text and "p95" in text
+    assert "16 images, 4 characters" in text
+    assert f"{embed['title']} — 1 answers · ✅ 1 (100%) · ✖️ 0 (0%)" in data["embeds"][0]["fields"][0]["value"]
+    refused = await server.send_slash_command("stats")
+    assert "owner" in (await server.wait_for_callback(refused.token)).json["data"]["content"]
+
+
+async def test_help_and_one_log_line_per_answer(
+    server: FakeDiscord, bot: HxhBot, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hxhbot.bot")
+    interaction = await server.send_slash_command("help")
+    data = (await server.wait_for_callback(interaction.token)).json["data"]
+    page = str(data["embeds"][0])
+    assert data["flags"] & EPHEMERAL and "/whois" in page and "/review" in page and "**0%**" in page
+
+    picture = (gallery / "Gon Freecss" / "02.jpg").read_bytes()
+    await _answer(server, picture)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("answer ")]
+    assert len(lines) == 1
+    assert f"server={server.guild_id} command=whois latency_ms=" in lines[0] and "top='Gon Freecss' score=" in lines[0]
+    assert server.token not in caplog.text and "attachments/" not in lines[0]
+
+
+async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    async def correct(picture: bytes, label: str | None) -> str:
+        _, embed, message = await _answer(server, picture)
+        wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+        menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
+        options = {option["label"]: option["value"] for option in menu["options"]}
+        label = label or next(name for name in sorted(options) if name != "Someone else")
+        pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
+                                           component_type=SELECT, values=[options[label]])
+        return (await server.wait_for_callback(pick.token)).json["data"]["content"]
+
+    assert "don't know that character" in await correct(encode(character_image((9, 9, 9), 1)), "Someone else")
+    review = await server.send_slash_command("review", user_id=server.owner_id)
+    assert "No corrections" in (await server.wait_for_callback(review.token)).json["data"]["content"]
+
+    await correct(encode(character_image(COLOURS["Kurapika"], 50)), None)
+    review = await server.send_slash_command("review", user_id=server.owner_id)
+    page = (await server.wait_for_callback(review.token)).json["data"]
+    click = await server.send_component(_components(page)["Reject"]["custom_id"],
+                                        server.messages[review.original_message_id], user_id=server.owner_id)
+    done = await server.wait_for(lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH"
+                                 and r.params["token"] == click.token, timeout=20)
+    assert done.json["content"].startswith("Rejected.") and len(bot.search.index) == 16
+    assert not (gallery / "manifest.json").exists()
+    assert [review for *_, review in bot.feedback.corrections()] == ["none", "rejected"]
+
+
+async def test_watched_channel_reply_to_one_picture_has_the_buttons(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    watched = server.channel_ids[1]
+
+    async def reply_to(*names: str) -> dict:
+        images = [server.add_attachment((gallery / name / "03.jpg").read_bytes(), "p.jpg", "image/jpeg")
+                  for name in names]
+        message = await server.post_message(watched, "who", attachments=images)
+        request = await server.wait_for(
+            lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
+            and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=20)
+        return request.response
+
+    assert not (await reply_to("Gon Freecss", "Kurapika"))["components"]  # two answers: which one? no buttons
+    reply = await reply_to("Killua Zoldyck")
+    click = await server.send_component(_components(reply)["Right"]["custom_id"], reply)
+    assert "Thanks" in (await server.wait_for_callback(click.token)).json["data"]["content"]
+    assert bot.feedback.verdicts() == {"Killua Zoldyck": (1, 0)}
+
+
+async def test_wrong_fetches_the_picture_again_and_refuses_a_changed_one(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    attachment = server.add_attachment((gallery / "Gon Freecss" / "01.jpg").read_bytes(), "g.jpg", "image/jpeg")
+    interaction = await server.send_slash_command("whois", {"image": attachment})
+    await server.wait_for_followup(interaction.token, timeout=20)
+    message = server.messages[max(interaction.message_ids)]
+    server._files[int(attachment["id"])].data = (gallery / "Kurapika" / "01.jpg").read_bytes()  # swapped behind us
+    wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+    told = (await server.wait_for_followup(wrong.token, timeout=20)).json
+    assert told["flags"] & EPHEMERAL and "has changed since I answered" in told["content"]
