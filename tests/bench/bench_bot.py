@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     """Run the bot benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/anime-faces-dev"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/hxh-dev"))
     parser.add_argument("--model", type=Path, default=Path("model"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--soak", type=int, default=2000)
