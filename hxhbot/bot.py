@@ -38,6 +38,7 @@ class HxhBot(commands.Bot):
         self.settings = settings
         self.search = search
         self.session: aiohttp.ClientSession | None = None
+        self.download_hosts = attachments.download_hosts(settings.discord_api_base)
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
 
     async def setup_hook(self) -> None:
@@ -45,7 +46,7 @@ class HxhBot(commands.Bot):
         if self.search is None:
             self.search = await asyncio.to_thread(SearchService.open, self.settings)
         await self.search.start()
-        self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
+        self.session = attachments.open_session(self.settings.discord_api_base)
         for cog in COGS:
             await self.load_extension(cog)
         self.tree.on_error = self.on_app_command_error
@@ -78,7 +79,7 @@ class HxhBot(commands.Bot):
         attachments.check(source, self.settings.max_image_bytes)
         assert self.session is not None and self.search is not None
         data = await attachments.download(
-            self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
+            self.session, source, self.settings.max_image_bytes, self.settings.download_timeout, self.download_hosts
         )
         return await self.search.identify(data)
 
