@@ -56,6 +56,9 @@ class HxhBot(commands.Bot):
         synced = await self.tree.sync(guild=guild)
         log.info("synced %d commands %s", len(synced), f"to guild {guild.id}" if guild else "globally")
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No prefix commands: messages go to the cogs' listeners only, so "@hxhbot hi" is no command error."""
+
     async def on_ready(self) -> None:
         """Log who we are once connected."""
         log.info("connected as %s (%s) to %d servers", self.user, getattr(self.user, "id", "?"), len(self.guilds))

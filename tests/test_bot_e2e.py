@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
 import threading
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def _embed(request) -> dict:
 async def test_commands_are_synced(server: FakeDiscord, bot: HxhBot) -> None:
     names = {(c["name"], c["type"]) for c in server.commands[None]}
     assert names == {("whois", 1), ("Who is this?", 3), ("characters", 1), ("reindex", 1)}
+    permissions = {c["name"]: c.get("default_member_permissions") for c in server.commands[None]}
+    assert int(permissions.pop("reindex")) == 1 << 5  # MANAGE_GUILD: Discord hides /reindex from members
+    assert set(permissions.values()) == {None}
 
 
 async def test_whois_names_the_character_with_a_thumbnail(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
@@ -117,17 +121,52 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
     message = await server.post_message(watched, "who are they", attachments=images)
     reaction = await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == message["id"])
     assert reaction.params["emoji"] == "🔍"
-    reply = await server.wait_for(
-        lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-        and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=20)
+    reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=20)
     assert [e["title"] for e in reply.json["embeds"]] == ["Leorio Paradinight", "Kurapika"]
     assert len(reply.files) == 2
 
-    before = len(server.requests)
-    await server.post_message(watched, "bot art", attachments=[images[0]], bot=True)
-    await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]])
-    await asyncio.sleep(1.0)
-    assert not [r for r in server.requests[before:] if r.route in (REACTION, "/channels/{channel_id}/messages")]
+    ignored = [await server.post_message(watched, "bot art", attachments=[images[0]], bot=True),
+               await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]])]
+    await _processed(server, gallery)
+    ignored_ids = {m["id"] for m in ignored}
+    assert not [r for r in server.requests if r.params.get("message_id") in ignored_ids or _replied_to(r) in ignored_ids]
+
+
+async def test_a_mention_is_no_command_error(server: FakeDiscord, bot: HxhBot, gallery: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    await server.post_message(server.channel_ids[0], f"<@{server.bot_user_id}> hi")
+    await server.post_message(server.channel_ids[1], f"<@{server.bot_user_id}> hello")
+    await _processed(server, gallery)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_watched_channel_says_busy(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    bot.search.settings = dataclasses.replace(bot.search.settings, queue_size=0)  # every image: BusyError
+    image = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")
+    message = await server.post_message(server.channel_ids[1], "who", attachments=[image])
+    reactions = [await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == message["id"]
+                                       and r.params["emoji"] == emoji, timeout=20) for emoji in ("🔍", "⏳")]
+    assert len(reactions) == 2
+    assert not [r for r in server.requests if r.route == REACTION and r.params["emoji"] == "🤷"]
+
+
+async def _processed(server: FakeDiscord, gallery: Path) -> None:
+    """Post an image in the watched channel and wait for the bot's reply to it.
+
+    Handling a message that needs no answer takes no I/O: by the time this later message is answered
+    (a download, a decoding thread and a model call later), every earlier message has been handled.
+    """
+    image = server.add_attachment(_image(gallery, "Gon Freecss"), "sentinel.jpg", "image/jpeg")
+    sentinel = await server.post_message(server.channel_ids[1], "sentinel", attachments=[image])
+    await server.wait_for(lambda r: _replied_to(r) == sentinel["id"], timeout=30)
+
+
+def _replied_to(request) -> str | None:
+    """The id of the message a recorded request replies to, if it posts a reply."""
+    if request.method != "POST" or request.route != "/channels/{channel_id}/messages":
+        return None
+    reference = (request.json or {}).get("message_reference") or {}
+    return str(reference["message_id"]) if "message_id" in reference else None
 
 
 async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:

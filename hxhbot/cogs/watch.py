@@ -16,6 +16,7 @@ from hxhbot.search import BusyError, NotReadyError
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
 UNSURE = "🤷"
+BUSY = "⏳"  # too many images waiting: not the same as unsure
 MAX_EMBEDS = 10  # Discord's limit per message
 
 
@@ -35,6 +36,7 @@ class Watch(commands.Cog):
             return
         await _react(message, LOOKING)
         embeds, files, problems = [], [], []
+        busy = False
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
@@ -44,6 +46,7 @@ class Watch(commands.Cog):
                 continue
             except (BusyError, NotReadyError) as error:
                 log.info("skipped an image in #%s: %s", message.channel, error)
+                busy = busy or isinstance(error, BusyError)
                 continue
             reply = await self.bot.render(result, filename=f"match{number}.jpg", label=label)
             if reply.confident:
@@ -57,7 +60,7 @@ class Watch(commands.Cog):
             except discord.HTTPException as error:
                 log.warning("could not reply in #%s: %s", message.channel, error)
         if not embeds:
-            await _react(message, UNSURE)
+            await _react(message, BUSY if busy else UNSURE)
 
 
 async def _react(message: discord.Message, emoji: str) -> None:
