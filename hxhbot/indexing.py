@@ -15,6 +15,7 @@ from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, scan_gallery
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, load_image
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.index_lock import index_writer
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -48,6 +49,15 @@ def build_gallery_index(
     progress: Progress | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
     """Embed every readable gallery image and save the index; unreadable files are listed and skipped."""
+    with index_writer(index_dir):  # one writer at a time: a second build is refused, the index left as it is
+        return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress)
+
+
+def _build_gallery_index(
+    gallery_dir: str | Path, embedder: Embedder, index_dir: str | Path, batch_size: int, max_pixels: int,
+    progress: Progress | None,
+) -> tuple[GalleryIndex, BuildSummary]:
+    """`build_gallery_index` under the writer lock."""
     started = time.perf_counter()
     files, skipped = scan_gallery(gallery_dir)
     summary = BuildSummary(skipped=[(str(path), reason) for path, reason in skipped])

@@ -32,7 +32,7 @@ class Watch(commands.Cog):
         if message.author.bot or message.channel.id not in self.bot.settings.watch_channel_ids:
             return
         sources = attachments.images_in(message)[:MAX_EMBEDS]
-        if not sources:
+        if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)
         embeds, files, problems = [], [], []
