@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import io
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
+from hxhbot.index_lock import index_writer
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord
 from tests.hostile import png_bomb
 
@@ -196,6 +198,49 @@ async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, b
     assert "5 characters, 19 images" in done.json["content"]
     after = await _whois(server, _image(gallery, "Zushi", 2))
     assert _embed(await server.wait_for_followup(after.token, timeout=20))["title"] == "Zushi"
+
+
+async def test_reindex_while_another_build_runs_is_refused(server: FakeDiscord, bot: HxhBot) -> None:
+    with index_writer(bot.settings.index_dir):  # as `python -m hxhbot index` would hold it
+        owner = await server.send_slash_command("reindex", user_id=server.owner_id)
+        refusal = await server.wait_for_followup(owner.token, timeout=30)
+    assert refusal.json["flags"] & EPHEMERAL
+    assert f"Another index build is running (pid {os.getpid()})" in refusal.json["content"]
+    assert "old index is still in use" in refusal.json["content"]
+
+
+async def test_shutdown_abandons_a_rebuild_and_keeps_the_index(server: FakeDiscord, bot: HxhBot,
+                                                               gallery: Path) -> None:
+    from tests.conftest import write_gallery
+
+    index_dir = Path(bot.settings.index_dir)
+    before = {path.name: path.read_bytes() for path in index_dir.iterdir() if path.name != ".lock"}
+    write_gallery(gallery, per_character=3, characters={"Zushi": (250, 120, 0)})
+    started, carry_on = threading.Event(), threading.Event()
+    build = bot.search._build
+
+    def held(report):
+        def first_image_then_wait(done: int, total: int) -> None:
+            report(done, total)
+            started.set()
+            carry_on.wait(60)
+
+        return build(first_image_then_wait)
+
+    bot.search._build = held
+    owner = await server.send_slash_command("reindex", user_id=server.owner_id)
+    await server.wait_for_callback(owner.token)
+    assert await asyncio.to_thread(started.wait, 60)
+    shutdown = asyncio.create_task(bot.shutdown())
+    while not bot.draining:
+        await asyncio.sleep(0)
+    carry_on.set()
+    told = await server.wait_for_followup(owner.token, timeout=30)
+    assert "rebuild was abandoned, the old index kept" in told.json["content"]
+    await asyncio.wait_for(shutdown, 30)
+    assert {path.name: path.read_bytes() for path in index_dir.iterdir() if path.name != ".lock"} == before
+    with index_writer(index_dir):  # the abandoned build let go of the lock
+        pass
 
 
 @pytest.mark.parametrize("case", ["not-an-image", "declared-too-big", "bomb", "truncated"])
