@@ -113,16 +113,22 @@ def test_resume_continues_where_it_stopped(data: Path, tmp_path: Path, monkeypat
     assert summary["epochs"] == 2  # epochs 3 and 4 only: the first two were restored
 
 
-def test_evaluate_cli_writes_json_and_sheet(data: Path, tmp_path: Path) -> None:
+def test_evaluate_cli_writes_json_and_sheet(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
     train(data, "pretrained", tmp_path / "m", input_size=32, weights=None, verbose=0)
     out = tmp_path / "eval.json"
+    monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.99")  # settings come from the environment and .env
     assert evaluate_cli.main(["--model", str(tmp_path / "m"), "--data", str(data), "--json", str(out),
                               "--baseline-weights", "none"]) == 0
+    assert "score ≥ 0.99" in capsys.readouterr().out
     report = json.loads(out.read_text())
     for group in ("seen", "unseen"):
         figures = report["model_figures"][group]
-        assert 0 <= figures["top1"] <= 1 and figures["recall@10"] >= figures["recall@1"]
-        assert len(figures["ranks"]) == figures["queries"] and set(figures["per_character"])
+        # The characters differ by colour: even untrained MobileNetV2 features tell them apart (chance: 1/3, 1/2).
+        assert figures["top1"] >= 0.75 and figures["recall@10"] == 1.0
+        ranks = [query["rank"] for query in figures["ranks"]]
+        assert len(ranks) == figures["queries"] and np.isclose(np.mean(np.array(ranks) == 1), figures["top1"])
+        assert set(figures["per_character"]) == {query["character"] for query in figures["ranks"]}
         assert set(report["pretrained_baseline"][group]) >= {"top1", "map@r"}
     assert out.with_suffix(".png").is_file()
 
@@ -161,7 +167,8 @@ def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path:
     assert splits[0] != splits[1]
     for row in rows:
         for group in ("seen", "unseen"):
-            assert 0 <= row[f"{group} worst"] <= row[f"{group} top1"] <= 1
+            assert row[f"{group} worst"] <= row[f"{group} top1"]
+    assert rows[0]["seen worst"] >= 0.75 and rows[0]["unseen worst"] >= 0.75  # colour-separable characters
     assert rows[1]["epochs"] == 2 and (tmp_path / "runs" / "softmax-1" / "model.keras").is_file()
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{compare_cli.BEGIN}\nold\n{compare_cli.END}\noutro\n")
@@ -190,7 +197,8 @@ def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, cap
         assert evaluate_cli.main(["--model", str(tmp_path / "h"), "--data", str(data), "--json", str(out),
                                   "--baseline-weights", "none", "--part", part]) == 0
         report = json.loads(out.read_text())
-        assert report["part"] == part and 0 <= report["model_figures"]["seen"]["top1"] <= 1
+        assert report["part"] == part
+        assert report["model_figures"]["seen"]["top1"] >= (0.9 if part == "colour" else 0.75)  # by colour
     train(data, "pretrained", tmp_path / "p", input_size=32, weights=None, verbose=0)
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--model", str(tmp_path / "p"), "--data", str(data), "--json", str(tmp_path / "x.json"),

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from hxhbot.config import Settings  # noqa: E402
+from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from hxhbot.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
 from training.data import Split, load_arrays  # noqa: E402
@@ -37,7 +37,7 @@ def evaluate(embedder: Embedder, split: Split) -> dict:
         g_labels, q_labels = np.array(gallery_labels), np.array(query_labels)
         similarity = queries @ gallery.T
         figures = retrieval_figures(gallery, g_labels, queries, q_labels)
-        figures.update(confidence_figures(similarity, g_labels, q_labels, Settings().confidence_threshold))
+        figures.update(confidence_figures(similarity, g_labels, q_labels, load_settings().confidence_threshold))
         ranks = character_ranks(similarity, g_labels, q_labels)
         figures["per_character"] = {
             name: round(float(np.mean(ranks[q_labels == name] == 1)), 3) for name in sorted(set(query_labels))
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, figures in (("model", report), ("baseline", baseline)):
         for group, row in summary_row(figures).items():
             print(f"{name[:4]} {group:<6}" + "".join(f"{row[key]:7.3f}" for key in row))
-    print(f"sure: share of queries the bot answers with confidence (score ≥ {Settings().confidence_threshold}); "
+    print(f"sure: share of queries the bot answers with confidence (score ≥ {load_settings().confidence_threshold}); "
           "right: top-1 among those")
     print("per character (top-1):", json.dumps({g: report[g]["per_character"] for g in GROUPS}))
     return 0
