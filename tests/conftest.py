@@ -32,6 +32,43 @@ def character_image(colour: tuple[int, int, int], variant: int, size: int = 96) 
     return image
 
 
+SHAPES = ("Gon Freecss", "Killua Zoldyck", "Kurapika", "Leorio Paradinight")  # a disc, stripes, checks, dots
+IMAGENET_WEIGHTS = Path.home() / ".keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def shape_image(kind: int, seed: int, size: int = 128) -> Image.Image:
+    """Shape `kind` of `SHAPES` (a disc, stripes, a checkerboard, dots) in random colours, placed by `seed`."""
+    rng = np.random.default_rng(seed)
+    background, colour = (tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    step = int(rng.integers(10, 20))
+    if kind == 0:
+        radius = int(rng.integers(30, 50))
+        x, y = rng.integers(radius, size - radius, 2)
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
+    elif kind == 1:
+        for y in range(int(rng.integers(0, step)), size, step):
+            draw.rectangle([0, y, size, y + step // 2], fill=colour)
+    elif kind == 2:
+        for y in range(0, size, step):
+            for x in range(step * ((y // step) % 2), size, 2 * step):
+                draw.rectangle([x, y, x + step - 1, y + step - 1], fill=colour)
+    else:
+        for x, y in rng.integers(0, size, (40, 2)):
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    return image
+
+
+def write_shape_gallery(root: Path, per_character: int = 8) -> Path:
+    """A gallery whose characters differ by shape only (colours are random): untrained features fail it."""
+    for kind, name in enumerate(SHAPES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for variant in range(per_character):
+            (root / name / f"{variant:02d}.jpg").write_bytes(encode(shape_image(kind, 100 * kind + variant)))
+    return root
+
+
 def encode(image: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
     """Image → file bytes."""
     out = io.BytesIO()
@@ -71,3 +108,15 @@ def embedder(model_dir: Path):
     from hxhbot.embedder import Embedder
 
     return Embedder.load(model_dir)
+
+
+@pytest.fixture(scope="session")
+def imagenet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet MobileNetV2 features at 112 px from Keras's cache (skipped, never downloaded, when it is absent)."""
+    from hxhbot.model_dir import build_pretrained, save_model_dir
+
+    if not IMAGENET_WEIGHTS.is_file():
+        pytest.skip(f"no cached ImageNet weights at {IMAGENET_WEIGHTS}: the test would need the network")
+    directory = tmp_path_factory.mktemp("imagenet")
+    save_model_dir(build_pretrained(112, weights="imagenet"), "pretrained", directory)
+    return directory
