@@ -312,7 +312,7 @@ async def test_whois_recognises_new_pictures_with_a_pretrained_model(
 ) -> None:
     """Real recognition: pictures the gallery does not hold, told apart by shape while colours are random.
 
-    With untrained features (weights=None) the bot named 4 of these 8 right; with ImageNet's, all 8.
+    With untrained features (weights=None) the bot named 4 of these 8 right; with ImageNet's, nearly all.
     """
     gallery = write_shape_gallery(tmp_path / "gallery")
     settings = _settings(server, gallery, imagenet_model_dir, tmp_path / "index")
