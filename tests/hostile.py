@@ -102,6 +102,13 @@ def big_jpeg(width: int, height: int, progressive: bool = False) -> bytes:
     return out.getvalue()
 
 
+def big_webp(side: int) -> bytes:
+    """A `side`×`side` lossy WebP (a grey gradient)."""
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((side, side)).convert("RGB").save(out, "WEBP", quality=50)
+    return out.getvalue()
+
+
 def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (64, 48), **params: object) -> bytes:
     out = io.BytesIO()
     Image.new(mode, size, "red" if mode == "RGB" else 1).save(out, fmt, **params)
@@ -149,6 +156,7 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("wide-40000x1000.png", png_of(40_000, 1000), images.AspectRatioError),
         ("tall-1x40000.png", png_of(1, 40_000), images.AspectRatioError),
         ("rgb-6000x5000.png", png_of(6000, 5000), images.TooManyPixelsError),  # 30 MP: too many to read as RGB
+        ("rgb-2400x2400.webp", big_webp(2400), images.TooManyPixelsError),  # 5.8 MP would take ~90 MB
         ("text-bomb.png", png_text_bomb(), images.TruncatedImageError),
         ("many-scans.jpg", many_scans_jpeg(), images.TooManyScansError),
     ]
@@ -167,4 +175,5 @@ def heavy() -> list[tuple[str, bytes]]:
         ("grey-6000x6000.png", png_of(6000, 6000, colour_type=0)),
         ("palette-6000x6000.png", png_of(6000, 6000, colour_type=3)),
         ("wide-20to1-12000x600.png", png_of(12_000, 600)),
+        ("rgb-1700x1700.webp", big_webp(1700)),
     ]
