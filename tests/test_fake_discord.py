@@ -85,6 +85,8 @@ async def bot(server: FakeDiscord) -> AsyncIterator[_Bot]:
     await client.login(server.token)
     connection = asyncio.create_task(client.connect())
     await asyncio.wait_for(client.wait_until_ready(), 10)
+    while client.get_guild(server.guild_id) is None:  # ready waits 0.1 s for GUILD_CREATE: a busy machine is slower
+        await asyncio.sleep(0.01)
     yield client
     await client.close()
     await asyncio.wait_for(connection, 5)
