@@ -111,7 +111,8 @@ async def test_imagenet_weights_offline_is_one_clear_line(server: FakeDiscord, t
 async def test_sigterm_finishes_requests_in_flight_then_exits_0(
     server: FakeDiscord, model_dir: Path, gallery: Path, tmp_path: Path
 ) -> None:
-    env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery), DOWNLOAD_TIMEOUT="600")
+    env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery), DOWNLOAD_TIMEOUT="600",
+               CONFIDENCE_THRESHOLD="0")
     bot = await BotProcess.start(env, tmp_path)
     try:
         await server.wait_until_ready(timeout=STARTUP)
