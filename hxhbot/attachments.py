@@ -145,7 +145,9 @@ async def download(
         raise AttachmentError(f"Downloading `{source.filename}` took too long; try again.") from None
     except aiohttp.ClientConnectorError as error:
         if isinstance(error.os_error, PrivateAddressError):
-            raise AttachmentError(f"`{source.filename}` is not on a public address; I only download from Discord.") from None
+            raise AttachmentError(
+                f"`{source.filename}` is not on a public address; I only download from Discord."
+            ) from None
         raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None
     except aiohttp.ClientError:
         raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None

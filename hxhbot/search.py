@@ -211,7 +211,9 @@ class SearchService:
 
             def report(done: int, total: int) -> None:
                 if self._abandon.is_set():
-                    raise ReindexAbandonedError("The bot is shutting down: the rebuild was abandoned, the old index kept.")
+                    raise ReindexAbandonedError(
+                        "The bot is shutting down: the rebuild was abandoned, the old index kept."
+                    )
                 if progress:
                     loop.call_soon_threadsafe(progress, done, total)
 

@@ -25,7 +25,7 @@ from tests.fake_discord.server import EPHEMERAL, FakeDiscord
 from tests.conftest import SHAPES, encode, shape_image, write_shape_gallery
 from tests.hostile import png_bomb
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # a hang guard: on a loaded 2-core machine a test can take minutes
 CALLBACK = "/interactions/{interaction_id}/{token}/callback"
 WEBHOOK_MESSAGE = "/webhooks/{app_id}/{token}/messages/{message_id}"
 REACTION = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
@@ -149,7 +149,8 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
                await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]])]
     await _processed(server, gallery)
     ignored_ids = {m["id"] for m in ignored}
-    assert not [r for r in server.requests if r.params.get("message_id") in ignored_ids or _replied_to(r) in ignored_ids]
+    assert not [r for r in server.requests
+                if r.params.get("message_id") in ignored_ids or _replied_to(r) in ignored_ids]
 
 
 async def test_a_mention_is_no_command_error(server: FakeDiscord, bot: HxhBot, gallery: Path,
@@ -306,6 +307,7 @@ async def test_characters_lists_the_gallery(server: FakeDiscord, bot: HxhBot) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_whois_recognises_new_pictures_with_a_pretrained_model(
     server: FakeDiscord, imagenet_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -314,7 +316,7 @@ async def test_whois_recognises_new_pictures_with_a_pretrained_model(
     With untrained features (weights=None) the bot named 4 of these 8 right; with ImageNet's, nearly all.
     """
     gallery = write_shape_gallery(tmp_path / "gallery")
-    settings = _settings(server, gallery, imagenet_model_dir, tmp_path / "index")
+    settings = dataclasses.replace(_settings(server, gallery, imagenet_model_dir, tmp_path / "index"), batch_size=8)
     right = []
     async with running(server, settings):
         for kind, character in enumerate(SHAPES):

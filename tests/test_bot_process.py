@@ -12,7 +12,7 @@ import pytest
 
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # start-up alone may take minutes on a loaded machine
 ROOT = Path(__file__).parent.parent
 STARTUP = 240.0  # seconds a bot process may take to import TensorFlow and load its model on a busy machine
 

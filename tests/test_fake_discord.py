@@ -17,7 +17,7 @@ from discord.ext import commands
 from hxhbot.discord_api import point_discord_at
 from tests.fake_discord import FakeDiscord
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)  # a hang guard, generous for a loaded machine
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 CHANNEL_MESSAGES = "/channels/{channel_id}/messages"
