@@ -17,6 +17,7 @@ from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.index_lock import index_writer
 from hxhbot.views import load_views
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ def build_gallery_index(
     detector: FaceDetector | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
     """Embed every view of every readable gallery image and save the index; unreadable files are skipped."""
+    with index_writer(index_dir):  # one writer at a time: a second build is refused, the index left as it is
+        return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress, detector)
+
+
+def _build_gallery_index(
+    gallery_dir: str | Path, embedder: Embedder, index_dir: str | Path, batch_size: int, max_pixels: int,
+    progress: Progress | None, detector: FaceDetector | None,
+) -> tuple[GalleryIndex, BuildSummary]:
+    """`build_gallery_index` under the writer lock."""
     started = time.perf_counter()
     files, skipped = scan_gallery(gallery_dir)
     summary = BuildSummary(skipped=[(str(path), reason) for path, reason in skipped])

@@ -17,6 +17,7 @@ from hxhbot.teach import FeedbackView
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
 UNSURE = "🤷"
+BUSY = "⏳"  # too many images waiting: not the same as unsure
 MAX_EMBEDS = 10  # Discord's limit per message
 
 
@@ -32,10 +33,11 @@ class Watch(commands.Cog):
         if message.author.bot or message.channel.id not in self.bot.settings.watch_channel_ids:
             return
         sources = attachments.images_in(message)[:MAX_EMBEDS]
-        if not sources:
+        if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)
         embeds, files, problems, answered = [], [], [], []
+        busy = False
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
@@ -45,6 +47,7 @@ class Watch(commands.Cog):
                 continue
             except (BusyError, NotReadyError) as error:
                 log.info("skipped an image in #%s: %s", message.channel, error)
+                busy = busy or isinstance(error, BusyError)
                 continue
             reply = await self.bot.render(result, filename=f"match{number}.jpg", label=label)
             if reply.confident:
@@ -63,7 +66,7 @@ class Watch(commands.Cog):
             except discord.HTTPException as error:
                 log.warning("could not reply in #%s: %s", message.channel, error)
         if not embeds:
-            await _react(message, UNSURE)
+            await _react(message, BUSY if busy else UNSURE)
 
     def feedback_view(self, result: Identification, source: ImageSource, sha256: str) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
