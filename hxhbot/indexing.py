@@ -15,7 +15,7 @@ import numpy as np
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
-from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError
+from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.index_lock import index_writer
 from hxhbot.views import load_views
@@ -87,8 +87,8 @@ def _build_gallery_index(
         item = GalleryItem(file.character, str(file.path), hashlib.sha256(data).hexdigest())
         if item.sha256 in known:
             return item, None
-        return item, load_views(data, embedder.input_size, detector,
-                                max_bytes=max(DEFAULT_MAX_BYTES, len(data)), max_pixels=max_pixels).arrays
+        return item, load_views(data, embedder.input_size, detector, max_bytes=max(DEFAULT_MAX_BYTES, len(data)),
+                                max_pixels=max_pixels, max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
 
     def attempt(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None] | Exception:
         try:
