@@ -209,7 +209,8 @@ def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path:
     for row in rows:
         for group in ("seen", "unseen"):
             assert row[f"{group} worst"] <= row[f"{group} top1"]
-    assert rows[0]["seen worst"] >= 0.75 and rows[0]["unseen worst"] >= 0.75  # colour-separable characters
+    assert rows[0]["seen top1"] >= 0.6 and rows[0]["unseen top1"] >= 0.6  # colours differ; chance is 0.2
+    assert rows[1]["seen top1"] >= rows[0]["seen top1"]  # training on the seen characters helps them
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{compare_cli.BEGIN}\nold\n{compare_cli.END}\noutro\n")
     compare_cli.write_table(readme, compare_cli.markdown(rows))
@@ -225,7 +226,7 @@ def test_retrieval_figures_rank_characters_by_their_best_picture() -> None:
                            [0.3, 0.2, 0.8, 0.4]])     # gon third
     figures = retrieval_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), threshold=0.5)
     assert figures["top1"] == 1 / 3 and figures["top5"] == 1.0 and figures["rank_histogram"] == {"1": 1, "2": 1, "3": 1}
-    assert figures["map@r"] == (1.0 + 0.5 + 0.0) / 3  # R = 2 gon pictures: precision over the first two
+    assert figures["map@r"] == (1.0 + 0.25 + 0.0) / 3  # R = 2 gon pictures: average precision over the first two
     assert figures["per_character"] == {"gon": 1 / 3}
     assert figures["confident"] == 2 / 3 and figures["confident_top1"] == 0.5  # rows 1 and 3 clear the bar
 
