@@ -228,7 +228,7 @@ def test_retrieval_figures_rank_characters_by_their_best_picture() -> None:
     assert figures["top1"] == 1 / 3 and figures["top5"] == 1.0 and figures["rank_histogram"] == {"1": 1, "2": 1, "3": 1}
     assert figures["map@r"] == (1.0 + 0.25 + 0.0) / 3  # R = 2 gon pictures: average precision over the first two
     assert figures["per_character"] == {"gon": 0.333}  # rounded for the report
-    assert figures["confident"] == 2 / 3 and figures["confident_top1"] == 0.5  # rows 1 and 3 clear the bar
+    assert figures["confident"] == 1.0 and figures["confident_top1"] == 1 / 3  # every row clears 0.5; row 1 is right
 
 
 def test_picture_similarity_is_the_best_over_views() -> None:
