@@ -14,6 +14,7 @@ import numpy as np
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, scan_gallery
+from hxhbot.gallery_check import GalleryCheck
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.views import load_views
@@ -31,13 +32,12 @@ class BuildSummary:
     reused: int = 0
     seconds: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    check: GalleryCheck | None = None
 
     def describe(self) -> str:
         """One line for people."""
-        return (
-            f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, "
-            f"{self.seconds:.1f} s"
-        )
+        line = f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, {self.seconds:.1f} s"
+        return f"{line}; {self.check.describe()}" if self.check else line
 
 
 def build_gallery_index(
@@ -49,8 +49,9 @@ def build_gallery_index(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
     detector: FaceDetector | None = None,
+    check: Callable[[GalleryIndex], GalleryCheck] | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
-    """Embed every view of every readable gallery image and save the index; unreadable files are skipped."""
+    """Embed every view of every readable gallery image and save the index, then `check` it; unreadable files are skipped."""
     started = time.perf_counter()
     files, skipped = scan_gallery(gallery_dir)
     summary = BuildSummary(skipped=[(str(path), reason) for path, reason in skipped])
@@ -95,6 +96,7 @@ def build_gallery_index(
     index.save(index_dir)
     summary.images = sum(item.view == 0 for item in items)
     summary.characters = len(index.characters())
+    summary.check = check(index) if check else None
     summary.seconds = time.perf_counter() - started
     log.info("indexed %s", summary.describe())
     return index, summary
