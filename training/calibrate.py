@@ -40,6 +40,7 @@ from training.metrics import bot_answers  # noqa: E402
 
 GROUPS = ("known", "missing", "negative")
 GALLERY_SIZE = 8
+ROTATIONS = 10  # galleries per draw and size at most
 RIDGE = 1e-3
 
 
@@ -94,7 +95,11 @@ def negatives_halves(folder: Path) -> tuple[list[str], list[str]]:
 
 def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], sizes: list[int],
                  draws: int) -> list[Answers]:
-    """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size."""
+    """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size.
+
+    A size smaller than all takes the shuffled characters in turn (at most `ROTATIONS` galleries per draw), so that
+    every character is a gallery's once per draw where there are few.
+    """
     everything = np.concatenate([pictures.vectors, negatives.vectors])
     similarity = everything @ pictures.vectors.T  # every view × every character picture's view
     offset = len(pictures.vectors)
@@ -106,35 +111,37 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
         random.Random(draw).shuffle(names)
         for size in sizes:
             count = len(names) + size if size <= 0 else min(size, len(names))
-            chosen = sorted(names[:count])
-            columns, column_owner = [], []
-            for number, character in enumerate(chosen):
-                for path in split.gallery[character]:
-                    views = pictures.views(index[path])
-                    columns.append(views)
-                    column_owner.append(np.full(len(views), number))
-            columns, column_owner = np.concatenate(columns), np.concatenate(column_owner)
-            order = np.argsort(column_owner, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(column_owner[order]) != 0])
-
-            def per_character(rows: np.ndarray) -> np.ndarray:
-                return np.maximum.reduceat(similarity[np.ix_(rows, columns[order])], starts, axis=1)
-
-            answers = Answers(size, draw, [], [], chosen, [])
-            queries = [(p, c, "known") for c in chosen for p in split.query[c]]
-            queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
-            for path, label, group in queries:
-                views = pictures.views(index[path])
-                answers.per_view.append(per_character(views))
-                answers.groups.append(group)
-                answers.labels.append(label)
-            for number in range(len(negatives.paths)):
-                views = offset + negatives.views(number)
-                answers.per_view.append(per_character(views))
-                answers.groups.append("negative")
-                answers.labels.append(None)
-            result.append(answers)
+            turns = range(0, len(names), count) if count < len(names) else [0]
+            for turn in list(turns)[:ROTATIONS]:
+                rotated = names[turn:] + names[:turn]
+                result.append(_answers(similarity, offset, index, pictures, negatives, split, rotated, count,
+                                       size, draw))
     return result
+
+
+def _answers(similarity: np.ndarray, offset: int, index: dict[str, int], pictures: Pictures, negatives: Pictures,
+             split, names: list[str], count: int, size: int, draw: int) -> Answers:
+    """Every query against the gallery of the first `count` of `names` (the others are missing from it)."""
+    chosen = sorted(names[:count])
+    columns, column_owner = [], []
+    for number, character in enumerate(chosen):
+        for path in split.gallery[character]:
+            views = pictures.views(index[path])
+            columns.append(views)
+            column_owner.append(np.full(len(views), number))
+    columns, column_owner = np.concatenate(columns), np.concatenate(column_owner)
+    order = np.argsort(column_owner, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(column_owner[order]) != 0])
+    answers = Answers(size, draw, [], [], chosen, [])
+    queries = [(p, c, "known") for c in chosen for p in split.query[c]]
+    queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
+    rows = [pictures.views(index[path]) for path, _, _ in queries]
+    rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
+    per_character = np.maximum.reduceat(similarity[np.concatenate(rows)][:, columns[order]], starts, axis=1)
+    answers.per_view = np.split(per_character, np.cumsum([len(r) for r in rows])[:-1])
+    answers.groups = [group for _, _, group in queries] + ["negative"] * len(negatives.paths)
+    answers.labels = [label for _, label, _ in queries] + [None] * len(negatives.paths)
+    return answers
 
 
 def _subjects(per_view: np.ndarray) -> list[np.ndarray]:
