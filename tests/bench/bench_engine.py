@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hxhbot.confidence import DEFAULT
 from hxhbot.embedder import Embedder
 from hxhbot.images import load_image
 from hxhbot.indexing import build_gallery_index
@@ -43,7 +44,7 @@ def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict
             decoded = time.perf_counter()
             vector = embedder.embed(array)[0]
             embedded = time.perf_counter()
-            index.rank(vector, 5)
+            index.similarities(vector).rank([0], DEFAULT, 5)
             stages.append([decoded - started, embedded - decoded, time.perf_counter() - embedded])
         stages_ms = np.array(stages) * 1000
         latencies = stages_ms.sum(axis=1)
