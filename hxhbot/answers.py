@@ -59,10 +59,6 @@ class Identification:
         """The top answer's candidates."""
         return self.top.matches
 
-    def named(self, threshold: float) -> list[tuple[int, Sighting]]:
-        """The characters named confidently, with their number in the picture (from 1)."""
-        return [(number, s) for number, s in enumerate(self.sightings, 1) if s.best.score >= threshold]
-
 
 def identify(similarities: Similarities, boxes: list[Box], calibration: Calibration, top_k: int,
              preview: bytes | None = None) -> Identification:

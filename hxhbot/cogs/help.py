@@ -29,8 +29,8 @@ def help_embed(bot: HxhBot) -> discord.Embed:
     embed = discord.Embed(
         title="Who's that Hunter?",
         description=f"I tell which *Hunter × Hunter* character is in a picture: screenshots, fan art, cosplay. "
-                    f"I compare it with a gallery of {known} characters and show my best match, its score and the "
-                    f"closest gallery picture to check by eye.",
+                    f"I compare each character in it with a gallery of {known} characters and answer for each, "
+                    f"numbered on a thumbnail of your picture.",
     )
     embed.add_field(name="Commands", inline=False, value="\n".join([
         "`/whois image:` — who is in the attached picture",
