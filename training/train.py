@@ -164,11 +164,13 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
                                   val_labels, out / "best.weights.h5", patience)
     rng = np.random.default_rng(seed)
 
+    batch = min(TUNED_BATCH, len(maps))  # fewer views than a batch would never yield one: fit would wait forever
+
     def batches():
         while True:
             order = rng.permutation(len(maps))
-            for start in range(0, len(order) - TUNED_BATCH + 1, TUNED_BATCH):
-                rows = np.sort(order[start:start + TUNED_BATCH])
+            for start in range(0, len(order) - batch + 1, batch):
+                rows = np.sort(order[start:start + batch])
                 yield maps[rows].astype(np.float32), targets[rows]
 
     spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
