@@ -1,17 +1,22 @@
-"""Images from Discord: checked before download, downloaded with a timeout and a byte cap."""
+"""Images from Discord: checked before download, downloaded from Discord only, with a deadline and a byte cap."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import aiohttp
 import discord
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hxhbot.images import IMAGE_SUFFIXES
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
+DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
 
 
 class AttachmentError(ValueError):
@@ -66,11 +71,64 @@ def check(source: ImageSource, max_bytes: int) -> None:
         )
 
 
-async def download(session: aiohttp.ClientSession, source: ImageSource, max_bytes: int, timeout: float) -> bytes:
-    """Download an image, stopping at `max_bytes` and after `timeout` seconds."""
+def download_hosts(api_base: str) -> frozenset[str]:
+    """The hosts images may come from: Discord's CDN, and the host of DISCORD_API_BASE (a local test server)."""
+    return DISCORD_CDN_HOSTS | {yarl.URL(api_base).host or ""}
+
+
+class PrivateAddressError(OSError):
+    """A download host that resolves only to private, loopback, link-local or reserved addresses."""
+
+
+class PublicResolver(AbstractResolver):
+    """Resolve host names to public addresses only, except for `trusted` hosts (the local test server)."""
+
+    def __init__(self, trusted: frozenset[str] = frozenset(), inner: AbstractResolver | None = None) -> None:
+        self.trusted = trusted
+        self.inner = inner or aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The inner resolver's addresses, refusing private, loopback, link-local and reserved ones."""
+        found = await self.inner.resolve(host, port, family)
+        if host in self.trusted:
+            return found
+        public = [entry for entry in found if _is_public(entry["host"])]
+        if not public:
+            raise PrivateAddressError(f"{host} resolves to no public address")
+        return public
+
+    async def close(self) -> None:
+        """Close the inner resolver."""
+        await self.inner.close()
+
+
+def _is_public(address: str) -> bool:
+    """Whether an IP address is a public one (not private, loopback, link-local, reserved or unparseable)."""
+    try:
+        return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
+
+
+def open_session(api_base: str) -> aiohttp.ClientSession:
+    """The download session: it connects to public addresses only, but for DISCORD_API_BASE's host."""
+    resolver = PublicResolver(frozenset({yarl.URL(api_base).host or ""}))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver), headers={"User-Agent": "hxhbot"})
+
+
+async def download(
+    session: aiohttp.ClientSession, source: ImageSource, max_bytes: int, timeout: float,
+    hosts: frozenset[str] = DISCORD_CDN_HOSTS,
+) -> bytes:
+    """Download an image from one of `hosts`, stopping at `max_bytes` and after `timeout` seconds in all."""
+    url = yarl.URL(source.url)
+    if url.scheme not in ("http", "https") or url.host not in hosts:
+        raise AttachmentError(f"`{source.filename}` is not on Discord; I only download images from Discord.")
     try:
         async with asyncio.timeout(timeout):
-            async with session.get(source.url) as response:
+            async with session.get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     raise AttachmentError(f"Discord did not hand over `{source.filename}` (HTTP {response.status}).")
                 if (response.content_length or 0) > max_bytes:
@@ -85,5 +143,11 @@ async def download(session: aiohttp.ClientSession, source: ImageSource, max_byte
                 return bytes(data)
     except TimeoutError:
         raise AttachmentError(f"Downloading `{source.filename}` took too long; try again.") from None
+    except aiohttp.ClientConnectorError as error:
+        if isinstance(error.os_error, PrivateAddressError):
+            raise AttachmentError(
+                f"`{source.filename}` is not on a public address; I only download from Discord."
+            ) from None
+        raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None
     except aiohttp.ClientError:
         raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None

@@ -15,22 +15,28 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot import attachments, first_run
+from hxhbot.answers import Identification
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
 from hxhbot.feedback import FeedbackError, FeedbackStore
 from hxhbot.images import ImageError
-from hxhbot.answers import Identification
+from hxhbot.model_dir import ModelError, WeightsUnavailableError
 from hxhbot.replies import Answer, answer
 from hxhbot.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
 from hxhbot.stats import AnswerStats
 
 log = logging.getLogger(__name__)
 COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
+SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 
 
 class NotOwnerError(app_commands.CheckFailure):
     """The user is not the bot's owner."""
+
+
+class ShuttingDownError(app_commands.CheckFailure):
+    """The bot is stopping and takes no new requests."""
 
 
 class HxhBot(commands.AutoShardedBot):
@@ -47,7 +53,10 @@ class HxhBot(commands.AutoShardedBot):
         self.stats = AnswerStats()
         self.preparing: asyncio.Task | None = None  # the first start's gallery collection
         self.session: aiohttp.ClientSession | None = None
+        self.download_hosts = attachments.download_hosts(settings.discord_api_base)
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
+        self.in_flight: set[asyncio.Task] = set()  # the tasks handling requests taken
+        self.draining = False
 
     async def setup_hook(self) -> None:
         """Load model, index and feedback store off the loop; collect a first gallery if due; add cogs; sync."""
@@ -58,20 +67,54 @@ class HxhBot(commands.AutoShardedBot):
         if first_run.needs_collection(self.settings):
             self.preparing = asyncio.create_task(first_run.prepare_gallery(self.settings, self.search),
                                                  name="hxhbot-first-run")
-        self.session = aiohttp.ClientSession(headers={"User-Agent": "hxhbot"})
+        self.session = attachments.open_session(self.settings.discord_api_base)
         for cog in COGS:
             await self.load_extension(cog)
         self.tree.on_error = self.on_app_command_error
+        self.tree.interaction_check = self.admit
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild:
             self.tree.copy_global_to(guild=guild)
         synced = await self.tree.sync(guild=guild)
         log.info("synced %d commands %s", len(synced), f"to guild {guild.id}" if guild else "globally")
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No prefix commands: messages go to the cogs' listeners only, so "@hxhbot hi" is no command error."""
+
     async def on_ready(self) -> None:
         """Log who we are once connected."""
         log.info("connected as %s (%s) to %d servers on shards %s of %s", self.user, getattr(self.user, "id", "?"),
                  len(self.guilds), ",".join(map(str, sorted(self.shards))), self.shard_count)
+
+    def take_request(self) -> bool:
+        """Count the current task as a request in flight; False once the bot is shutting down."""
+        if self.draining:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+        return True
+
+    async def admit(self, interaction: discord.Interaction) -> bool:
+        """Every app command is a request in flight; none is taken while shutting down."""
+        if not self.take_request():
+            raise ShuttingDownError("shutting down")
+        return True
+
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop taking requests, abandon any index build, give requests in flight `grace` seconds, then close."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("shutting down: finishing %d requests in flight (at most %.0f s)", len(self.in_flight), grace)
+        if self.search:
+            self.search.abandon_builds()
+        if self.in_flight:
+            _, unfinished = await asyncio.wait(set(self.in_flight), timeout=grace)
+            if unfinished:
+                log.warning("%d requests were still running after %.0f s: stopping anyway", len(unfinished), grace)
+        await self.close()
 
     async def close(self) -> None:
         """Stop live views, close Discord, then the download session and the search service."""
@@ -97,7 +140,7 @@ class HxhBot(commands.AutoShardedBot):
         attachments.check(source, self.settings.max_image_bytes)
         assert self.session is not None
         return await attachments.download(
-            self.session, source, self.settings.max_image_bytes, self.settings.download_timeout
+            self.session, source, self.settings.max_image_bytes, self.settings.download_timeout, self.download_hosts
         )
 
     async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
@@ -131,6 +174,8 @@ class HxhBot(commands.AutoShardedBot):
             text = str(cause)
             if isinstance(cause, ImageError):
                 text = f"I couldn't read that image: {cause}"
+        elif isinstance(error, ShuttingDownError):
+            text = "I'm restarting right now; try again in a minute."
         elif isinstance(error, NotOwnerError):
             text = "Only the bot's owner can do that."
         elif isinstance(error, app_commands.CommandOnCooldown):
@@ -181,7 +226,7 @@ async def run(settings: Settings) -> None:
     async with HxhBot(settings) as bot:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.close()))
+            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.shutdown()))
         await bot.start(settings.discord_token)
     log.info("shut down cleanly")
 
@@ -202,5 +247,16 @@ def main() -> int:
         return 2
     except FeedbackError as error:
         log.error("%s", error)
+        return 2
+    except (aiohttp.ClientConnectionError, discord.GatewayNotFound) as error:
+        log.error("cannot reach Discord at %s (%s): check the network or DISCORD_API_BASE", settings.discord_api_base,
+                  error)
+        return 2
+    except WeightsUnavailableError as error:
+        log.error("cannot start: %s", " ".join(str(error).split()))
+        return 2
+    except ModelError as error:
+        log.error("cannot start: %s. Restore or retrain the model in MODEL_DIR (training/README.md), "
+                  "or empty MODEL_DIR to use ImageNet features.", " ".join(str(error).split()).rstrip("."))
         return 2
     return 0

@@ -7,14 +7,25 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})  # file names we treat as images
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_DECODE_BYTES = 48 * 1024 * 1024  # pixel memory one decoding may take: ≤ 64 MB peak (tests/test_images.py)
+MAX_ASPECT_RATIO = 20  # longer side / shorter side: beyond, the picture is a sliver once letterboxed
+MAX_JPEG_SCANS = 100  # a progressive JPEG re-reads its whole picture per scan: ~10 scans is usual
+BAND_BYTES = 4 * 1024 * 1024  # pixels converted to RGB at a time while shrinking
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 BACKGROUND = (128, 128, 128)  # neutral grey behind transparency and around letterboxed images
+PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # Pillow's; others 4
+ORIENTATION = 0x0112  # the EXIF tag saying how to turn the picture upright
+TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(ValueError):
@@ -53,6 +64,18 @@ class TooManyPixelsError(ImageError):
     reason = "too_many_pixels"
 
 
+class AspectRatioError(ImageError):
+    """A picture far longer than wide (or the reverse) to be of any use."""
+
+    reason = "aspect_ratio"
+
+
+class TooManyScansError(ImageError):
+    """A progressive JPEG with so many scans that decoding it would take far too long."""
+
+    reason = "too_many_scans"
+
+
 class TruncatedImageError(ImageError):
     """A recognised image whose data is cut short or corrupt."""
 
@@ -60,9 +83,20 @@ class TruncatedImageError(ImageError):
 
 
 def decode_image(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int = 0
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: int = 0,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> Image.Image:
-    """Decode image bytes into an upright RGB picture (at least `draft_size` a side), or raise an `ImageError`."""
+    """Decode image bytes into an upright RGB picture, or raise an `ImageError`.
+
+    With `draft_size`, the picture comes shrunk (by a whole factor) to a longer side of at least `draft_size`.
+
+    Memory stays within `max_decode_bytes`: JPEGs decode at a reduced scale, other formats are shrunk
+    band by band right after decoding, and pictures that would need more are refused before decoding.
+    """
     if not data:
         raise EmptyImageError("The file is empty (0 bytes).")
     if len(data) > max_bytes:
@@ -77,15 +111,37 @@ def decode_image(
         raise TooManyPixelsError(
             f"The image is {width}×{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels."
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise AspectRatioError(
+            f"The image is {width}×{height} pixels; send one at most {MAX_ASPECT_RATIO} times longer than wide."
+        )
+    if image.format == "JPEG" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers
+        raise TooManyScansError(
+            f"The JPEG has more than {MAX_JPEG_SCANS} progressive scans; save it again as an ordinary JPEG."
+        )
     try:
         image.seek(0)  # first frame of an animation
-        if draft_size:
-            image.draft("RGB", (draft_size, draft_size))  # JPEG: decode at a reduced scale, much faster
-        image.load()
-        image = ImageOps.exif_transpose(image)
+        if draft_size:  # JPEG: decode at a reduced scale, much faster
+            longer = max(width, height)
+            image.draft("RGB", (-(-draft_size * width // longer), -(-draft_size * height // longer)))
     except Exception as error:  # every decoder failure past the header means damaged data
         raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
-    return _to_rgb(image)
+    factor = max(1, max(image.size) // draft_size) if draft_size else 1
+    cost = _decoding_bytes(image, width, height, factor)
+    if cost > max_decode_bytes:
+        most = max_decode_bytes / (cost / (width * height)) / 1e6
+        other = "" if image.format == "JPEG" else " or a JPEG"
+        raise TooManyPixelsError(
+            f"The image is {width}×{height} pixels, too many to read from a {image.format}: "
+            f"send one of at most {most:.0f} megapixels{other}."
+        )
+    try:
+        image.load()
+        orientation = image.getexif().get(ORIENTATION, 1)
+        image = _shrink_to_rgb(image, factor)
+    except Exception as error:  # every decoder failure past the header means damaged data
+        raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
+    return image.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else image
 
 
 def load_image(
@@ -106,7 +162,7 @@ def load_image_file(path: str | Path, size: int, **limits: int) -> np.ndarray:
 
 def thumbnail_jpeg(path: str | Path, side: int = 256) -> bytes:
     """A JPEG thumbnail of a gallery image, at most `side` pixels on its longer edge."""
-    image = decode_image(Path(path).read_bytes(), max_bytes=1 << 30)
+    image = decode_image(Path(path).read_bytes(), max_bytes=1 << 30, draft_size=side)
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=88)
@@ -114,11 +170,13 @@ def thumbnail_jpeg(path: str | Path, side: int = 256) -> bytes:
 
 
 def to_array(image: Image.Image, size: int) -> np.ndarray:
-    """Letterbox an RGB picture onto a neutral square and resize it to `size`×`size`."""
-    side = max(image.size)
-    square = Image.new("RGB", (side, side), BACKGROUND)
-    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-    square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    """Shrink an RGB picture to fit `size`×`size`, then letterbox it onto a neutral square."""
+    scale = size / max(image.size)
+    fitted = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if fitted != image.size:
+        image = image.resize(fitted, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    square = Image.new("RGB", (size, size), BACKGROUND)
+    square.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
     return np.asarray(square, dtype=np.float32)
 
 
@@ -144,12 +202,37 @@ def _open(data: bytes) -> Image.Image:
     )
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any mode (palette, alpha, greyscale, CMYK, 16-bit) to RGB on a neutral background."""
+def _decoding_bytes(image: Image.Image, width: int, height: int, factor: int) -> int:
+    """Bytes of pixels decoding `image` (drafted, not loaded) and shrinking it by `factor` take at most."""
+    decoded = image.width * image.height * PIXEL_BYTES.get(image.mode, 4)
+    if image.format == "WEBP":
+        decoded *= 4  # libwebp's two canvases, the bytes handed to Pillow, Pillow's copy (measured: ~16 B/pixel)
+    if image.format == "JPEG" and image.info.get("progressive"):  # all DCT coefficients, at full scale
+        layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
+        most = max(h * v for _, h, v, _ in layers)
+        decoded += width * height * 2 * sum(h * v for _, h, v, _ in layers) // most
+    shrunk = -(-image.width // factor) * -(-image.height // factor) * 4
+    return decoded + shrunk + min(BAND_BYTES, image.width * factor * 8)
+
+
+def _shrink_to_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """Convert a loaded picture to RGB and shrink it by `factor`, a band of rows at a time."""
+    white = 65535.0 if image.mode.startswith("I") and (image.getextrema()[1] or 0) > 255 else 255.0
+    if factor == 1 and image.width * image.height * 4 <= BAND_BYTES:
+        return _to_rgb(image, white)
+    rows = max(factor, BAND_BYTES // (4 * image.width) // factor * factor)
+    out = Image.new("RGB", (-(-image.width // factor), -(-image.height // factor)))
+    for top in range(0, image.height, rows):
+        band = _to_rgb(image.crop((0, top, image.width, min(image.height, top + rows))), white)
+        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    return out
+
+
+def _to_rgb(image: Image.Image, white: float = 255.0) -> Image.Image:
+    """Convert any mode (palette, alpha, greyscale, CMYK, 16-bit with `white` its top) to RGB on neutral grey."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        pixels = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
-        image = Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8))
+        pixels = np.asarray(image, dtype=np.float32)
+        image = Image.fromarray(np.clip(pixels / white * 255.0, 0, 255).astype(np.uint8))
     elif image.mode == "F":
         pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -161,7 +244,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     if image.mode == "L" and "transparency" in image.info:
-        return _to_rgb(image.convert("RGBA"))
+        return _to_rgb(image.convert("RGBA"), white)
     return image.convert("RGB")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,14 +14,17 @@ import numpy as np
 
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
-from hxhbot.gallery import GalleryError, scan_gallery
+from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
 from hxhbot.gallery_check import GalleryCheck
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.index_lock import index_writer
 from hxhbot.views import load_views
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+DECODE_THREADS = 2  # gallery pictures decoded and searched for faces in parallel, the model embeds meanwhile
+CHUNK = 32  # pictures decoded ahead of the model: bounds the memory of a build
 
 
 @dataclass
@@ -52,6 +56,15 @@ def build_gallery_index(
     check: Callable[[GalleryIndex], GalleryCheck] | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
     """Embed every view of every readable gallery image and save the index, then `check` it; unreadable files are skipped."""
+    with index_writer(index_dir):  # one writer at a time: a second build is refused, the index left as it is
+        return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress, detector, check)
+
+
+def _build_gallery_index(
+    gallery_dir: str | Path, embedder: Embedder, index_dir: str | Path, batch_size: int, max_pixels: int,
+    progress: Progress | None, detector: FaceDetector | None, check: Callable[[GalleryIndex], GalleryCheck] | None,
+) -> tuple[GalleryIndex, BuildSummary]:
+    """`build_gallery_index` under the writer lock."""
     started = time.perf_counter()
     files, skipped = scan_gallery(gallery_dir)
     summary = BuildSummary(skipped=[(str(path), reason) for path, reason in skipped])
@@ -69,26 +82,40 @@ def build_gallery_index(
                 embedded = embedded[len(arrays):]
             pending.clear()
 
-    for done, file in enumerate(files, 1):
+    def prepare(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None]:
+        """Read and checksum a file; decode its views unless its embeddings can be reused."""
+        data = file.path.read_bytes()
+        item = GalleryItem(file.character, str(file.path), hashlib.sha256(data).hexdigest())
+        if item.sha256 in known:
+            return item, None
+        return item, load_views(data, embedder.input_size, detector,
+                                max_bytes=max(DEFAULT_MAX_BYTES, len(data)), max_pixels=max_pixels).arrays
+
+    def attempt(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None] | Exception:
         try:
-            data = file.path.read_bytes()
-            item = GalleryItem(file.character, str(file.path), hashlib.sha256(data).hexdigest())
-            if item.sha256 in known:
-                for view, vector in enumerate(known[item.sha256]):
-                    items.append(GalleryItem(item.character, item.path, item.sha256, view))
-                    vectors.append(vector)
-                summary.reused += 1
-            else:
-                views = load_views(data, embedder.input_size, detector,
-                                   max_bytes=max(DEFAULT_MAX_BYTES, len(data)), max_pixels=max_pixels)
-                pending.append((item, views.arrays))
+            return prepare(file)
         except (OSError, ImageError) as error:
-            summary.skipped.append((str(file.path), str(error)))
-            log.warning("skipped %s: %s", file.path, error)
-        if sum(len(arrays) for _, arrays in pending) >= batch_size:
-            flush()
-        if progress:
-            progress(done, len(files))
+            return error
+
+    with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hxhbot-index-decode") as pool:
+        for start in range(0, len(files), CHUNK):
+            chunk = files[start:start + CHUNK]
+            for done, (file, result) in enumerate(zip(chunk, pool.map(attempt, chunk)), start + 1):
+                if isinstance(result, Exception):
+                    summary.skipped.append((str(file.path), str(result)))
+                    log.warning("skipped %s: %s", file.path, result)
+                elif result[1] is None:
+                    item = result[0]
+                    for view, vector in enumerate(known[item.sha256]):
+                        items.append(GalleryItem(item.character, item.path, item.sha256, view))
+                        vectors.append(vector)
+                    summary.reused += 1
+                else:
+                    pending.append(result)
+                if sum(len(arrays) for _, arrays in pending) >= batch_size:
+                    flush()
+                if progress:
+                    progress(done, len(files))
     flush()
     if not items:
         raise GalleryError(f"The gallery {gallery_dir} has no readable images: nothing to index.")

@@ -25,6 +25,10 @@ class ModelError(RuntimeError):
     """A model directory that cannot be loaded; the message says why."""
 
 
+class WeightsUnavailableError(ModelError):
+    """Keras could not download pretrained weights (offline); the message says what to do."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What the engine must know to feed a model: saved as `config.json` beside the weights."""
@@ -43,9 +47,17 @@ def preprocessing_layer() -> tf.keras.layers.Layer:
 
 def mobilenet_v2(input_size: int, weights: str | None, name: str = "mobilenet_v2") -> tf.keras.Model:
     """A MobileNetV2 feature extractor (no top, no pooling) for `input_size`×`input_size` RGB."""
-    backbone = tf.keras.applications.MobileNetV2(
-        input_shape=(input_size, input_size, 3), include_top=False, weights=weights
-    )
+    try:
+        backbone = tf.keras.applications.MobileNetV2(
+            input_shape=(input_size, input_size, 3), include_top=False, weights=weights
+        )
+    except Exception as error:  # Keras raises a bare Exception when it cannot download the weights
+        if "URL fetch failure" not in str(error):
+            raise
+        raise WeightsUnavailableError(
+            f"The ImageNet weights of MobileNetV2 could not be downloaded ({error}): connect to the internet "
+            "once (Keras keeps them in ~/.keras/models) or set MODEL_DIR to a trained model."
+        ) from None
     backbone._name = name  # two backbones in one model need distinct names
     return backbone
 

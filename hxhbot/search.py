@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class ReindexError(RuntimeError):
     """A rebuild failed; the previous index is still in use."""
 
 
+class ReindexAbandonedError(ReindexError):
+    """A rebuild stopped because the service is closing; the previous index is untouched."""
+
+
 @dataclass
 class _Job:
     """One decoded image's views waiting for the next model call."""
@@ -67,6 +72,7 @@ class SearchService:
         self._in_flight = 0
         self._reindex_lock = asyncio.Lock()
         self._batcher: asyncio.Task | None = None
+        self._abandon = threading.Event()  # set: a running build stops at its next image
 
     @classmethod
     def open(cls, settings: Settings) -> "SearchService":
@@ -91,7 +97,7 @@ class SearchService:
                 settings.gallery_dir, embedder, settings.index_dir, max_pixels=settings.max_image_pixels,
                 detector=detector, check=checker(calibration, settings.confidence_threshold),
             )
-        except (GalleryError, OSError) as error:
+        except (GalleryError, GalleryIndexError, OSError) as error:
             log.warning("starting without an index: %s", error)
             return None
         log.info("built the index at start-up: %s", summary.describe())
@@ -102,8 +108,13 @@ class SearchService:
         if self._batcher is None:
             self._batcher = asyncio.create_task(self._run_batches(), name="hxhbot-batcher")
 
+    def abandon_builds(self) -> None:
+        """Make a running index build stop at its next image, leaving the saved index as it was."""
+        self._abandon.set()
+
     async def close(self) -> None:
-        """Stop the batching task and the thread pools."""
+        """Abandon any index build, stop the batching task and the thread pools."""
+        self.abandon_builds()
         if self._batcher is not None:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
@@ -185,6 +196,10 @@ class SearchService:
             loop = asyncio.get_running_loop()
 
             def report(done: int, total: int) -> None:
+                if self._abandon.is_set():
+                    raise ReindexAbandonedError(
+                        "The bot is shutting down: the rebuild was abandoned, the old index kept."
+                    )
                 if progress:
                     loop.call_soon_threadsafe(progress, done, total)
 
@@ -229,5 +244,6 @@ class SearchService:
         return build_gallery_index(
             self.settings.gallery_dir, self.embedder, self.settings.index_dir,
             batch_size=self.settings.batch_size, max_pixels=self.settings.max_image_pixels,
-            progress=progress, detector=self.detector, check=checker(self.calibration, self.settings.confidence_threshold),
+            progress=progress, detector=self.detector,
+            check=checker(self.calibration, self.settings.confidence_threshold),
         )

@@ -5,6 +5,7 @@ Shared by the engine tests, the bot's end-to-end tests and the soak benchmark.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -41,6 +42,73 @@ def bmp_bomb(side: int = 50_000) -> bytes:
     return b"BM" + struct.pack("<IHHI", 14 + 40 + 16, 0, 0, 54) + info + b"\x00" * 16
 
 
+def png_of(width: int, height: int, colour_type: int = 2) -> bytes:
+    """A complete, valid 8-bit PNG of `width`×`height` black pixels (RGB by default), compressed as it streams."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour_type]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    row = b"\x00" * (1 + width * channels)
+    body = zlib.compressobj(9)
+    rows_per_step = max(1, (1 << 20) // len(row))
+    parts = [body.compress(row * min(rows_per_step, height - top)) for top in range(0, height, rows_per_step)]
+    chunks = [_png_chunk(b"IHDR", header)]
+    if colour_type == 3:
+        chunks.append(_png_chunk(b"PLTE", bytes(range(256)) * 3))
+    chunks += [_png_chunk(b"IDAT", b"".join(parts) + body.flush()), _png_chunk(b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def png_text_bomb(megabytes: int = 50) -> bytes:
+    """A small PNG whose zTXt chunk inflates to `megabytes` MB (Pillow reads at most MAX_TEXT_CHUNK)."""
+    png = _encoded("PNG")
+    text = zlib.compress(b"A" * (megabytes << 20), 9)
+    return png[:33] + _png_chunk(b"zTXt", b"Comment\x00\x00" + text) + png[33:]  # right after IHDR
+
+
+def many_scans_jpeg(scans: int = 2000) -> bytes:
+    """A progressive JPEG whose first scan repeats `scans` times (each repeat re-reads the whole picture)."""
+    out = io.BytesIO()
+    Image.effect_noise((64, 64), 64).convert("RGB").save(out, "JPEG", progressive=True, quality=90)
+    data = out.getvalue()
+    start = data.index(b"\xff\xda")
+    end = data.index(b"\xff\xc4", start)  # the next Huffman table: the first scan ends there
+    return data[:end] + data[start:end] * (scans - 1) + data[end:]
+
+
+def huge_metadata_jpeg(icc_megabytes: int = 4) -> bytes:
+    """A small JPEG carrying an `icc_megabytes` MB ICC profile (in 64 KB APP2 segments) and a full EXIF block."""
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 60_000  # ImageDescription: the EXIF segment near its 64 KB limit
+    exif[0x0112] = 1
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(out, "JPEG", icc_profile=bytes(icc_megabytes << 20), exif=exif.tobytes())
+    return out.getvalue()
+
+
+def long_gif(frames: int = 1000, side: int = 128) -> bytes:
+    """An animated GIF of `frames` frames, each a different colour."""
+    pictures = [Image.new("P", (side, side), number % 256) for number in range(frames)]
+    for picture in pictures:
+        picture.putpalette(bytes(range(256)) * 3)
+    out = io.BytesIO()
+    pictures[0].save(out, "GIF", save_all=True, append_images=pictures[1:], duration=20, optimize=False)
+    return out.getvalue()
+
+
+def big_jpeg(width: int, height: int, progressive: bool = False) -> bytes:
+    """A JPEG of `width`×`height` pixels (a grey gradient), baseline or progressive."""
+    gradient = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    out = io.BytesIO()
+    gradient.save(out, "JPEG", quality=80, progressive=progressive)
+    return out.getvalue()
+
+
+def big_webp(side: int) -> bytes:
+    """A `side`×`side` lossy WebP (a grey gradient)."""
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((side, side)).convert("RGB").save(out, "WEBP", quality=50)
+    return out.getvalue()
+
+
 def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (64, 48), **params: object) -> bytes:
     out = io.BytesIO()
     Image.new(mode, size, "red" if mode == "RGB" else 1).save(out, fmt, **params)
@@ -53,8 +121,9 @@ def _noisy_jpeg() -> bytes:
     return out.getvalue()
 
 
+@functools.cache
 def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
-    """Every hostile file: (name, bytes, the ImageError subclass it must raise)."""
+    """Every hostile file: (name, bytes, the ImageError subclass it must raise); each under `SMALL_LIMIT` bytes."""
     jpeg, png, webp, gif, bmp = (_noisy_jpeg(), _encoded("PNG"), _encoded("WEBP"), _encoded("GIF"), _encoded("BMP"))
     broken_png = bytearray(png)
     broken_png[-20] ^= 0xFF  # inside IDAT: CRC and data both wrong
@@ -82,4 +151,29 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("icon.ico", _encoded("ICO", size=(32, 32)), images.UnsupportedFormatError),
         ("portable.ppm", _encoded("PPM"), images.UnsupportedFormatError),
         ("targa.tga", _encoded("TGA"), images.UnsupportedFormatError),
+        ("wide-8000x200.png", png_of(8000, 200), images.AspectRatioError),
+        ("wide-30000x600.png", png_of(30_000, 600), images.AspectRatioError),
+        ("wide-40000x1000.png", png_of(40_000, 1000), images.AspectRatioError),
+        ("tall-1x40000.png", png_of(1, 40_000), images.AspectRatioError),
+        ("rgb-6000x5000.png", png_of(6000, 5000), images.TooManyPixelsError),  # 30 MP: too many to read as RGB
+        ("rgb-2400x2400.webp", big_webp(2400), images.TooManyPixelsError),  # 5.8 MP would take ~90 MB
+        ("text-bomb.png", png_text_bomb(), images.TruncatedImageError),
+        ("many-scans.jpg", many_scans_jpeg(), images.TooManyScansError),
+    ]
+
+
+@functools.cache
+def heavy() -> list[tuple[str, bytes]]:
+    """Files the loader must accept that cost the most memory or time to decode: (name, bytes)."""
+    return [
+        ("frames-1000.gif", long_gif()),
+        ("icc-4mb-exif-64kb.jpg", huge_metadata_jpeg()),
+        ("baseline-7000x5000.jpg", big_jpeg(7000, 5000)),
+        ("progressive-3000x3000.jpg", big_jpeg(3000, 3000, progressive=True)),
+        ("rgb-3200x3200.png", png_of(3200, 3200)),
+        ("rgba-2000x2000.png", png_of(2000, 2000, colour_type=6)),
+        ("grey-6000x6000.png", png_of(6000, 6000, colour_type=0)),
+        ("palette-6000x6000.png", png_of(6000, 6000, colour_type=3)),
+        ("wide-20to1-12000x600.png", png_of(12_000, 600)),
+        ("rgb-1700x1700.webp", big_webp(1700)),
     ]

@@ -96,8 +96,8 @@ class FakeServer:
                                      headers={"Retry-After": "1"})
         if fault == "500":
             return web.json_response({"status": 500, "type": "UpstreamException"}, status=500)
-        if fault == "slow":
-            await asyncio.sleep(1.0)
+        if fault == "slow":  # slower than any client timeout, however busy the machine: released at teardown
+            await self.release.wait()
         if fault == "hang":
             self.entered_hang.set()
             await self.release.wait()
@@ -280,7 +280,7 @@ async def test_waits_as_told_by_retry_after(fake: FakeServer, tmp_path: Path) ->
 async def test_retries_a_timeout(fake: FakeServer, tmp_path: Path) -> None:
     gon_killua(fake, pictures=1)
     fake.faults["/img/gon0.jpg"] = ["slow"]
-    options = parse_args(["--out", str(tmp_path), "--base-url", fake.url("/v4"), "--timeout", "0.3",
+    options = parse_args(["--out", str(tmp_path), "--base-url", fake.url("/v4"), "--timeout", "3",
                           "--characters", "Gon Freecss"])
     summary = await run(options, FAST)
     assert fake.hits["/img/gon0.jpg"] == 2 and fake.served["gon0.jpg"] == 1

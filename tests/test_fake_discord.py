@@ -17,7 +17,7 @@ from discord.ext import commands
 from hxhbot.discord_api import point_discord_at
 from tests.fake_discord import FakeDiscord
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)  # a hang guard, generous for a loaded machine
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 CHANNEL_MESSAGES = "/channels/{channel_id}/messages"
@@ -85,6 +85,8 @@ async def bot(server: FakeDiscord) -> AsyncIterator[_Bot]:
     await client.login(server.token)
     connection = asyncio.create_task(client.connect())
     await asyncio.wait_for(client.wait_until_ready(), 10)
+    while client.get_guild(server.guild_id) is None:  # ready waits 0.1 s for GUILD_CREATE: a busy machine is slower
+        await asyncio.sleep(0.01)
     yield client
     await client.close()
     await asyncio.wait_for(connection, 5)
@@ -218,9 +220,9 @@ async def test_rest_errors_are_discord_shaped_json(server: FakeDiscord) -> None:
 async def test_attachment_downloads_can_lie_and_stall(server: FakeDiscord) -> None:
     honest = server.add_attachment(PNG, "gon.png", "image/png", declared_size=1)
     short = server.add_attachment(PNG, "short.png", "image/png", content_length=10)
-    slow = server.add_attachment(PNG, "slow.png", "image/png", body_delay=5.0)
+    slow = server.add_attachment(PNG, "slow.png", "image/png", body_delay=60.0)
     assert honest["size"] == 1
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=0.3)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=2.0)) as session:
         async with session.get(honest["url"]) as response:
             assert response.content_type == "image/png" and await response.read() == PNG
         async with session.get(short["url"]) as response:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +15,10 @@ from PIL import Image
 
 from hxhbot import images
 from tests.conftest import encode
-from tests.hostile import SMALL_LIMIT, corpus
+from tests.hostile import SMALL_LIMIT, corpus, heavy
 
 RED = (220, 20, 20)
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.mark.timeout(10)
@@ -23,6 +29,41 @@ def test_hostile_file_gives_its_typed_error(name: str, data: bytes, expected: ty
     message = str(raised.value)
     assert message and message[0].isupper() and message.endswith("."), message
     assert isinstance(raised.value, images.ImageError) and raised.value.reason == expected.reason
+
+
+@pytest.mark.parametrize("name,data", heavy(), ids=[name for name, _ in heavy()])
+def test_heavy_files_decode(name: str, data: bytes) -> None:
+    array = images.load_image(data, 80)
+    assert array.shape == (80, 80, 3)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
+def test_every_decoding_stays_within_64_mb(tmp_path: Path) -> None:
+    files = [(name, data, kind.__name__) for name, data, kind in corpus() if kind is not images.ImageTooLargeError]
+    files += [(name, data, "accepted") for name, data in heavy()]  # at the default byte limit, not SMALL_LIMIT
+    for name, data, _ in files:
+        (tmp_path / name).write_bytes(data)
+    run = subprocess.run([sys.executable, "-m", "tests.decode_peak", "--size", "224", *(name for name, *_ in files)],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    peaks = {row["file"]: row for row in map(json.loads, run.stdout.splitlines())}
+    assert {name: row["outcome"] for name, row in peaks.items()} == {name: outcome for name, _, outcome in files}
+    assert all(row["peak_mb"] <= 64 for row in peaks.values()), peaks
+    assert peaks["grey-6000x6000.png"]["peak_mb"] > 30  # the 36 MB frame shows: the measure sees decoding
+
+
+def test_absurd_aspect_ratios_are_refused_before_decoding() -> None:
+    with pytest.raises(images.AspectRatioError, match="30000×600 pixels; send one at most 20 times longer"):
+        images.load_image(encode(Image.new("L", (30_000, 600)), "PNG"), 32)
+    assert images.load_image(encode(Image.new("RGB", (2000, 100), RED), "PNG"), 32).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_draft_size_shrinks_to_the_longer_side(fmt: str) -> None:
+    decoded = images.decode_image(encode(Image.new("RGB", (3000, 1000), RED), fmt), draft_size=200)
+    assert 200 <= decoded.width < 400 and decoded.height * 3 in range(decoded.width - 3, decoded.width + 4)
+    assert np.allclose(decoded.getpixel((100, 30)), RED, atol=12)
 
 
 def test_corpus_is_large_and_varied() -> None:

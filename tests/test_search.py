@@ -92,6 +92,9 @@ async def test_reindex_swaps_while_serving(service: SearchService, gallery: Path
     write_gallery(gallery, per_character=3, characters={"Zushi": (250, 120, 0)})
     progress: list[tuple[int, int]] = []
     query = (gallery / "Zushi" / "01.jpg").read_bytes()
+    release = threading.Event()
+    build = service._build
+    service._build = lambda report: (release.wait(60), build(report))[1]  # held open until the query is answered
     reindex = asyncio.create_task(service.reindex(lambda done, total: progress.append((done, total))))
     await asyncio.sleep(0)
     assert service.reindexing
@@ -99,6 +102,7 @@ async def test_reindex_swaps_while_serving(service: SearchService, gallery: Path
         await service.reindex()
     during = await service.identify(query)  # the old index answers meanwhile
     assert during.best.character != "Zushi"
+    release.set()
     summary = await reindex
     assert summary.characters == 5 and summary.images == 19 and summary.reused == 16
     assert progress[-1] == (19, 19)

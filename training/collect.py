@@ -157,7 +157,7 @@ class Collector:
     def _save(self, data: bytes, sha256: str, picture: Picture, character: Character, folder: str) -> None:
         """Validate the bytes with the engine's loader and save them as JPEG, or record why not."""
         try:
-            image = decode_image(data)
+            image = decode_image(data, max_decode_bytes=1 << 30)  # full resolution, offline
         except ImageError as error:
             self._fail(picture.url, str(error))
             self.manifest.mark_url(picture.url, "rejected", reason=str(error))

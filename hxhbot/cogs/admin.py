@@ -32,6 +32,7 @@ class Admin(commands.Cog):
                                                 ephemeral=True)
 
     @app_commands.command(name="reindex", description="Rebuild the index from the gallery (owner only)")
+    @app_commands.default_permissions(manage_guild=True)  # hidden from members; server managers see it
     @owner_only()
     async def reindex(self, interaction: discord.Interaction) -> None:
         """Rebuild in the background, report progress, swap the new index in."""

@@ -18,6 +18,7 @@ from hxhbot.teach import FeedbackView
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
 UNSURE = "🤷"
+BUSY = "⏳"  # too many images waiting: not the same as unsure
 MAX_EMBEDS = 10  # Discord's limit per message
 NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
 
@@ -34,10 +35,11 @@ class Watch(commands.Cog):
         if message.author.bot or message.channel.id not in self.bot.settings.watch_channel_ids:
             return
         sources = attachments.images_in(message)[:MAX_EMBEDS]
-        if not sources:
+        if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)
         embeds, files, problems, unsure, answered = [], [], [], [], []
+        busy = False
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
@@ -47,6 +49,7 @@ class Watch(commands.Cog):
                 continue
             except (BusyError, NotReadyError) as error:
                 log.info("skipped an image in #%s: %s", message.channel, error)
+                busy = busy or isinstance(error, BusyError)
                 continue
             reply = self.bot.render(result, filename=f"picture{number}.jpg", label=label, only_named=True)
             if reply.outcome is Outcome.NAMED:
@@ -68,6 +71,8 @@ class Watch(commands.Cog):
                 log.warning("could not reply in #%s: %s", message.channel, error)
         if unsure:
             await _react(message, UNSURE)
+        elif not embeds:
+            await _react(message, BUSY if busy else UNSURE)
 
     def feedback_view(self, result: Identification, source: ImageSource, sha256: str, asker_id: int) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""

@@ -30,7 +30,7 @@ from tests.bench.bench_engine import batched_throughput
 from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 from tests.conftest import character_image, encode
 from tests.fake_discord.server import FakeDiscord, FakeInteraction
-from tests.hostile import corpus
+from tests.hostile import corpus, heavy
 
 CALLBACK = "/interactions/{interaction_id}/{token}/callback"
 FOLLOWUP = "/webhooks/{app_id}/{token}"
@@ -135,8 +135,8 @@ async def reindex(server: FakeDiscord, gallery: Path, query: bytes) -> dict:
 
 
 async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrency: int, pid: int) -> dict:
-    """`total` mixed requests: valid images, hostile files, oversized declarations, non-images."""
-    hostile = corpus()
+    """`total` mixed requests: valid images, hostile and heavy files, oversized declarations, non-images."""
+    hostile = [(name, data) for name, data, _ in corpus()] + heavy()
     rng = random.Random(1)
     counts = {"answer": 0, "refusal": 0, "none": 0}
     semaphore = asyncio.Semaphore(concurrency)
@@ -147,7 +147,7 @@ async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrenc
             if roll < 0.5:
                 result = await whois(server, queries[number % len(queries)])
             elif roll < 0.7:
-                name, data, _ = hostile[number % len(hostile)]
+                name, data = hostile[number % len(hostile)]
                 result = await whois(server, data, name, "image/png")
             elif roll < 0.85:
                 result = await whois(server, queries[0], declared_size=64 * 1024 * 1024)
@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     """Run the bot benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/anime-faces-dev"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/hxh-dev"))
     parser.add_argument("--model", type=Path, default=Path("model"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--soak", type=int, default=2000)

@@ -384,23 +384,23 @@ class FakeDiscord:
         conn.live = False
         await conn.ws.close(code=code)
 
-    async def wait_until_ready(self, timeout: float = 10.0) -> None:
+    async def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Wait until the bot has identified and been sent READY and GUILD_CREATE."""
         await self._wait(lambda: all(any(e["t"] == "GUILD_CREATE" for e in session.events)
                                      for session in self._sessions), timeout, "IDENTIFY")
 
-    async def wait_for(self, predicate: Callable[[RecordedRequest], bool], timeout: float = 5.0) -> RecordedRequest:
+    async def wait_for(self, predicate: Callable[[RecordedRequest], bool], timeout: float = 30.0) -> RecordedRequest:
         """The first recorded request (past or coming) matching `predicate`."""
         return await self._wait(lambda: next(filter(predicate, self.requests), None), timeout, "a matching request")
 
-    async def wait_for_callback(self, token: str, timeout: float = 5.0) -> RecordedRequest:
+    async def wait_for_callback(self, token: str, timeout: float = 30.0) -> RecordedRequest:
         """The bot's interaction callback (initial response) for the interaction with `token`."""
         return await self.wait_for(
             lambda r: r.route == "/interactions/{interaction_id}/{token}/callback" and r.params["token"] == token,
             timeout,
         )
 
-    async def wait_for_followup(self, token: str, timeout: float = 5.0, index: int = 0) -> RecordedRequest:
+    async def wait_for_followup(self, token: str, timeout: float = 30.0, index: int = 0) -> RecordedRequest:
         """The bot's `index`-th follow-up message for the interaction with `token`."""
 
         def find() -> RecordedRequest | None:
@@ -413,7 +413,7 @@ class FakeDiscord:
 
         return await self._wait(find, timeout, f"follow-up #{index}")
 
-    async def wait_for_gateway_op(self, op: int, timeout: float = 5.0) -> Json:
+    async def wait_for_gateway_op(self, op: int, timeout: float = 30.0) -> Json:
         """The first gateway payload with opcode `op` the bot sent (2 IDENTIFY, 6 RESUME, ...)."""
         return await self._wait(
             lambda: next((p for p in self.gateway_received if p.get("op") == op), None), timeout, f"gateway op {op}"
