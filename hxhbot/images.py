@@ -14,6 +14,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})  
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_DECODE_BYTES = 48 * 1024 * 1024  # pixel memory one decoding may take: ≤ 64 MB peak (tests/test_images.py)
+TRUSTED_DECODE_BYTES = 512 * 1024 * 1024  # the owner's gallery and data sets: 4K pictures a stranger may not send
 MAX_ASPECT_RATIO = 20  # longer side / shorter side: beyond, the picture is a sliver once letterboxed
 MAX_JPEG_SCANS = 100  # a progressive JPEG re-reads its whole picture per scan: ~10 scans is usual
 BAND_BYTES = 4 * 1024 * 1024  # pixels converted to RGB at a time while shrinking
@@ -150,9 +151,12 @@ def load_image(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:
     """Decode image bytes into a `(size, size, 3)` float32 array of 0–255 RGB values."""
-    return to_array(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, draft_size=2 * size), size)
+    picture = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes,
+                           draft_size=2 * size)
+    return to_array(picture, size)
 
 
 def load_image_file(path: str | Path, size: int, **limits: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Train and evaluate every variant on the same seeded splits, and write the tables into training/README.md.
 
-python -m training.compare --data DIR [DIR ...] [--eval DIR ...] [--held-out DIR ...] --out runs/compare
+python -m training.compare --data DIR [DIR ...] [--eval DIR ...] [--held-out DIR ...] [--unseen 0.4] --out runs/compare
                            [--splits 3] [--variants ...] [--seed-epochs N]
 
 Each variant is trained once per split (seeds 0 … N−1, each keeping other characters of every folder
@@ -33,14 +33,14 @@ BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
 def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[str], epochs: dict[str, int | None],
-            splits: int = 3, held_out: list[Path] | tuple = (), **options: object) -> list[dict]:
+            splits: int = 3, held_out: list[Path] | tuple = (), unseen: float = 0.4, **options: object) -> list[dict]:
     """Train each variant on `splits` seeded splits, evaluate it on every folder, return one row per variant and folder."""
     out.mkdir(parents=True, exist_ok=True)
     split_files = []
     for seed in range(splits):
         split_files.append(out / f"split-{seed}.json")
         if not split_files[-1].is_file():
-            make_split(data, seed=seed, held_out=held_out).save(split_files[-1])
+            make_split(data, unseen, seed=seed, held_out=held_out).save(split_files[-1])
     results = out / "compare.json"
     kept = json.loads(results.read_text()) if results.is_file() else []
     rows = [row for row in kept if row["variant"] not in variants]  # variants not re-run keep their rows
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=3, help="seeded splits to average over")
     parser.add_argument("--held-out", type=Path, nargs="+", default=[],
                         help="folders none of whose characters are trained on (all unseen)")
+    parser.add_argument("--unseen", type=float, default=0.4,
+                        help="share of the other folders' characters kept out of training")
     parser.add_argument("--seed-epochs", type=int, default=200)
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.splits < 1:
         parser.error("--splits must be at least 1")
     rows = compare(args.data, evaluated, args.out, args.variants, {"seed": args.seed_epochs}, args.splits,
-                   args.held_out)
+                   args.held_out, args.unseen)
     table = markdown(rows)
     print(table)
     write_table(args.readme, table)
