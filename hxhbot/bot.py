@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot import attachments, first_run
+from hxhbot.answers import Identification
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
@@ -22,7 +23,7 @@ from hxhbot.feedback import FeedbackError, FeedbackStore
 from hxhbot.images import ImageError
 from hxhbot.model_dir import ModelError, WeightsUnavailableError
 from hxhbot.replies import Answer, answer
-from hxhbot.search import BusyError, Identification, NotReadyError, ReindexError, ReindexInProgressError, SearchService
+from hxhbot.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
 from hxhbot.stats import AnswerStats
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class HxhBot(commands.AutoShardedBot):
         )
 
     async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
-        """Check, download and identify one image, logging and counting the answer; also the image's SHA-256."""
+        """Check, download and identify one image, logging and counting its top answer; also the image's SHA-256."""
         started = time.perf_counter()
         assert self.search is not None
         if self.preparing is not None and not self.preparing.done() and not self.search.characters():
@@ -153,15 +154,15 @@ class HxhBot(commands.AutoShardedBot):
         seconds = time.perf_counter() - started
         best = result.best
         self.stats.add(best.character, best.score >= self.settings.confidence_threshold, seconds)
-        log.info("answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f",
-                 guild_id, command, seconds * 1000, best.character, best.score)
+        log.info("answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f characters=%d",
+                 guild_id, command, seconds * 1000, best.character, best.score, len(result.sightings))
         return result, hashlib.sha256(data).hexdigest()
 
-    async def render(self, result: Identification, filename: str = "match.jpg", label: str = "") -> Answer:
-        """The embed (and thumbnail file) answering one identified image."""
-        assert self.search is not None
-        thumbnail = await self.search.thumbnail(result.best.image)
-        return answer(result, self.settings.confidence_threshold, thumbnail, filename, label)
+    def render(self, result: Identification, filename: str = "picture.jpg", label: str = "",
+               only_named: bool = False) -> Answer:
+        """The embed (and preview file) answering one identified picture, at this bot's thresholds."""
+        return answer(result, self.settings.confidence_threshold, self.settings.unknown_threshold, filename, label,
+                      only_named)
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

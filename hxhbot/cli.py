@@ -8,9 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+from hxhbot.answers import Identification, identify
+from hxhbot.confidence import Calibration
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.detector import FaceDetector
 from hxhbot.gallery import GalleryError
+from hxhbot.gallery_check import checker
 from hxhbot.images import ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError
 from hxhbot.indexing import build_gallery_index
@@ -49,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     whois.add_argument("--top", type=int, help="characters per image (default TOP_K)")
     whois.add_argument("--model", type=Path, help="model folder (default MODEL_DIR)")
     whois.add_argument("--index", type=Path, help="index folder (default INDEX_DIR)")
-    whois.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    whois.add_argument("--json", action="store_true", help="one JSON object per image per line, an entry per character")
     whois.set_defaults(run=_whois)
     return parser
 
@@ -58,11 +61,12 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index and print a summary."""
     from hxhbot.embedder import Embedder
 
-    embedder = Embedder.load(args.model or settings.model_dir)
+    model_dir = args.model or settings.model_dir
+    embedder = Embedder.load(model_dir)
     _, summary = build_gallery_index(
         args.gallery or settings.gallery_dir, embedder, args.out or settings.index_dir,
         batch_size=settings.batch_size, max_pixels=settings.max_image_pixels, progress=_progress_bar,
-        detector=FaceDetector(),
+        detector=FaceDetector(), check=checker(Calibration.load(model_dir), settings.confidence_threshold),
     )
     print(file=sys.stderr)
     for path, reason in summary.skipped:
@@ -72,14 +76,16 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _whois(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the ranked characters for each image."""
+    """Print every character found in each image, ranked, with its outcome."""
     from hxhbot.embedder import Embedder
 
     top_k = args.top or settings.top_k
     if top_k < 1:
         print("error: --top must be at least 1", file=sys.stderr)
         return 2
-    embedder = Embedder.load(args.model or settings.model_dir)
+    model_dir = args.model or settings.model_dir
+    embedder = Embedder.load(model_dir)
+    calibration = Calibration.load(model_dir)
     index = GalleryIndex.load(args.index or settings.index_dir, embedder.fingerprint)
     detector = FaceDetector()
     failed = 0
@@ -92,12 +98,18 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
             reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
             _emit(args.json, {"image": str(path), "error": reason})
             continue
-        matches = index.rank(embedder.embed(views.arrays), top_k)
-        _emit(args.json, {
-            "image": str(path),
-            "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in matches],
-        })
+        result = identify(index.similarities(embedder.embed(views.arrays)), views.boxes, calibration, top_k)
+        _emit(args.json, {"image": str(path), "characters": _characters(result, settings)})
     return 1 if failed else 0
+
+
+def _characters(result: Identification, settings: Settings) -> list[dict]:
+    """One entry per character found: its box (shares of the picture; null: the whole picture), outcome, matches."""
+    return [{
+        "box": [round(value, 4) for value in (s.box.left, s.box.top, s.box.right, s.box.bottom)] if s.box else None,
+        "outcome": s.outcome(settings.confidence_threshold, settings.unknown_threshold).value,
+        "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in s.matches],
+    } for s in result.sightings]
 
 
 def _emit(as_json: bool, result: dict) -> None:
@@ -108,8 +120,11 @@ def _emit(as_json: bool, result: dict) -> None:
         print(f"{result['image']}: {result['error']}")
     else:
         print(f"{result['image']}:")
-        for rank, match in enumerate(result["matches"], 1):
-            print(f"  {rank}. {match['character']:<30} {match['score']:6.1%}  ({match['image']})")
+        for number, character in enumerate(result["characters"], 1):
+            where = "box " + ", ".join(f"{v:.2f}" for v in character["box"]) if character["box"] else "whole picture"
+            print(f"  character {number} ({where}): {character['outcome']}")
+            for rank, match in enumerate(character["matches"], 1):
+                print(f"    {rank}. {match['character']:<30} {match['score']:6.1%}  ({match['image']})")
 
 
 def _progress_bar(done: int, total: int) -> None:

@@ -32,7 +32,8 @@ class Settings:
     top_k: int = 5
     max_image_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    confidence_threshold: float = 0.5
+    confidence_threshold: float = 0.7
+    unknown_threshold: float = 0.2
     discord_api_base: str = DISCORD_API
     watch_channel_ids: frozenset[int] = field(default_factory=frozenset)
     owner_ids: frozenset[int] = field(default_factory=frozenset)
@@ -68,7 +69,8 @@ def load_settings(
         top_k=read("TOP_K", _ranged(int, 1, 25), 5),
         max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 8 * 1024 * 1024),
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
-        confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), 0.5),
+        confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), 0.7),
+        unknown_threshold=read("UNKNOWN_THRESHOLD", _ranged(float, 0.0, 1.0), 0.2),
         discord_api_base=read("DISCORD_API_BASE", _url, DISCORD_API),
         watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),
         owner_ids=read("OWNER_IDS", _id_set, frozenset()),

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
+from hxhbot.confidence import Calibration
+
 META_FILE = "index.json"
-SCORE_TEMPERATURE = 0.05  # softmax temperature over each character's best cosine similarity
+NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
 EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
 
 
@@ -49,7 +51,7 @@ class Neighbour:
 
 @dataclass(frozen=True)
 class CharacterMatch:
-    """A character ranked for a query: score in [0, 1], best gallery image and its similarity."""
+    """A character ranked for a query: calibrated probability of being right, best gallery image and its similarity."""
 
     character: str
     score: float
@@ -57,10 +59,25 @@ class CharacterMatch:
     image: str
 
 
-def character_scores(similarities: np.ndarray) -> np.ndarray:
-    """Scores in [0, 1] for characters from each one's best similarity to the picture."""
-    weights = np.exp((similarities - similarities.max()) / SCORE_TEMPERATURE)
-    return weights / weights.sum()
+@dataclass(frozen=True)
+class Similarities:
+    """For each view of a query, its best cosine similarity to each character of the gallery, and where."""
+
+    characters: list[str]
+    per_view: np.ndarray  # views × characters
+    images: list[list[str]]  # views × characters: the gallery image behind each similarity
+
+    def rank(self, views: tuple[int, ...] | list[int], calibration: Calibration, top_k: int) -> list[CharacterMatch]:
+        """The `top_k` characters for some of the views, by calibrated probability."""
+        rows = list(views)
+        per_view = self.per_view[rows]
+        if not self.characters:
+            return []
+        scores = calibration.probabilities(per_view)
+        best_view = per_view.argmax(axis=0)
+        order = np.lexsort((-per_view.max(axis=0), -scores))[:top_k]
+        return [CharacterMatch(self.characters[c], float(scores[c]), float(per_view[best_view[c], c]),
+                               self.images[rows[best_view[c]]][c]) for c in order]
 
 
 def annoy_settings(size: int) -> tuple[int, int]:
@@ -79,6 +96,11 @@ class GalleryIndex:
         self.meta = meta
         self.search_k = int(meta["search_k"])
         self.matrix = matrix  # the unit vectors, row per item, when exact search serves
+        self.names = sorted({item.character for item in items})
+        self._column = {name: column for column, name in enumerate(self.names)}
+        codes = np.array([self._column[item.character] for item in items], dtype=int)
+        self._order = np.argsort(codes, kind="stable")  # rows grouped by character, for per-character maxima
+        self._starts = np.flatnonzero(np.r_[True, np.diff(codes[self._order]) != 0]) if items else np.zeros(0, int)
 
     @property
     def fingerprint(self) -> str:
@@ -186,21 +208,30 @@ class GalleryIndex:
         )
         return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
 
-    def rank(self, vectors: np.ndarray, top_k: int = 5, neighbours: int = 100) -> list[CharacterMatch]:
-        """The `top_k` characters for a picture's view vectors, by each one's best similarity to any of them."""
-        best: dict[str, Neighbour] = {}
-        if not self.items:
-            return []
-        for vector in np.atleast_2d(vectors):
-            for near in self.nearest(vector, min(neighbours, len(self.items))):
-                if near.item.character not in best or near.similarity > best[near.item.character].similarity:
-                    best[near.item.character] = near
-        scores = character_scores(np.array([near.similarity for near in best.values()]))
-        ranked = sorted(zip(best.values(), scores), key=lambda pair: -pair[1])
-        return [
-            CharacterMatch(near.item.character, float(score), near.similarity, near.item.path)
-            for near, score in ranked[:top_k]
-        ]
+    def similarities(self, vectors: np.ndarray, exclude: str | None = None) -> Similarities:
+        """Each view's best similarity to every character (exact while the vectors are in memory; else among the
+        nearest `NEIGHBOURS` gallery views, other characters counting as -1); `exclude`: a gallery picture's checksum
+        whose own views are left out (leave-one-out)."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if self.matrix is not None:
+            similarity = vectors @ np.asarray(self.matrix).T
+            if exclude is not None:
+                similarity[:, [row for row, item in enumerate(self.items) if item.sha256 == exclude]] = -1.0
+            grouped = similarity[:, self._order]
+            per_view = np.maximum.reduceat(grouped, self._starts, axis=1)
+            rows = self._order[self._starts[None, :] + np.stack([
+                np.argmax(grouped[:, start:end], axis=1)
+                for start, end in zip(self._starts, np.r_[self._starts[1:], len(self.items)])], axis=1)]
+            images = [[self.items[row].path for row in view] for view in rows]
+            return Similarities(self.names, per_view, images)
+        per_view = np.full((len(vectors), len(self.names)), -1.0)
+        images = [[""] * len(self.names) for _ in vectors]
+        for view, vector in enumerate(vectors):
+            for near in self.nearest(vector, min(NEIGHBOURS, len(self.items))):
+                column = self._column[near.item.character]
+                if near.item.sha256 != exclude and near.similarity > per_view[view, column]:
+                    per_view[view, column], images[view][column] = near.similarity, near.item.path
+        return Similarities(self.names, per_view, images)
 
     def characters(self) -> dict[str, int]:
         """Every character in the index with its number of gallery images, by name."""

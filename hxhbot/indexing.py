@@ -15,6 +15,7 @@ import numpy as np
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
+from hxhbot.gallery_check import GalleryCheck
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.index_lock import index_writer
@@ -35,13 +36,12 @@ class BuildSummary:
     reused: int = 0
     seconds: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    check: GalleryCheck | None = None
 
     def describe(self) -> str:
         """One line for people."""
-        return (
-            f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, "
-            f"{self.seconds:.1f} s"
-        )
+        line = f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, {self.seconds:.1f} s"
+        return f"{line}; {self.check.describe()}" if self.check else line
 
 
 def build_gallery_index(
@@ -53,15 +53,16 @@ def build_gallery_index(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
     detector: FaceDetector | None = None,
+    check: Callable[[GalleryIndex], GalleryCheck] | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
-    """Embed every view of every readable gallery image and save the index; unreadable files are skipped."""
+    """Embed every view of every readable gallery image and save the index, then `check` it; unreadable files are skipped."""
     with index_writer(index_dir):  # one writer at a time: a second build is refused, the index left as it is
-        return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress, detector)
+        return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress, detector, check)
 
 
 def _build_gallery_index(
     gallery_dir: str | Path, embedder: Embedder, index_dir: str | Path, batch_size: int, max_pixels: int,
-    progress: Progress | None, detector: FaceDetector | None,
+    progress: Progress | None, detector: FaceDetector | None, check: Callable[[GalleryIndex], GalleryCheck] | None,
 ) -> tuple[GalleryIndex, BuildSummary]:
     """`build_gallery_index` under the writer lock."""
     started = time.perf_counter()
@@ -122,6 +123,7 @@ def _build_gallery_index(
     index.save(index_dir)
     summary.images = sum(item.view == 0 for item in items)
     summary.characters = len(index.characters())
+    summary.check = check(index) if check else None
     summary.seconds = time.perf_counter() - started
     log.info("indexed %s", summary.describe())
     return index, summary

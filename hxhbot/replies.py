@@ -1,4 +1,4 @@
-"""How answers look: one embed per image, a thumbnail of the closest gallery image, a reveal button."""
+"""How answers look: one embed per picture with its numbered preview, a line per character, a reveal button."""
 
 from __future__ import annotations
 
@@ -7,20 +7,21 @@ from dataclasses import dataclass
 
 import discord
 
-from hxhbot.search import Identification
+from hxhbot.answers import Identification, Outcome, Sighting
 
-COLOUR_SURE = discord.Colour.from_rgb(46, 160, 67)
-COLOUR_UNSURE = discord.Colour.from_rgb(230, 162, 60)
-THUMBNAIL = "match.jpg"
+COLOUR = {Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67), Outcome.UNSURE: discord.Colour.from_rgb(230, 162, 60),
+          Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120)}
+PREVIEW = "picture.jpg"
+TITLE = {Outcome.UNSURE: "Not sure who this is", Outcome.UNKNOWN: "No character I know"}
 
 
 @dataclass
 class Answer:
-    """An embed, the file its thumbnail refers to, and whether the bot is confident."""
+    """An embed, the preview file it shows, and the picture's outcome (named when any character is)."""
 
     embed: discord.Embed
     file: discord.File | None
-    confident: bool
+    outcome: Outcome
 
 
 def percent(score: float) -> str:
@@ -28,38 +29,73 @@ def percent(score: float) -> str:
     return f"{score * 100:.0f}%"
 
 
-def answer(
-    result: Identification, threshold: float, thumbnail: bytes | None, filename: str = THUMBNAIL, label: str = ""
-) -> Answer:
-    """The embed for one identified image (`label` names the image when a message has several)."""
-    best = result.best
-    confident = best.score >= threshold
-    if confident:
-        embed = discord.Embed(title=best.character, colour=COLOUR_SURE,
-                              description=f"**{percent(best.score)}** match")
-        others = result.matches[1:]
-        if others:
-            embed.add_field(name="Also possible", value=_lines(others), inline=False)
-        embed.set_footer(text="Thumbnail: the closest gallery image, to check by eye.")
+def picture_outcome(result: Identification, threshold: float, unknown: float) -> Outcome:
+    """Named when any character is named, else unsure when any is unsure, else unknown."""
+    outcomes = {sighting.outcome(threshold, unknown) for sighting in result.sightings}
+    return next(outcome for outcome in Outcome if outcome in outcomes)
+
+
+def answer(result: Identification, threshold: float, unknown: float, filename: str = PREVIEW, label: str = "",
+           only_named: bool = False) -> Answer:
+    """The embed for one identified picture (`label` names it when a message has several; `only_named`: leave out
+    the characters not named confidently, as in watched channels)."""
+    outcome = picture_outcome(result, threshold, unknown)
+    numbered = list(enumerate(result.sightings, 1))
+    if only_named:
+        numbered = [(n, s) for n, s in numbered if s.outcome(threshold, unknown) is Outcome.NAMED]
+    if len(result.sightings) == 1:
+        embed = _single(result.sightings[0], outcome, threshold)
     else:
-        embed = discord.Embed(
-            title="Not sure who this is", colour=COLOUR_UNSURE,
-            description=f"No character reaches {percent(threshold)} confidence "
-                        f"(best guess {percent(best.score)}). Press **Show candidates** to see the guesses.",
-        )
+        named = [s.best.character for _, s in numbered if s.outcome(threshold, unknown) is Outcome.NAMED]
+        embed = discord.Embed(title=", ".join(named) if named else TITLE[outcome], colour=COLOUR[outcome],
+                              description="\n".join(_line(n, s, threshold, unknown) for n, s in numbered))
+        if any(s.outcome(threshold, unknown) is Outcome.UNSURE for _, s in numbered):
+            embed.set_footer(text="Show candidates reveals my guesses for the others.")
     if label:
         embed.set_author(name=label)
     file = None
-    if thumbnail and confident:
-        file = discord.File(io.BytesIO(thumbnail), filename=filename)
+    if result.preview:
+        file = discord.File(io.BytesIO(result.preview), filename=filename)
         embed.set_thumbnail(url=f"attachment://{filename}")
-    return Answer(embed, file, confident)
+    return Answer(embed, file, outcome)
+
+
+def _single(sighting: Sighting, outcome: Outcome, threshold: float) -> discord.Embed:
+    """The embed of a picture with one character."""
+    best = sighting.best
+    if outcome is Outcome.NAMED:
+        embed = discord.Embed(title=best.character, colour=COLOUR[outcome], description=f"**{percent(best.score)}** sure")
+        others = sighting.matches[1:]
+        if others:
+            embed.add_field(name="Also possible", value=_candidates(others), inline=False)
+        return embed
+    if outcome is Outcome.UNSURE:
+        text = (f"No character reaches {percent(threshold)} (best guess {percent(best.score)}). "
+                f"Press **Show candidates** to see the guesses.")
+    else:
+        text = f"This looks like no character in my gallery (best guess only {percent(best.score)})."
+    return discord.Embed(title=TITLE[outcome], colour=COLOUR[outcome], description=text)
+
+
+def _line(number: int, sighting: Sighting, threshold: float, unknown: float) -> str:
+    """`**1.** Gon Freecss — 97%`, or what the bot makes of a character it cannot name."""
+    outcome = sighting.outcome(threshold, unknown)
+    if outcome is Outcome.NAMED:
+        return f"**{number}.** {sighting.best.character} — {percent(sighting.best.score)}"
+    if outcome is Outcome.UNSURE:
+        return f"**{number}.** not sure (best guess {percent(sighting.best.score)})"
+    return f"**{number}.** no character I know"
 
 
 def candidates_embed(result: Identification) -> discord.Embed:
-    """The low-confidence candidates, revealed on request."""
-    return discord.Embed(title="Low-confidence candidates", colour=COLOUR_UNSURE,
-                         description=_lines(result.matches))
+    """Every character's candidates, revealed on request."""
+    embed = discord.Embed(title="Low-confidence candidates", colour=COLOUR[Outcome.UNSURE])
+    if len(result.sightings) == 1:
+        embed.description = _candidates(result.sightings[0].matches)
+    else:
+        for number, sighting in enumerate(result.sightings, 1):
+            embed.add_field(name=f"{number}.", value=_candidates(sighting.matches), inline=False)
+    return embed
 
 
 def characters_embed(counts: dict[str, int]) -> discord.Embed:
@@ -75,22 +111,27 @@ def characters_embed(counts: dict[str, int]) -> discord.Embed:
                          description=text)
 
 
-def _lines(matches: list) -> str:
+def _candidates(matches: list) -> str:
     """`Name — 12%` lines."""
-    return "\n".join(f"{match.character} — {percent(match.score)}" for match in matches)
+    return "\n".join(f"{match.character} — {percent(match.score)}" for match in matches)[:1024]
 
 
 class RevealCandidates(discord.ui.View):
-    """A button under an unsure answer that shows its candidates to whoever presses it."""
+    """A button under an answer that shows its candidates, privately, to the member who asked."""
 
-    def __init__(self, result: Identification, timeout: float = 900) -> None:
+    def __init__(self, result: Identification, asker_id: int, timeout: float = 900) -> None:
         super().__init__(timeout=timeout)
         self.result = result
+        self.asker_id = asker_id
         self.message: discord.Message | discord.WebhookMessage | None = None
 
     @discord.ui.button(label="Show candidates", style=discord.ButtonStyle.secondary, emoji="🔎")
     async def reveal(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Send the candidates privately to the presser."""
+        """Send the candidates privately to the member who asked; anyone else is told so, privately."""
+        if interaction.user.id != self.asker_id:
+            await interaction.response.send_message("Only the member who asked can see the candidates.",
+                                                    ephemeral=True)
+            return
         await interaction.response.send_message(embed=candidates_embed(self.result), ephemeral=True)
 
     async def on_timeout(self) -> None:

@@ -6,24 +6,24 @@ import asyncio
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from hxhbot.answers import Identification, identify
+from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
-from hxhbot.detector import Box, FaceDetector
+from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError
-from hxhbot.images import ImageError, thumbnail_jpeg
-from hxhbot.index import CharacterMatch, GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.gallery_check import checker
 from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.manifest import add_to_gallery
 from hxhbot.views import Views, load_views
 
 log = logging.getLogger(__name__)
-THUMBNAIL_CACHE = 2048  # gallery thumbnails kept in memory (~15 KB each)
 
 
 class BusyError(RuntimeError):
@@ -46,19 +46,6 @@ class ReindexAbandonedError(ReindexError):
     """A rebuild stopped because the service is closing; the previous index is untouched."""
 
 
-@dataclass(frozen=True)
-class Identification:
-    """The ranked characters for one image, best first, and the faces found in it."""
-
-    matches: list[CharacterMatch]
-    faces: list[Box] = field(default_factory=list)
-
-    @property
-    def best(self) -> CharacterMatch:
-        """The top match."""
-        return self.matches[0]
-
-
 @dataclass
 class _Job:
     """One decoded image's views waiting for the next model call."""
@@ -72,9 +59,10 @@ class SearchService:
     """Decode, embed (micro-batched in a thread pool) and rank images against the live index."""
 
     def __init__(self, embedder: Embedder, index: GalleryIndex | None, settings: Settings,
-                 detector: FaceDetector | None = None) -> None:
+                 detector: FaceDetector | None = None, calibration: Calibration | None = None) -> None:
         self.embedder = embedder
         self.detector = detector or FaceDetector()
+        self.calibration = calibration or Calibration.load(settings.model_dir)
         self.index = index
         self.settings = settings
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="hxhbot-decode")
@@ -84,7 +72,6 @@ class SearchService:
         self._in_flight = 0
         self._reindex_lock = asyncio.Lock()
         self._batcher: asyncio.Task | None = None
-        self._thumbnails: OrderedDict[str, bytes] = OrderedDict()
         self._abandon = threading.Event()  # set: a running build stops at its next image
 
     @classmethod
@@ -93,20 +80,22 @@ class SearchService:
         embedder = Embedder.load(settings.model_dir, max_batch=settings.batch_size)
         embedder.warm_up()
         detector = FaceDetector()
+        calibration = Calibration.load(settings.model_dir)
         try:
             index = GalleryIndex.load(settings.index_dir, embedder.fingerprint)
         except GalleryIndexError as error:
             log.warning("%s", error)
-            index = cls._build_at_start(settings, embedder, detector)
-        return cls(embedder, index, settings, detector)
+            index = cls._build_at_start(settings, embedder, detector, calibration)
+        return cls(embedder, index, settings, detector, calibration)
 
     @staticmethod
-    def _build_at_start(settings: Settings, embedder: Embedder, detector: FaceDetector) -> GalleryIndex | None:
+    def _build_at_start(settings: Settings, embedder: Embedder, detector: FaceDetector,
+                        calibration: Calibration) -> GalleryIndex | None:
         """Build the index at start-up; without a usable gallery, start without one."""
         try:
             index, summary = build_gallery_index(
                 settings.gallery_dir, embedder, settings.index_dir, max_pixels=settings.max_image_pixels,
-                detector=detector,
+                detector=detector, check=checker(calibration, settings.confidence_threshold),
             )
         except (GalleryError, GalleryIndexError, OSError) as error:
             log.warning("starting without an index: %s", error)
@@ -144,7 +133,7 @@ class SearchService:
         return self.index.characters() if self.index else {}
 
     async def identify(self, data: bytes, top_k: int | None = None) -> Identification:
-        """Rank the characters for image bytes; raises `ImageError`, `BusyError` or `NotReadyError`."""
+        """Every character found in image bytes, each ranked; raises `ImageError`, `BusyError` or `NotReadyError`."""
         if self.index is None or len(self.index) == 0:
             raise NotReadyError("The gallery has not been indexed yet: the owner can run /reindex.")
         if self._in_flight >= self.settings.queue_size:
@@ -160,25 +149,10 @@ class SearchService:
         finally:
             self._in_flight -= 1
 
-    async def thumbnail(self, path: str) -> bytes | None:
-        """A small JPEG of a gallery image (cached), or None when it cannot be read any more."""
-        if path in self._thumbnails:
-            self._thumbnails.move_to_end(path)
-            return self._thumbnails[path]
-        try:
-            data = await asyncio.get_running_loop().run_in_executor(self._pool, thumbnail_jpeg, path)
-        except (OSError, ImageError) as error:
-            log.warning("no thumbnail for %s: %s", path, error)
-            return None
-        self._thumbnails[path] = data
-        if len(self._thumbnails) > THUMBNAIL_CACHE:
-            self._thumbnails.popitem(last=False)
-        return data
-
     def _decode(self, data: bytes) -> Views:
-        """Check and decode image bytes, find its faces, and cut the model's views of it."""
-        return load_views(data, self.embedder.input_size, self.detector,
-                          max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+        """Check and decode image bytes, find its faces, cut the model's views of it and draw its preview."""
+        return load_views(data, self.embedder.input_size, self.detector, max_bytes=self.settings.max_image_bytes,
+                          max_pixels=self.settings.max_image_pixels, preview=True)
 
     async def _run_batches(self) -> None:
         """Gather whatever images are waiting into one model call, again and again."""
@@ -204,12 +178,13 @@ class SearchService:
                     job.future.set_result(result)
 
     def _embed_and_rank(self, jobs: list[_Job]) -> list[Identification]:
-        """One model call for every view of the batch, then a ranking per image against the live index."""
+        """One model call for every view of the batch, then the answers per image against the live index."""
         vectors = self.embedder.embed(np.concatenate([job.views.arrays for job in jobs]))
         index, results, start = self.index, [], 0
         for job in jobs:
             count = len(job.views.arrays)
-            results.append(Identification(index.rank(vectors[start:start + count], job.top_k), job.views.boxes))
+            similarities = index.similarities(vectors[start:start + count])
+            results.append(identify(similarities, job.views.boxes, self.calibration, job.top_k, job.views.preview))
             start += count
         return results
 
@@ -234,7 +209,6 @@ class SearchService:
                 log.error("reindex failed, keeping the old index: %s", error)
                 raise ReindexError(f"The rebuild failed and the old index is still in use: {error}") from error
             self.index = index
-            self._thumbnails.clear()  # gallery files may have changed
             log.info("reindexed: %s", summary.describe())
             return summary
 
@@ -271,4 +245,5 @@ class SearchService:
             self.settings.gallery_dir, self.embedder, self.settings.index_dir,
             batch_size=self.settings.batch_size, max_pixels=self.settings.max_image_pixels,
             progress=progress, detector=self.detector,
+            check=checker(self.calibration, self.settings.confidence_threshold),
         )

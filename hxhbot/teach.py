@@ -12,7 +12,8 @@ from hxhbot.bot import HxhBot, send_private
 from hxhbot.feedback import FeedbackStore, Verdict
 from hxhbot.images import ImageError
 from hxhbot.replies import RevealCandidates
-from hxhbot.search import BusyError, Identification, NotReadyError
+from hxhbot.answers import Identification
+from hxhbot.search import BusyError, NotReadyError
 
 log = logging.getLogger(__name__)
 MENU_SIZE = 25  # Discord's limit of options in a select menu
@@ -26,11 +27,11 @@ def candidates(ranked: Identification, answer: str, known: list[str]) -> list[st
 
 
 class FeedbackView(RevealCandidates):
-    """Right / Wrong under an answer, plus "Show candidates" when the bot is unsure."""
+    """Right / Wrong under an answer (about the picture's top answer), plus "Show candidates" when none is named."""
 
     def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, confident: bool,
-                 timeout: float = 900) -> None:
-        super().__init__(result, timeout)
+                 asker_id: int, timeout: float = 900) -> None:
+        super().__init__(result, asker_id, timeout)
         self.bot = bot
         self.source = source  # the picture's bytes are not kept: "Wrong" downloads them again
         self.sha256 = sha256

@@ -9,16 +9,18 @@ from PIL import Image
 
 from hxhbot.detector import DECODE_SIDE, Box, FaceDetector
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode_image, to_array
+from hxhbot.preview import numbered_preview
 
 DETAIL = 4  # decode at least this many times the input size a side, so a face a quarter as wide keeps its detail
 
 
 @dataclass(frozen=True)
 class Views:
-    """The model's input arrays for one picture (row 0: the whole frame; row i: `boxes[i - 1]`)."""
+    """The model's input arrays for one picture (row 0: the whole frame; row i: `boxes[i - 1]`, left to right)."""
 
     arrays: np.ndarray
     boxes: list[Box]
+    preview: bytes | None = None  # with `preview=True`: a small JPEG of the picture, box i numbered i + 1
 
 
 def picture_views(picture: Image.Image, boxes: list[Box], size: int) -> np.ndarray:
@@ -28,9 +30,10 @@ def picture_views(picture: Image.Image, boxes: list[Box], size: int) -> np.ndarr
 
 
 def load_views(data: bytes, size: int, detector: FaceDetector | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Views:
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+               preview: bool = False) -> Views:
     """Decode image bytes, find its faces (none without a detector) and return the model's views of it."""
     picture = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes,
                            draft_size=max(DETAIL * size, DECODE_SIDE))
-    boxes = detector.detect(picture) if detector else []
-    return Views(picture_views(picture, boxes, size), boxes)
+    boxes = sorted(detector.detect(picture), key=lambda box: box.left) if detector else []
+    return Views(picture_views(picture, boxes, size), boxes, numbered_preview(picture, boxes) if preview else None)

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from hxhbot.bot import HxhBot
+from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
 from hxhbot.index_lock import index_writer
@@ -105,24 +106,35 @@ async def test_whois_names_the_character_with_a_thumbnail(server: FakeDiscord, b
     assert callback.json["type"] == 5  # deferred at once
     followup = await server.wait_for_followup(interaction.token, timeout=60)
     embed = _embed(followup)
-    assert embed["title"] == "Killua Zoldyck" and embed["description"].endswith("%** match")
-    assert embed["thumbnail"]["url"] == "attachment://match.jpg"
+    assert embed["title"] == "Killua Zoldyck" and embed["description"].endswith("%** sure")
+    assert embed["thumbnail"]["url"] == "attachment://picture.jpg"  # the picture itself, boxes numbered
     assert Image.open(io.BytesIO(followup.files[0].data)).format == "JPEG"
     assert "Also possible" in [field["name"] for field in embed["fields"]]
 
 
-async def test_unsure_answer_reveals_candidates_on_request(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0)
+async def test_unsure_answer_reveals_candidates_to_the_asker_only(server: FakeDiscord, bot: HxhBot,
+                                                                  gallery: Path) -> None:
+    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
     interaction = await _whois(server, _image(gallery, "Kurapika"))
     followup = await server.wait_for_followup(interaction.token, timeout=60)
-    assert _embed(followup)["title"] == "Not sure who this is" and not followup.files
+    assert _embed(followup)["title"] == "Not sure who this is" and len(followup.files) == 1  # its preview
     button = followup.json["components"][0]["components"][0]
     assert button["label"] == "Show candidates"
     message = server.messages[max(interaction.message_ids)]
+    other = await server.send_component(button["custom_id"], message, user_id=server.owner_id)
+    refused = await server.wait_for_callback(other.token)
+    assert refused.json["data"]["flags"] & EPHEMERAL and "Only the member who asked" in refused.json["data"]["content"]
     click = await server.send_component(button["custom_id"], message)
     reply = await server.wait_for_callback(click.token)
     assert reply.json["type"] == 4 and reply.json["data"]["flags"] & EPHEMERAL
     assert "Kurapika" in reply.json["data"]["embeds"][0]["description"]
+
+
+async def test_no_character_i_know(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=1.0)
+    interaction = await _whois(server, _image(gallery, "Kurapika"))
+    embed = _embed(await server.wait_for_followup(interaction.token, timeout=60))
+    assert embed["title"] == "No character I know" and "no character in my gallery" in embed["description"]
 
 
 async def test_context_menu_on_a_message_with_an_image(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
@@ -146,7 +158,7 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
     assert reaction.params["emoji"] == "🔍"
     reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
     assert [e["title"] for e in reply.json["embeds"]] == ["Leorio Paradinight", "Kurapika"]
-    assert len(reply.files) == 2
+    assert len(reply.files) == 2 and not reply.json.get("content")
 
     ignored = [await server.post_message(watched, "bot art", attachments=[images[0]], bot=True),
                await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]])]
@@ -193,6 +205,30 @@ def _replied_to(request) -> str | None:
     return str(reference["message_id"]) if "message_id" in reference else None
 
 
+async def test_watched_channel_answers_each_picture_and_shrugs_at_the_unsure(
+        server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=0.5, unknown_threshold=0.0)
+    bot.search.calibration = Calibration((-1e4 * 0.9999, 1e4, 0.0, 0.0, 0.0), background=-1.0)  # only a copy is sure
+    stripes = Image.new("RGB", (96, 96), "white")
+    stripes.paste((0, 0, 0), (0, 0, 48, 96))
+    watched = server.channel_ids[1]
+    images = [server.add_attachment(_image(gallery, "Gon Freecss"), "gon.jpg", "image/jpeg"),
+              server.add_attachment(encode(stripes), "stripes.jpg", "image/jpeg")]
+    message = await server.post_message(watched, "two pictures", attachments=images)
+    reply = await server.wait_for(
+        lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
+        and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=60)
+    assert [e["title"] for e in reply.json["embeds"]] == ["Gon Freecss"]
+    assert reply.json["content"] == "Image 2: 🤷 not sure who this is."
+    await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == message["id"]
+                          and r.params["emoji"] == "🤷", timeout=60)
+    alone = await server.post_message(watched, "just stripes", attachments=[images[1]])
+    await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == alone["id"]
+                          and r.params["emoji"] == "🤷", timeout=60)
+    assert not [r for r in server.requests if r.route == "/channels/{channel_id}/messages" and r.method == "POST"
+                and str((r.json or {}).get("message_reference", {}).get("message_id")) == alone["id"]]
+
+
 async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     refused = await server.send_slash_command("reindex")
     answer = await server.wait_for_callback(refused.token)
@@ -217,7 +253,7 @@ async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, b
     done = await server.wait_for(
         lambda r: r.route == WEBHOOK_MESSAGE and r.params["token"] == owner.token
         and "Index rebuilt" in (r.json or {}).get("content", ""), timeout=60)
-    assert "5 characters, 19 images" in done.json["content"]
+    assert "5 characters, 19 images" in done.json["content"] and "gallery check" in done.json["content"]
     after = await _whois(server, _image(gallery, "Zushi", 2))
     assert _embed(await server.wait_for_followup(after.token, timeout=60))["title"] == "Zushi"
 

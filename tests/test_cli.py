@@ -29,7 +29,7 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     (gallery / "Kurapika" / "bad.png").write_bytes(b"not a png")
     built = run("index", "--gallery", str(gallery), env=env)
     assert built.returncode == 0, built.stderr
-    assert "4 characters, 16 images, 1 skipped" in built.stdout
+    assert "4 characters, 16 images, 1 skipped" in built.stdout and "gallery check" in built.stdout
     assert "bad.png: This file is not an image." in built.stderr and "indexing [" in built.stderr
 
     junk = tmp_path / "junk.jpg"
@@ -39,9 +39,12 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     assert answer.returncode == 1  # some images could not be read
     lines = [json.loads(line) for line in answer.stdout.splitlines()]
     assert lines[0]["image"] == str(query)
-    assert [m["character"] for m in lines[0]["matches"]][0] == "Leorio Paradinight"
-    assert len(lines[0]["matches"]) == 2 and lines[0]["matches"][0]["image"].endswith("03.jpg")
-    assert all(0 <= m["score"] <= 1 for m in lines[0]["matches"])
+    [character] = lines[0]["characters"]  # no face in a generated picture: the whole picture is one character
+    assert character["box"] is None and character["outcome"] in ("named", "unsure", "unknown")
+    matches = character["matches"]
+    assert matches[0]["character"] == "Leorio Paradinight"
+    assert len(matches) == 2 and matches[0]["image"].endswith("03.jpg")
+    assert all(0 <= m["score"] <= 1 for m in matches)
     assert lines[1] == {"image": str(junk), "error": "The file is empty (0 bytes)."}
     assert "No such file" in lines[2]["error"]
 

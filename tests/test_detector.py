@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hxhbot.confidence import DEFAULT
 from hxhbot.detector import Box, FaceDetector
 from hxhbot.index import GalleryIndex, GalleryItem
 from hxhbot.views import load_views, picture_views
@@ -57,4 +58,5 @@ def test_a_face_seen_in_any_view_ranks_its_character() -> None:
     index = GalleryIndex.build(np.stack([a, whole, b]), items, "fp")
     assert index.characters() == {"A": 1, "B": 1}, "views are not counted as pictures"
     query = np.stack([a * 0.2 + whole, b + 0.05 * a])  # the frame looks unlike A; its face is B's
-    assert index.rank(query / np.linalg.norm(query, axis=1, keepdims=True), 2)[0].character == "B"
+    found = index.similarities(query / np.linalg.norm(query, axis=1, keepdims=True))
+    assert found.rank((0, 1), DEFAULT, 2)[0].character == "B"

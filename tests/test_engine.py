@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hxhbot import embedder as embedder_module
+from hxhbot.confidence import DEFAULT
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, scan_gallery
 from hxhbot.images import load_image_file
@@ -68,7 +69,7 @@ def test_build_skips_unreadable_files(gallery: Path, embedder: Embedder, tmp_pat
     assert (summary.characters, summary.images, len(summary.skipped)) == (4, 16, 2)
     assert {Path(path).name for path, _ in summary.skipped} == {"broken.jpg", "empty.png"}
     query = load_image_file(gallery / "Killua Zoldyck" / "02.jpg", embedder.input_size)
-    best = index.rank(embedder.embed(query)[0], 3)[0]
+    best = index.similarities(embedder.embed(query)).rank([0], DEFAULT, 3)[0]
     assert best.character == "Killua Zoldyck" and best.image.endswith("02.jpg")
     assert GalleryIndex.load(tmp_path / "index", embedder.fingerprint).characters()["Kurapika"] == 4
 

@@ -107,11 +107,12 @@ def test_every_acknowledged_correction_survives_kill_9(tmp_path: Path) -> None:
 
 
 def test_correction_menu_offers_the_closest_characters_first_and_fits_discord() -> None:
+    from hxhbot.answers import Identification, Sighting
     from hxhbot.index import CharacterMatch
-    from hxhbot.search import Identification
     from hxhbot.teach import MENU_SIZE, candidates
 
-    ranked = Identification([CharacterMatch(name, 0.1, 0.5, "x.jpg") for name in ("Gon", "Hisoka", "Illumi")])
+    ranked = Identification([Sighting(None, [CharacterMatch(name, 0.1, 0.5, "x.jpg")
+                                             for name in ("Gon", "Hisoka", "Illumi")])])
     known = [f"Character {n:02d}" for n in range(40)] + ["Hisoka", "Gon"]
     names = candidates(ranked, "Gon", known)
     assert names[:3] == ["Hisoka", "Illumi", "Character 00"] and "Gon" not in names

@@ -12,6 +12,7 @@ from hxhbot.index import (
     GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
     annoy_settings,
 )
+from hxhbot.confidence import DEFAULT
 from tests.bench.bench_index import clustered
 
 
@@ -64,16 +65,19 @@ def test_new_index_replaces_old_while_old_stays_usable(tmp_path: Path) -> None:
     assert len(GalleryIndex.load(tmp_path, "fp")) == 60
 
 
-def test_rank_scores_characters() -> None:
+def test_similarities_per_character_exact_and_by_annoy() -> None:
     vectors = clustered(100, 16)
     index = GalleryIndex.build(vectors, _items(100), "fp")
-    matches = index.rank(vectors[30], top_k=3)
-    assert matches[0].character == "char1" and matches[0].image == "g/30.jpg"
-    assert matches[0].similarity == pytest.approx(1.0, abs=1e-5)
-    assert all(0.0 <= m.score <= 1.0 for m in matches)
+    found = index.similarities(vectors[[30, 70]])
+    assert found.characters == ["char0", "char1", "char2", "char3"] and found.per_view.shape == (2, 4)
+    assert found.per_view[0].argmax() == 1 and found.images[0][1] == "g/30.jpg"
+    assert found.per_view[0, 1] == pytest.approx(1.0, abs=1e-5)
+    matches = found.rank([0], DEFAULT, top_k=3)
+    assert matches[0].character == "char1" and matches[0].image == "g/30.jpg" and len(matches) == 3
     assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
-    assert len({m.character for m in matches}) == len(matches)
-    assert sum(m.score for m in index.rank(vectors[30], top_k=100)) == pytest.approx(1.0, abs=1e-5)
+    index.matrix = None  # Annoy: the same best similarities among the nearest neighbours
+    by_annoy = index.similarities(vectors[[30, 70]])
+    assert np.allclose(by_annoy.per_view, found.per_view, atol=1e-4) and by_annoy.images == found.images
     assert index.characters() == {f"char{c}": 25 for c in range(4)}
 
 

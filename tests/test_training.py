@@ -14,7 +14,9 @@ from hxhbot.embedder import Embedder
 from training import compare as compare_cli
 from training import evaluate as evaluate_cli
 from training.data import Split, load_arrays, make_split, pk_batches, source_groups
-from training.metrics import picture_similarity, retrieval_figures
+from hxhbot.confidence import Calibration
+from training import calibrate
+from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities
 from training.model import PALETTE_LEVELS, VARIANTS, build, build_hunter, build_seed, colour_histogram
 from training.train import train
 from tests.conftest import encode, write_gallery
@@ -224,11 +226,12 @@ def test_retrieval_figures_rank_characters_by_their_best_picture() -> None:
     similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon first
                            [0.70, 0.6, 0.75, 0.69],   # gon second, after killua
                            [0.3, 0.2, 0.8, 0.4]])     # gon third
-    figures = retrieval_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), threshold=0.5)
+    answers = (np.array([0.9, 0.2, 0.6]), np.array([True, False, False]))  # the bot's calibrated answers
+    figures = retrieval_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), 0.5, answers)
     assert figures["top1"] == 1 / 3 and figures["top5"] == 1.0 and figures["rank_histogram"] == {"1": 1, "2": 1, "3": 1}
-    assert figures["map@r"] == (1.0 + 0.25 + 0.0) / 3  # R = 2 gon pictures: average precision over the first two
-    assert figures["per_character"] == {"gon": 0.333}  # rounded for the report
-    assert figures["confident"] == 1.0 and figures["confident_top1"] == 1 / 3  # every row clears 0.5; row 1 is right
+    assert figures["map@r"] == pytest.approx((1.0 + 0.25 + 0.0) / 3)  # R = 2: (0 + 1/2) / 2 on the second row
+    assert figures["per_character"] == {"gon": 0.333}
+    assert figures["confident"] == 2 / 3 and figures["confident_top1"] == 0.5  # rows 1 and 3 clear the bar
 
 
 def test_picture_similarity_is_the_best_over_views() -> None:
@@ -236,6 +239,33 @@ def test_picture_similarity_is_the_best_over_views() -> None:
     gallery = np.eye(4)[[1, 3, 2]]  # picture 0 has view 1; picture 1 has views 3 and 2
     similarity = picture_similarity(queries, np.array([0, 0, 1]), gallery, np.array([0, 1, 1]))
     assert similarity.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_the_bot_answers_each_face_with_its_calibrated_confidence() -> None:
+    queries = np.eye(4)[[0, 1, 2, 3, 3]]  # picture 0: whole frame + one face; picture 1: whole + two faces
+    gallery = np.eye(4)[[1, 2, 3]]
+    gallery_labels = np.array(["gon", "killua", "kurapika"])
+    per_view = view_similarities(queries, np.array([0, 0, 1, 1, 1]), gallery, np.array([0, 1, 2]), gallery_labels)
+    assert [v.shape for v in per_view] == [(2, 3), (3, 3)] and per_view[0][1].tolist() == [1.0, 0.0, 0.0]
+    calibration = Calibration((-5.0, 10.0, 0.0, 0.0, 0.0), background=0.0)
+    probability, right = bot_answers(per_view, np.unique(gallery_labels), ["gon", None], calibration)
+    assert probability[0] == pytest.approx(1 / (1 + np.exp(-5))) and right.tolist() == [True, False]
+
+
+def test_calibration_fit_separates_right_from_wrong_answers() -> None:
+    rng = np.random.default_rng(0)
+    answers = calibrate.Answers(5, 0, [], [], ["a", "b"], [])
+    for group, label, top in [("known", "a", 0.9), ("missing", "c", 0.55), ("negative", None, 0.4)] * 40:
+        answers.groups.append(group)
+        answers.labels.append(label)
+        answers.per_view.append(np.array([[top + rng.normal(0, 0.03), 0.3 + rng.normal(0, 0.03)]]))
+    fitted = calibrate.fit([answers])
+    probability, right = calibrate.outcomes(fitted, answers)
+    groups = np.array(answers.groups)
+    assert probability[groups == "known"].min() > 0.9 and probability[groups != "known"].max() < 0.1
+    assert right[groups == "known"].all() and fitted.background == pytest.approx(0.4, abs=0.05)
+    rows = calibrate.figures(fitted, [answers], 0.5, 0.2)
+    assert rows[0]["known_sure"] == 1.0 and rows[0]["missing_sure"] == 0.0 and rows[0]["negative_unknown"] == 1.0
 
 
 def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

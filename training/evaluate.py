@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from hxhbot.confidence import DEFAULT, Calibration  # noqa: E402
 from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
@@ -25,7 +26,7 @@ from hxhbot.images import TRUSTED_DECODE_BYTES, ImageError  # noqa: E402
 from hxhbot.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
 from hxhbot.views import load_views  # noqa: E402
 from training.data import Split  # noqa: E402
-from training.metrics import picture_similarity, retrieval_figures  # noqa: E402
+from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities  # noqa: E402
 
 GROUPS = ("seen", "unseen")
 PARTS = {"shape": "shape_normalise", "colour": "colour_normalise"}  # the hunter's two frozen descriptions
@@ -52,8 +53,11 @@ def embed_pictures(embedder: Embedder, paths: list[str], detector: FaceDetector 
 
 
 def evaluate(embedder: Embedder, split: Split, folder: str | Path | None = None, threshold: float | None = None,
-             detector: FaceDetector | None = None) -> dict:
-    """Figures per group (seen, unseen) for the queries of `folder`, ranked against the gallery of all its characters."""
+             detector: FaceDetector | None = None, calibration: Calibration = DEFAULT) -> dict:
+    """Figures per group (seen, unseen) for the queries of `folder`, ranked against the gallery of all its characters.
+
+    "sure" and "right" are the bot's behaviour: its calibrated confidence against `threshold` (CONFIDENCE_THRESHOLD).
+    """
     threshold = load_settings().confidence_threshold if threshold is None else threshold
     (gallery_paths, gallery_labels), queries = split.evaluation(folder)
     gallery, gallery_owner = embed_pictures(embedder, gallery_paths, detector)
@@ -64,7 +68,10 @@ def evaluate(embedder: Embedder, split: Split, folder: str | Path | None = None,
             continue
         vectors, owner = embed_pictures(embedder, query_paths, detector)
         similarity = picture_similarity(vectors, owner, gallery, gallery_owner)
-        figures = retrieval_figures(similarity, np.array(gallery_labels), np.array(query_labels), threshold)
+        labels = np.array(gallery_labels)
+        answers = bot_answers(view_similarities(vectors, owner, gallery, gallery_owner, labels), np.unique(labels),
+                              query_labels, calibration)
+        figures = retrieval_figures(similarity, labels, np.array(query_labels), threshold, answers)
         figures["ranks"] = [{"query": path, "character": label, "rank": int(rank)}
                             for path, label, rank in zip(query_paths, query_labels, figures.pop("_ranks"))]
         figures["_retrieval"] = (gallery_paths, gallery_labels, query_paths, query_labels, similarity)
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.data:
         if not split.characters_of(folder):
             parser.error(f"{folder} is not one of the split's folders: {sorted(set(split.folders.values()))}")
-        report = evaluate(embedder, split, folder, threshold, detector)
+        report = evaluate(embedder, split, folder, threshold, detector, Calibration.load(args.model))
         baseline = evaluate(baseline_embedder, split, folder, threshold, detector)
         contact_sheet(report, args.sheet or args.json.with_name(f"{args.json.stem}-{folder.name}.png"))
         result[str(folder)] = {"model_figures": _public(report), "pretrained_baseline": _public(baseline)}

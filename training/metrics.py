@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hxhbot.index import character_scores
+from hxhbot.confidence import Calibration, subject_views
 
 
 def picture_similarity(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray,
@@ -22,9 +22,39 @@ def best_per_character(similarity: np.ndarray, gallery_labels: np.ndarray) -> tu
     return classes, np.stack([similarity[:, gallery_labels == c].max(axis=1) for c in classes], axis=1)
 
 
+def view_similarities(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray, gallery_owner: np.ndarray,
+                      gallery_labels: np.ndarray) -> list[np.ndarray]:
+    """Per query picture, each of its views' best similarity to each character (sorted): views × characters."""
+    classes = np.unique(gallery_labels)
+    column_class = np.searchsorted(classes, np.asarray(gallery_labels)[gallery_owner])
+    order = np.argsort(column_class, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(column_class[order]) != 0])
+    per_class = np.maximum.reduceat((queries @ gallery.T)[:, order], starts, axis=1)
+    query_starts = np.flatnonzero(np.r_[True, query_owner[1:] != query_owner[:-1]])
+    return np.split(per_class, query_starts[1:])
+
+
+def bot_answers(per_view: list[np.ndarray], classes: np.ndarray, labels: list, calibration: Calibration
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per picture, as the bot answers it: the probability of its most confident answer and whether that is right."""
+    probability, right = np.zeros(len(per_view)), np.zeros(len(per_view), bool)
+    for number, (views, label) in enumerate(zip(per_view, labels)):
+        best, correct = -1.0, False
+        for rows in subject_views(len(views) - 1):
+            scores = calibration.probabilities(views[list(rows)])
+            top = int(np.argmax(scores))
+            if scores[top] > best:
+                best, correct = float(scores[top]), label is not None and classes[top] == label
+        probability[number], right[number] = best, correct
+    return probability, right
+
+
 def retrieval_figures(similarity: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray,
-                      threshold: float) -> dict:
-    """Top-1/top-5 character, mAP@R over gallery pictures, per-character top-1, and the bot's confidence."""
+                      threshold: float, answers: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Top-1/top-5 character, mAP@R over gallery pictures, per-character top-1, and the bot's confidence.
+
+    `answers`: per query, the probability of the bot's most confident answer and whether it is right (`bot_answers`).
+    """
     classes, best = best_per_character(similarity, gallery_labels)
     right = best[np.arange(len(query_labels)), np.searchsorted(classes, query_labels)]
     ranks = 1 + (best > right[:, None]).sum(axis=1)
@@ -34,9 +64,8 @@ def retrieval_figures(similarity: np.ndarray, gallery_labels: np.ndarray, query_
         relevant = int(row.sum())
         precision = np.cumsum(row[:relevant]) / np.arange(1, relevant + 1)
         average_precision.append(float((precision * row[:relevant]).sum() / relevant) if relevant else 0.0)
-    scores = np.stack([character_scores(row) for row in best])
-    confident = scores.max(axis=1) >= threshold
-    correct = classes[best.argmax(axis=1)] == query_labels
+    probability, correct = answers
+    confident = probability >= threshold
     return {
         "queries": int(len(query_labels)),
         "characters": int(len(classes)),

@@ -29,8 +29,8 @@ def help_embed(bot: HxhBot) -> discord.Embed:
     embed = discord.Embed(
         title="Who's that Hunter?",
         description=f"I tell which *Hunter × Hunter* character is in a picture: screenshots, fan art, cosplay. "
-                    f"I compare it with a gallery of {known} characters and show my best match, its score and the "
-                    f"closest gallery picture to check by eye.",
+                    f"I compare each character in it with a gallery of {known} characters and answer for each, "
+                    f"numbered on a thumbnail of your picture.",
     )
     embed.add_field(name="Commands", inline=False, value="\n".join([
         "`/whois image:` — who is in the attached picture",
@@ -40,8 +40,10 @@ def help_embed(bot: HxhBot) -> discord.Embed:
         "Owners: `/reindex` rebuilds the index, `/review` checks members' corrections, `/stats` shows how I do.",
     ]))
     embed.add_field(name="How sure I am", inline=False, value=(
-        f"I name a character only when my score reaches **{percent(settings.confidence_threshold)}**; below that "
-        f"I say I'm not sure and **Show candidates** reveals my guesses. Scores of all candidates add up to 100%."))
+        f"A score is how likely my answer is right. I name a character from "
+        f"**{percent(settings.confidence_threshold)}**; below that I say I'm not sure and **Show candidates** "
+        f"reveals my guesses to whoever asked; below **{percent(settings.unknown_threshold)}** I say it is no "
+        f"character I know. Several characters in one picture each get a numbered box and a line."))
     embed.add_field(name="Teach me", inline=False, value=(
         "Press **Right** or **Wrong** under an answer. After **Wrong**, pick who it really is: once the owner "
         "approves, I recognise that picture from then on."))

@@ -1,4 +1,4 @@
-"""Images posted in watched channels: react, and reply when confident."""
+"""Images posted in watched channels: react, and reply for the characters the bot is sure of."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import discord
 from discord.ext import commands
 
 from hxhbot import attachments
+from hxhbot.answers import Identification, Outcome
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot
 from hxhbot.images import ImageError
-from hxhbot.search import BusyError, Identification, NotReadyError
+from hxhbot.search import BusyError, NotReadyError
 from hxhbot.teach import FeedbackView
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ LOOKING = "🔍"
 UNSURE = "🤷"
 BUSY = "⏳"  # too many images waiting: not the same as unsure
 MAX_EMBEDS = 10  # Discord's limit per message
+NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
 
 
 class Watch(commands.Cog):
@@ -29,35 +31,37 @@ class Watch(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """Identify every image of a human's message in a watched channel."""
+        """Identify every image of a human's message in a watched channel; name only the characters it is sure of."""
         if message.author.bot or message.channel.id not in self.bot.settings.watch_channel_ids:
             return
         sources = attachments.images_in(message)[:MAX_EMBEDS]
         if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)
-        embeds, files, problems, answered = [], [], [], []
+        embeds, files, problems, unsure, answered = [], [], [], [], []
         busy = False
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
                 result, sha256 = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
             except (AttachmentError, ImageError) as error:
-                problems.append(f"`{source.filename}`: {error}")
+                problems.append(f"I couldn't read `{source.filename}`: {error}")
                 continue
             except (BusyError, NotReadyError) as error:
                 log.info("skipped an image in #%s: %s", message.channel, error)
                 busy = busy or isinstance(error, BusyError)
                 continue
-            reply = await self.bot.render(result, filename=f"match{number}.jpg", label=label)
-            if reply.confident:
+            reply = self.bot.render(result, filename=f"picture{number}.jpg", label=label, only_named=True)
+            if reply.outcome is Outcome.NAMED:
                 embeds.append(reply.embed)
                 answered.append((result, source, sha256))
                 if reply.file:
                     files.append(reply.file)
+            else:
+                unsure.append(f"{label or source.filename}: {UNSURE} {NOT_NAMED[reply.outcome]}.")
         if embeds or problems:
-            content = "\n".join(f"I couldn't read {problem}" for problem in problems) or None
-            view = self.feedback_view(*answered[0]) if len(answered) == 1 else None  # one answer: Right / Wrong
+            content = "\n".join(problems + (unsure if embeds else [])) or None  # no reply for unsure pictures alone
+            view = self.feedback_view(*answered[0], message.author.id) if len(answered) == 1 else None
             try:
                 sent = await message.reply(content=content, embeds=embeds, files=files, view=view,
                                            mention_author=False)
@@ -65,12 +69,14 @@ class Watch(commands.Cog):
                     view.message = sent
             except discord.HTTPException as error:
                 log.warning("could not reply in #%s: %s", message.channel, error)
-        if not embeds:
+        if unsure:
+            await _react(message, UNSURE)
+        elif not embeds:
             await _react(message, BUSY if busy else UNSURE)
 
-    def feedback_view(self, result: Identification, source: ImageSource, sha256: str) -> FeedbackView:
+    def feedback_view(self, result: Identification, source: ImageSource, sha256: str, asker_id: int) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
-        view = FeedbackView(self.bot, result, source, sha256, confident=True)
+        view = FeedbackView(self.bot, result, source, sha256, confident=True, asker_id=asker_id)
         self.bot.open_views.add(view)
         return view
 

@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot import attachments
+from hxhbot.answers import Outcome
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot, member_cooldown
 from hxhbot.teach import FeedbackView
@@ -44,8 +45,8 @@ class Whois(commands.Cog):
         attachments.check(source, self.bot.settings.max_image_bytes)  # refuse before deferring: privately
         await interaction.response.defer(thinking=True)
         result, sha256 = await self.bot.identify(source, command, interaction.guild_id)
-        reply = await self.bot.render(result)
-        view = FeedbackView(self.bot, result, source, sha256, reply.confident)
+        reply = self.bot.render(result)
+        view = FeedbackView(self.bot, result, source, sha256, reply.outcome is Outcome.NAMED, interaction.user.id)
         self.bot.open_views.add(view)
         view.message = await interaction.followup.send(
             embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, wait=True)

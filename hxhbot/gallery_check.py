@@ -1,0 +1,60 @@
+"""The owner's gallery checked against itself: each picture answered by the rest of the index (leave-one-out)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hxhbot.answers import identify
+from hxhbot.confidence import Calibration
+from hxhbot.detector import Box
+from hxhbot.index import GalleryIndex
+
+MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
+
+
+@dataclass(frozen=True)
+class GalleryCheck:
+    """How the bot answers its own gallery's pictures, each ranked against all the others."""
+
+    pictures: int
+    named: int  # answered with a confident name
+    right: int  # of those, the picture's own character
+
+    def describe(self) -> str:
+        """One line for people."""
+        if not self.pictures:
+            return "gallery check: no character has a second picture"
+        share = f"{self.right / self.named:.0%} of them right" if self.named else "none to check"
+        return (f"gallery check (each picture against the rest): {self.named / self.pictures:.0%} of "
+                f"{self.pictures} named confidently, {share}")
+
+
+def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
+    """Answer every gallery picture (its own views left out) whose character has other pictures, at `threshold`."""
+    views: dict[str, list[int]] = {}
+    for row, item in enumerate(index.items):
+        views.setdefault(item.sha256, []).append(row)
+    counts = index.characters()
+    pictures = [rows for rows in views.values() if counts.get(index.items[rows[0]].character, 0) > 1]
+    if len(pictures) > MAX_PICTURES:
+        pictures = random.Random(0).sample(pictures, MAX_PICTURES)
+    named = right = 0
+    for rows in pictures:
+        vectors = np.asarray(index.matrix)[rows] if index.matrix is not None else np.stack(
+            [index.vector(row) for row in rows])
+        item = index.items[rows[0]]
+        faces = [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)  # only their number matters here
+        answer = identify(index.similarities(vectors, exclude=item.sha256), faces, calibration, top_k=1)
+        if answer.best.score >= threshold:
+            named += 1
+            right += answer.best.character == item.character
+    return GalleryCheck(len(pictures), named, right)
+
+
+def checker(calibration: Calibration, threshold: float) -> Callable[[GalleryIndex], GalleryCheck]:
+    """`check_gallery` at these settings, for `build_gallery_index(check=...)`."""
+    return lambda index: check_gallery(index, calibration, threshold)

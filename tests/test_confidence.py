@@ -1,0 +1,85 @@
+"""Calibrated confidence, the three outcomes, every character of a picture, and the gallery's leave-one-out check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hxhbot.answers import Outcome, identify
+from hxhbot.confidence import DEFAULT, Calibration, subject_views
+from hxhbot.detector import Box
+from hxhbot.gallery_check import check_gallery
+from hxhbot.index import GalleryIndex, GalleryItem
+from tests.bench.bench_index import clustered
+
+CALIBRATION = Calibration((-20.0, 20.0, 20.0, 1.0, -1.0), background=0.5)
+
+
+def test_more_alike_and_further_ahead_is_surer() -> None:
+    low, high = CALIBRATION.probabilities(np.array([[0.7, 0.4]])), CALIBRATION.probabilities(np.array([[0.9, 0.4]]))
+    assert high[0] > low[0] and high[1] < high[0]
+    close = CALIBRATION.probabilities(np.array([[0.9, 0.88]]))
+    assert close[0] < high[0], "a runner-up close behind lowers the confidence"
+    assert np.all((0 <= high) & (high <= 1))
+
+
+def test_the_gallery_size_does_not_matter_only_the_runner_up() -> None:
+    few = CALIBRATION.probabilities(np.array([[0.9, 0.6]]))[0]
+    many = CALIBRATION.probabilities(np.array([[0.9, 0.6] + [0.3] * 70]))[0]
+    assert few == pytest.approx(many)
+    alone = CALIBRATION.probabilities(np.array([[0.9]]))[0]  # a one-character gallery: margin to the background
+    assert alone == pytest.approx(CALIBRATION.probabilities(np.array([[0.9, 0.5]]))[0])
+    noise = CALIBRATION.probabilities(np.array([[0.2]]))[0]
+    assert noise < 0.01, "an unrelated picture against one character is not named"
+
+
+def test_two_views_that_agree_count_more_than_two_that_disagree() -> None:
+    agree = CALIBRATION.probabilities(np.array([[0.8, 0.5], [0.7, 0.4]]))[0]
+    disagree = CALIBRATION.probabilities(np.array([[0.8, 0.5], [0.4, 0.7]]))[0]
+    assert agree > disagree
+
+
+def test_saved_with_the_model_and_a_conservative_default(tmp_path: Path) -> None:
+    assert Calibration.load(tmp_path) is DEFAULT
+    CALIBRATION.save(tmp_path)
+    loaded = Calibration.load(tmp_path)
+    assert loaded.weights == CALIBRATION.weights and loaded.background == CALIBRATION.background
+    (tmp_path / "calibration.json").write_text('{"features": ["x"], "weights": [1], "background": 0}')
+    assert Calibration.load(tmp_path) is DEFAULT
+    assert DEFAULT.probabilities(np.array([[0.8, 0.75]]))[0] < 0.01  # raw ImageNet features are alike anyway
+
+
+def test_subject_views() -> None:
+    assert subject_views(0) == [(0,)] and subject_views(1) == [(0, 1)] and subject_views(3) == [(1,), (2,), (3,)]
+
+
+def test_every_face_is_answered_and_the_outcomes() -> None:
+    rng = np.random.default_rng(0)
+    a, b, c = (v / np.linalg.norm(v) for v in rng.normal(size=(3, 64)))
+    items = [GalleryItem("A", "a.jpg", "1"), GalleryItem("B", "b.jpg", "2"), GalleryItem("C", "c.jpg", "3")]
+    index = GalleryIndex.build(np.stack([a, b, c]), items, "fp")
+    noise = rng.normal(size=64)
+    query = np.stack([a + b, a, b + 0.1 * c])  # whole frame, left face A, right face B
+    boxes = [Box(0.0, 0.1, 0.4, 0.6), Box(0.5, 0.1, 0.9, 0.6)]
+    result = identify(index.similarities(query / np.linalg.norm(query, axis=1, keepdims=True)), boxes, CALIBRATION, 2)
+    assert [s.best.character for s in result.sightings] == ["A", "B"] and result.sightings[1].box == boxes[1]
+    assert all(s.outcome(0.9, 0.2) is Outcome.NAMED for s in result.sightings)
+    assert result.sightings[0].best.image == "a.jpg" and len(result.sightings[0].matches) == 2
+    alone = identify(index.similarities(noise / np.linalg.norm(noise)), [], CALIBRATION, 2)
+    assert alone.sightings[0].box is None and alone.sightings[0].outcome(0.9, 0.2) is Outcome.UNKNOWN
+    assert alone.sightings[0].outcome(0.9, 0.0) is Outcome.UNSURE
+
+
+def test_leave_one_out_excludes_the_picture_itself() -> None:
+    vectors = clustered(50, 16)  # two clusters of 25, like two characters
+    items = [GalleryItem(f"char{row % 2}", f"g/{row}.jpg", f"{row:064x}") for row in range(50)]
+    index = GalleryIndex.build(vectors, items, "fp")
+    own = index.similarities(vectors[3])
+    assert own.per_view[0, 1] == pytest.approx(1.0, abs=1e-5)
+    left_out = index.similarities(vectors[3], exclude=items[3].sha256)
+    assert left_out.per_view[0, 1] < 0.999 and left_out.images[0][1] != "g/3.jpg"
+    check = check_gallery(index, Calibration((-5.0, 10.0, 10.0, 0.0, 0.0), background=0.0), threshold=0.5)
+    assert check.pictures == 50 and check.named > 40 and check.right == check.named
+    assert "named confidently" in check.describe() and "100% of them right" in check.describe()

@@ -1,0 +1,309 @@
+"""Fit the bot's confidence on one set of pictures, confirm it on another, and save it beside the model.
+
+python -m training.calibrate --model DIR --fit DIR [DIR ...] --negatives DIR --check DIR [DIR ...]
+                             [--draws 5] [--sizes 1 5 -1 0] [--cache DIR] [--table FILE]
+
+Protocol: every gallery is drawn from one set's characters (`--sizes`: 1, 5 characters, all but one,
+all), 8 pictures each (source-grouped, seeded; `--draws` seeds); queries are the gallery characters'
+other pictures, every picture of the set's characters left out of the gallery, and half of the
+negatives (the other half for the check). Each query is answered as the bot answers it (each character
+found, `hxhbot.confidence.subject_views`); a picture counts as named confidently when any of its answers
+reaches the threshold, and as right when its most confident answer is its character. The logistic
+model is fitted on the `--fit` set only (the three groups weighted equally at every gallery size); the
+`--check` set only confirms it. Writes `calibration.json` into the model directory and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from hxhbot.confidence import FEATURES, Calibration, subject_views  # noqa: E402
+from hxhbot.config import load_settings  # noqa: E402
+from hxhbot.detector import FaceDetector  # noqa: E402
+from hxhbot.embedder import Embedder  # noqa: E402
+from hxhbot.gallery import scan_gallery  # noqa: E402
+from hxhbot.images import IMAGE_SUFFIXES  # noqa: E402
+from training.data import make_split  # noqa: E402
+from training.evaluate import embed_pictures  # noqa: E402
+from training.metrics import bot_answers  # noqa: E402
+
+GROUPS = ("known", "missing", "negative")
+GALLERY_SIZE = 8
+ROTATIONS = 10  # galleries per draw and size at most
+RIDGE = 1e-3
+
+
+@dataclass
+class Pictures:
+    """Embedded pictures: every view's unit vector, the picture each belongs to, and each picture's label."""
+
+    paths: list[str]
+    labels: list[str | None]  # None: a negative, no character at all
+    vectors: np.ndarray
+    owner: np.ndarray
+
+    def views(self, picture: int) -> np.ndarray:
+        """Rows of `vectors` that are this picture's views (whole frame first)."""
+        return np.flatnonzero(self.owner == picture)
+
+
+@dataclass
+class Answers:
+    """Every query's answers for one gallery: per character found, its views × characters similarities."""
+
+    size: int
+    draw: int
+    groups: list[str]  # per picture
+    labels: list[str | None]
+    characters: list[str]  # the gallery's characters (sorted), the columns
+    per_view: list[np.ndarray]  # per picture: its views × characters best similarities
+
+
+def embed_set(embedder: Embedder, detector: FaceDetector, paths: list[str], labels: list[str | None],
+              cache: Path) -> Pictures:
+    """Embed pictures through the engine's views, cached by model fingerprint and file list."""
+    key = hashlib.sha256("\n".join([embedder.fingerprint, *paths]).encode()).hexdigest()[:16]
+    file = cache / f"{embedder.fingerprint}-{key}.npz"
+    if file.is_file():
+        saved = np.load(file)
+        return Pictures(paths, labels, saved["vectors"], saved["owner"])
+    print(f"embedding {len(paths)} pictures…", file=sys.stderr, flush=True)
+    vectors, owner = embed_pictures(embedder, paths, detector)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(file, vectors=vectors, owner=owner)
+    return Pictures(paths, labels, vectors, owner)
+
+
+def negatives_halves(folder: Path) -> tuple[list[str], list[str]]:
+    """The negatives' pictures in two seeded halves: (for fitting, for checking)."""
+    paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    random.Random(0).shuffle(paths)
+    half = len(paths) // 2
+    return sorted(paths[:half]), sorted(paths[half:])
+
+
+def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], sizes: list[int],
+                 draws: int) -> list[Answers]:
+    """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size.
+
+    A size smaller than all takes the shuffled characters in turn (at most `ROTATIONS` galleries per draw), so that
+    every character is a gallery's once per draw where there are few.
+    """
+    everything = np.concatenate([pictures.vectors, negatives.vectors])
+    similarity = everything @ pictures.vectors.T  # every view × every character picture's view
+    offset = len(pictures.vectors)
+    index = {path: number for number, path in enumerate(pictures.paths)}
+    result = []
+    for draw in range(draws):
+        split = make_split(folders, unseen=1.0, gallery_size=GALLERY_SIZE, seed=draw)
+        names = sorted(split.gallery)
+        random.Random(draw).shuffle(names)
+        for size in sizes:
+            count = len(names) + size if size <= 0 else min(size, len(names))
+            turns = range(0, len(names), count) if count < len(names) else [0]
+            for turn in list(turns)[:ROTATIONS]:
+                rotated = names[turn:] + names[:turn]
+                result.append(_answers(similarity, offset, index, pictures, negatives, split, rotated, count,
+                                       size, draw))
+    return result
+
+
+def _answers(similarity: np.ndarray, offset: int, index: dict[str, int], pictures: Pictures, negatives: Pictures,
+             split, names: list[str], count: int, size: int, draw: int) -> Answers:
+    """Every query against the gallery of the first `count` of `names` (the others are missing from it)."""
+    chosen = sorted(names[:count])
+    columns, column_owner = [], []
+    for number, character in enumerate(chosen):
+        for path in split.gallery[character]:
+            views = pictures.views(index[path])
+            columns.append(views)
+            column_owner.append(np.full(len(views), number))
+    columns, column_owner = np.concatenate(columns), np.concatenate(column_owner)
+    order = np.argsort(column_owner, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(column_owner[order]) != 0])
+    answers = Answers(size, draw, [], [], chosen, [])
+    queries = [(p, c, "known") for c in chosen for p in split.query[c]]
+    queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
+    rows = [pictures.views(index[path]) for path, _, _ in queries]
+    rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
+    per_character = np.maximum.reduceat(similarity[np.concatenate(rows)][:, columns[order]], starts, axis=1)
+    answers.per_view = np.split(per_character, np.cumsum([len(r) for r in rows])[:-1])
+    answers.groups = [group for _, _, group in queries] + ["negative"] * len(negatives.paths)
+    answers.labels = [label for _, label, _ in queries] + [None] * len(negatives.paths)
+    return answers
+
+
+def _subjects(per_view: np.ndarray) -> list[np.ndarray]:
+    """A picture's answers as the bot cuts them: views × characters per character found."""
+    return [per_view[list(rows)] for rows in subject_views(len(per_view) - 1)]
+
+
+def fit(answers: list[Answers]) -> Calibration:
+    """The logistic model over every answer's top character, groups weighted equally per gallery size."""
+    tops = [s.max() for a in answers for g, s in zip(a.groups, a.per_view) if g == "negative"]
+    background = float(np.median(tops))
+    start = Calibration((0.0,) * (len(FEATURES) + 1), background)
+    rows, targets, weights = [], [], []
+    for a in answers:
+        subjects = [_subjects(per_view) for per_view in a.per_view]
+        totals = {g: sum(len(s) for gg, s in zip(a.groups, subjects) if gg == g) for g in GROUPS}
+        for group, label, picture in zip(a.groups, a.labels, subjects):
+            for per_view in picture:
+                features = start.features(per_view)
+                top = int(np.argmax(per_view.max(axis=0)))
+                rows.append(features[top])
+                targets.append(float(label is not None and a.characters[top] == label))
+                weights.append(1.0 / max(totals[group], 1))
+    x = np.c_[np.ones(len(rows)), np.array(rows)]
+    y, w = np.array(targets), np.array(weights) / np.sum(weights) * len(weights)
+    beta = np.zeros(x.shape[1])
+    for _ in range(50):  # Newton's method (IRLS) with a small ridge
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -50, 50)))
+        gradient = x.T @ (w * (p - y)) + RIDGE * np.r_[0.0, beta[1:]]
+        hessian = (x * (w * p * (1 - p))[:, None]).T @ x + RIDGE * np.diag(np.r_[0.0, np.ones(len(beta) - 1)])
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Calibration(tuple(float(b) for b in beta), background)
+
+
+def outcomes(calibration: Calibration, answers: Answers) -> tuple[np.ndarray, np.ndarray]:
+    """Per picture: the probability of its most confident answer, and whether that answer is its character."""
+    return bot_answers(answers.per_view, np.array(answers.characters), answers.labels, calibration)
+
+
+def figures(calibration: Calibration, answers: list[Answers], threshold: float, unknown: float) -> list[dict]:
+    """Per gallery size, over the draws: the share of each group named confidently, and right among the known."""
+    rows = []
+    for size in dict.fromkeys(a.size for a in answers):
+        pooled: dict[str, list] = {g: [[], []] for g in GROUPS}
+        characters = []
+        for a in (a for a in answers if a.size == size):
+            probability, right = outcomes(calibration, a)
+            characters.append(len(a.characters))
+            groups = np.array(a.groups)
+            for g in GROUPS:
+                pooled[g][0].append(probability[groups == g])
+                pooled[g][1].append(right[groups == g])
+        row = {"size": size, "characters": round(float(np.mean(characters)), 1)}
+        for g in GROUPS:
+            p, r = np.concatenate(pooled[g][0]), np.concatenate(pooled[g][1])
+            sure = p >= threshold
+            row[g] = int(len(p))
+            row[f"{g}_sure"] = float(sure.mean()) if len(p) else None
+            row[f"{g}_unknown"] = float((p < unknown).mean()) if len(p) else None
+            if g == "known":
+                row["known_top1"] = float(r.mean()) if len(p) else None
+                row["known_right"] = float(r[sure].mean()) if sure.any() else None
+        rows.append(row)
+    return rows
+
+
+def table(name: str, rows: list[dict]) -> str:
+    """Markdown rows of one set's figures."""
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.1f} %"
+
+    lines = []
+    for row in rows:
+        size = {0: "all", -1: "all but one"}.get(row["size"], str(row["size"]))
+        lines.append(f"| {name} | {size} ({row['characters']:g}) | {row['known']} | {pct(row['known_top1'])} | "
+                     f"**{pct(row['known_sure'])}** | **{pct(row['known_right'])}** | {row['missing']} | "
+                     f"**{pct(row['missing_sure'])}** | {pct(row['missing_unknown'])} | {row['negative']} | "
+                     f"**{pct(row['negative_sure'])}** | {pct(row['negative_unknown'])} |")
+    return "\n".join(lines)
+
+
+TABLE_HEAD = ("| set | gallery (characters) | queries | top-1 | named confidently | right when named | "
+              "missing-character pictures | named confidently | \"no character I know\" | negatives | "
+              "named confidently | \"no character I know\" |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def sweep(calibration: Calibration, answers: list[Answers]) -> str:
+    """How the fit set's answers change with the threshold, pooled over sizes: to choose the default."""
+    lines = ["threshold  known-sure  known-right  missing-sure  negative-sure"]
+    pooled = {g: [[], []] for g in GROUPS}
+    for a in answers:
+        probability, right = outcomes(calibration, a)
+        groups = np.array(a.groups)
+        for g in GROUPS:
+            pooled[g][0].append(probability[groups == g])
+            pooled[g][1].append(right[groups == g])
+    p = {g: np.concatenate(pooled[g][0]) for g in GROUPS}
+    r = np.concatenate(pooled["known"][1])
+    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+        sure = p["known"] >= threshold
+        right = r[sure].mean() if sure.any() else float("nan")
+        lines.append(f"{threshold:9.2f}  {sure.mean():10.3f}  {right:11.3f}  "
+                     f"{(p['missing'] >= threshold).mean():12.3f}  {(p['negative'] >= threshold).mean():13.3f}")
+    return "\n".join(lines)
+
+
+def labelled(folders: list[Path]) -> tuple[list[str], list[str]]:
+    """Every picture of the folders' characters, and its character."""
+    paths, labels = [], []
+    for folder in folders:
+        files, _ = scan_gallery(folder)
+        paths += [str(f.path) for f in files]
+        labels += [f.character for f in files]
+    return paths, labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="the model directory; calibration.json goes here")
+    parser.add_argument("--fit", type=Path, nargs="+", required=True, help="character folders to fit on")
+    parser.add_argument("--negatives", type=Path, required=True, help="pictures of no character (split in halves)")
+    parser.add_argument("--check", type=Path, nargs="+", required=True, help="character folders to confirm on")
+    parser.add_argument("--draws", type=int, default=5, help="seeded galleries per size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 5, -1, 0],
+                        help="characters in the gallery (0: all, -1: all but one)")
+    parser.add_argument("--cache", type=Path, default=Path("runs/calibrate-cache"), help="embeddings cache")
+    parser.add_argument("--table", type=Path, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    embedder = Embedder.load(args.model)
+    detector = FaceDetector()
+    fit_negatives, check_negatives = negatives_halves(args.negatives)
+    sets = {}
+    for name, folders, negatives in (("fit", args.fit, fit_negatives), ("check", args.check, check_negatives)):
+        paths, labels = labelled(folders)
+        pictures = embed_set(embedder, detector, paths, labels, args.cache)
+        negative = embed_set(embedder, detector, negatives, [None] * len(negatives), args.cache)
+        sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws)
+    calibration = fit(sets["fit"])
+    threshold, unknown = settings.confidence_threshold, settings.unknown_threshold
+    print(sweep(calibration, sets["fit"]), file=sys.stderr)
+    results = {name: figures(calibration, answers, threshold, unknown) for name, answers in sets.items()}
+    command = "python -m training.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)
+    markdown = "\n".join([TABLE_HEAD, table("fit", results["fit"]), table("check", results["check"])])
+    calibration = Calibration(calibration.weights, calibration.background, {
+        "command": command, "fit": [str(f) for f in args.fit], "check": [str(f) for f in args.check],
+        "negatives": str(args.negatives), "draws": args.draws, "sizes": args.sizes,
+        "confidence_threshold": threshold, "unknown_threshold": unknown, "figures": results,
+    })
+    saved = calibration.save(args.model)
+    print(f"weights {dict(zip(('bias', *FEATURES), calibration.weights))}, background {calibration.background:.3f}")
+    print(f"CONFIDENCE_THRESHOLD {threshold}, UNKNOWN_THRESHOLD {unknown}; saved {saved}")
+    print(markdown)
+    if args.table:
+        args.table.write_text(markdown + "\n")
+    print(json.dumps(results), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
