@@ -164,15 +164,6 @@ def load_image_file(path: str | Path, size: int, **limits: int) -> np.ndarray:
     return load_image(Path(path).read_bytes(), size, **limits)
 
 
-def thumbnail_jpeg(path: str | Path, side: int = 256) -> bytes:
-    """A JPEG thumbnail of a gallery image, at most `side` pixels on its longer edge."""
-    image = decode_image(Path(path).read_bytes(), max_bytes=1 << 30, draft_size=side)
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=88)
-    return out.getvalue()
-
-
 def to_array(image: Image.Image, size: int) -> np.ndarray:
     """Shrink an RGB picture to fit `size`×`size`, then letterbox it onto a neutral square."""
     scale = size / max(image.size)
