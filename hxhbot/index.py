@@ -16,6 +16,8 @@ from hxhbot.confidence import Calibration
 
 META_FILE = "index.json"
 NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
+TOP_PICTURES = 2  # a character is as close as the mean of its this many closest gallery pictures…
+NEAR_COPY = 0.95  # …unless one is at least this close: a copy of the query (e.g. a picture approved in /review)
 EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
 
 
@@ -61,7 +63,7 @@ class CharacterMatch:
 
 @dataclass(frozen=True)
 class Similarities:
-    """For each view of a query, its best cosine similarity to each character of the gallery, and where."""
+    """For each view of a query, its similarity to each character of the gallery, and its closest gallery image."""
 
     characters: list[str]
     per_view: np.ndarray  # views × characters
@@ -78,6 +80,35 @@ class Similarities:
         order = np.lexsort((-per_view.max(axis=0), -scores))[:top_k]
         return [CharacterMatch(self.characters[c], float(scores[c]), float(per_view[best_view[c], c]),
                                self.images[rows[best_view[c]]][c]) for c in order]
+
+
+def character_similarities(similarity: np.ndarray, picture: np.ndarray, character: np.ndarray, characters: int,
+                           top: int = TOP_PICTURES) -> tuple[np.ndarray, np.ndarray]:
+    """Rows × characters: the mean similarity of each character's `top` closest gallery pictures (of its closest
+    alone when that one is a copy of the query, at least `NEAR_COPY`), and the column of its closest view (-1: none).
+
+    `similarity` is rows × gallery views (-inf: left out); `picture` and `character` give each view's picture and
+    character as integers (`character` below `characters`). A picture is as close as its closest view.
+    """
+    order = np.lexsort((picture, character))
+    grouped, codes = similarity[:, order], character[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(picture[order]) != 0) | (np.diff(codes) != 0)])[:len(order)]
+    closest = np.maximum.reduceat(grouped, starts, axis=1) if len(order) else grouped  # rows × pictures
+    view_bounds = np.searchsorted(codes, np.arange(characters + 1))
+    picture_bounds = np.searchsorted(codes[starts], np.arange(characters + 1))
+    per_character = np.full((len(similarity), characters), -1.0)
+    best = np.full((len(similarity), characters), -1, dtype=int)
+    for code in range(characters if len(similarity) else 0):
+        mine = closest[:, picture_bounds[code]:picture_bounds[code + 1]]
+        mine = mine[:, np.isfinite(mine[0])]
+        if mine.shape[1]:
+            count = min(top, mine.shape[1])
+            nearest = -np.partition(-mine, count - 1, axis=1)[:, :count]
+            copy = nearest.max(axis=1)
+            per_character[:, code] = np.where(copy >= NEAR_COPY, copy, nearest.mean(axis=1))
+            first = view_bounds[code]
+            best[:, code] = order[first + np.argmax(grouped[:, first:view_bounds[code + 1]], axis=1)]
+    return per_character, best
 
 
 def annoy_settings(size: int) -> tuple[int, int]:
@@ -98,9 +129,11 @@ class GalleryIndex:
         self.matrix = matrix  # the unit vectors, row per item, when exact search serves
         self.names = sorted({item.character for item in items})
         self._column = {name: column for column, name in enumerate(self.names)}
-        codes = np.array([self._column[item.character] for item in items], dtype=int)
-        self._order = np.argsort(codes, kind="stable")  # rows grouped by character, for per-character maxima
-        self._starts = np.flatnonzero(np.r_[True, np.diff(codes[self._order]) != 0]) if items else np.zeros(0, int)
+        self._row = {item: row for row, item in enumerate(items)}
+        self._character = np.array([self._column[item.character] for item in items], dtype=int)
+        pictures: dict[tuple[str, str], int] = {}
+        self._picture = np.array([pictures.setdefault((item.character, item.sha256), len(pictures)) for item in items],
+                                 dtype=int)
 
     @property
     def fingerprint(self) -> str:
@@ -209,28 +242,22 @@ class GalleryIndex:
         return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
 
     def similarities(self, vectors: np.ndarray, exclude: str | None = None) -> Similarities:
-        """Each view's best similarity to every character (exact while the vectors are in memory; else among the
-        nearest `NEIGHBOURS` gallery views, other characters counting as -1); `exclude`: a gallery picture's checksum
-        whose own views are left out (leave-one-out)."""
+        """Each view's similarity to every character (`character_similarities`; exact while the vectors are in
+        memory, else over the nearest `NEIGHBOURS` gallery views, the farthest of them standing in for the rest);
+        `exclude`: a gallery picture's checksum whose own views are left out (leave-one-out)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.matrix is not None:
             similarity = vectors @ np.asarray(self.matrix).T
-            if exclude is not None:
-                similarity[:, [row for row, item in enumerate(self.items) if item.sha256 == exclude]] = -1.0
-            grouped = similarity[:, self._order]
-            per_view = np.maximum.reduceat(grouped, self._starts, axis=1)
-            rows = self._order[self._starts[None, :] + np.stack([
-                np.argmax(grouped[:, start:end], axis=1)
-                for start, end in zip(self._starts, np.r_[self._starts[1:], len(self.items)])], axis=1)]
-            images = [[self.items[row].path for row in view] for view in rows]
-            return Similarities(self.names, per_view, images)
-        per_view = np.full((len(vectors), len(self.names)), -1.0)
-        images = [[""] * len(self.names) for _ in vectors]
-        for view, vector in enumerate(vectors):
-            for near in self.nearest(vector, min(NEIGHBOURS, len(self.items))):
-                column = self._column[near.item.character]
-                if near.item.sha256 != exclude and near.similarity > per_view[view, column]:
-                    per_view[view, column], images[view][column] = near.similarity, near.item.path
+        else:
+            similarity = np.empty((len(vectors), len(self.items)), np.float32)
+            for view, vector in enumerate(vectors):
+                near = self.nearest(vector, min(NEIGHBOURS, len(self.items)))
+                similarity[view] = near[-1].similarity  # an upper bound for every view not among the nearest
+                similarity[view, [self._row[n.item] for n in near]] = [n.similarity for n in near]
+        if exclude is not None:
+            similarity[:, [row for row, item in enumerate(self.items) if item.sha256 == exclude]] = -np.inf
+        per_view, best = character_similarities(similarity, self._picture, self._character, len(self.names))
+        images = [[self.items[row].path if row >= 0 else "" for row in view] for view in best]
         return Similarities(self.names, per_view, images)
 
     def characters(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ import pytest
 
 from hxhbot.index import (
     GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
-    annoy_settings,
+    annoy_settings, character_similarities,
 )
 from hxhbot.confidence import DEFAULT
 from tests.bench.bench_index import clustered
@@ -71,7 +71,7 @@ def test_similarities_per_character_exact_and_by_annoy() -> None:
     found = index.similarities(vectors[[30, 70]])
     assert found.characters == ["char0", "char1", "char2", "char3"] and found.per_view.shape == (2, 4)
     assert found.per_view[0].argmax() == 1 and found.images[0][1] == "g/30.jpg"
-    assert found.per_view[0, 1] == pytest.approx(1.0, abs=1e-5)
+    assert found.per_view[0, 1] == pytest.approx(1.0, abs=1e-5)  # a gallery picture itself: a copy counts alone
     matches = found.rank([0], DEFAULT, top_k=3)
     assert matches[0].character == "char1" and matches[0].image == "g/30.jpg" and len(matches) == 3
     assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
@@ -79,6 +79,35 @@ def test_similarities_per_character_exact_and_by_annoy() -> None:
     by_annoy = index.similarities(vectors[[30, 70]])
     assert np.allclose(by_annoy.per_view, found.per_view, atol=1e-4) and by_annoy.images == found.images
     assert index.characters() == {f"char{c}": 25 for c in range(4)}
+
+
+def test_a_character_is_as_close_as_its_two_closest_pictures() -> None:
+    similarity = np.random.default_rng(0).uniform(-1.0, 0.9, size=(3, 10)).astype(np.float32)  # no copies
+    picture = np.array([0, 0, 1, 2, 3, 3, 4, 5, 6, 7])  # views of 8 pictures
+    character = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])  # of 3 characters; a fourth has none
+    per_character, best = character_similarities(similarity, picture, character, 4)
+    for row in range(3):
+        for code in range(3):
+            columns = np.flatnonzero(character == code)
+            closest = [similarity[row, picture == p].max() for p in np.unique(picture[columns])]
+            assert per_character[row, code] == pytest.approx(np.mean(sorted(closest)[-2:]))
+            assert best[row, code] == columns[np.argmax(similarity[row, columns])]
+        assert per_character[row, 3] == -1 and best[row, 3] == -1
+    similarity[:, [3, 4, 5]] = -np.inf  # pictures 2 and 3 left out: character 1 has none left
+    per_character, best = character_similarities(similarity, picture, character, 4)
+    assert (per_character[:, 1] == -1).all() and (best[:, 1] == -1).all()
+    one = character_similarities(similarity[:, :1], picture[:1], character[:1], 1)[0]
+    assert one[:, 0] == pytest.approx(similarity[:, 0])  # one picture: its own similarity
+    copies = character_similarities(np.array([[0.99, 0.2, 0.96, 0.95]]), np.arange(4), np.array([0, 0, 1, 1]), 2)[0]
+    assert copies.tolist() == [[0.99, 0.96]]  # a copy of the query counts alone
+
+
+def test_leave_one_out_ignores_the_picture_itself() -> None:
+    vectors = clustered(100, 16)
+    index = GalleryIndex.build(vectors, _items(100), "fp")
+    found = index.similarities(vectors[[30]], exclude=_items(100)[30].sha256)
+    others = np.sort(np.delete(vectors[25:50], 5, axis=0) @ vectors[30])[-2:]
+    assert found.per_view[0, 1] == pytest.approx(others.mean(), abs=1e-5) and found.images[0][1] != "g/30.jpg"
 
 
 @pytest.mark.parametrize("size", [1800, 20_000])

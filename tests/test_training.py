@@ -17,7 +17,7 @@ from training.data import Split, load_arrays, make_split, pk_batches, source_gro
 from hxhbot.confidence import Calibration
 from training import calibrate
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities
-from training.model import PALETTE_LEVELS, VARIANTS, build, build_hunter, build_seed, colour_histogram
+from training.model import PALETTE_LEVELS, VARIANTS, build, build_hunter, build_seed, colour_histogram, fit_whitening
 from training.train import train
 from tests.conftest import encode, write_gallery
 
@@ -111,10 +111,27 @@ def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tm
     images = load_arrays(split.training_images()[0][:4], 32)
     rebuilt = tf.keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
     assert np.allclose(loaded.embed(images), Embedder.from_model(rebuilt, variant).embed(images), atol=1e-5)
+    if variant == "tuned":  # whitened on its training views
+        assert not np.allclose(loaded.model.get_layer("whitening").get_weights()[0], np.eye(1280))
     if variant != "pretrained":
         assert (tmp_path / "model" / "curves.png").is_file()
         history = json.loads((tmp_path / "model" / "history.json").read_text())
         assert len(history["history"]["val_recall@1"]) == 2
+
+
+def test_whitening_evens_out_the_directions_of_the_fit_views() -> None:
+    model = build("tuned", 32, weights=None)
+    dense = model.get_layer("whitening")
+    assert np.allclose(dense.get_weights()[0], np.eye(1280)) and not dense.trainable  # an identity until fitted
+    rng = np.random.default_rng(0)
+    scales = np.geomspace(10.0, 0.01, 1280)  # a few directions dominate, as between any two drawings
+    embeddings = 0.3 + rng.normal(size=(4000, 1280)) * scales @ np.linalg.qr(rng.normal(size=(1280, 1280)))[0]
+    fit_whitening(model, embeddings)
+    kernel, bias = dense.get_weights()
+    whitened = embeddings @ kernel + bias
+    assert np.abs(whitened.mean(axis=0)).max() < 1e-3
+    spread = np.linalg.eigvalsh(np.cov(whitened, rowvar=False))
+    assert spread.max() <= 1.01 and spread.max() / spread.min() < 0.05 * (scales[0] / scales[-1]) ** 2  # 20× flatter
 
 
 def test_training_changes_the_head(data: Path, tmp_path: Path) -> None:
@@ -221,15 +238,17 @@ def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path:
     assert "**gallery**" in text and "| softmax | 32 |" in text and "unseen worst" in text
 
 
-def test_retrieval_figures_rank_characters_by_their_best_picture() -> None:
+def test_retrieval_figures_rank_characters_as_the_index_does() -> None:
     gallery_labels = np.array(["gon", "gon", "killua", "kurapika"])
-    similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon first
-                           [0.70, 0.6, 0.75, 0.69],   # gon second, after killua
+    similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon first (0.7 against 0.4)
+                           [0.80, 0.6, 0.75, 0.69],   # gon second (0.7) after killua, though its picture is first
                            [0.3, 0.2, 0.8, 0.4]])     # gon third
+    per_view = view_similarities(similarity, np.arange(3), np.eye(4), np.arange(4), gallery_labels)
+    assert per_view[1].tolist() == [[pytest.approx(0.7), 0.75, 0.69]]  # gon: the mean of its two pictures
     answers = (np.array([0.9, 0.2, 0.6]), np.array([True, False, False]))  # the bot's calibrated answers
-    figures = retrieval_figures(similarity, gallery_labels, np.array(["gon", "gon", "gon"]), 0.5, answers)
+    figures = retrieval_figures(per_view, similarity, gallery_labels, np.array(["gon", "gon", "gon"]), 0.5, answers)
     assert figures["top1"] == 1 / 3 and figures["top5"] == 1.0 and figures["rank_histogram"] == {"1": 1, "2": 1, "3": 1}
-    assert figures["map@r"] == pytest.approx((1.0 + 0.25 + 0.0) / 3)  # R = 2: (0 + 1/2) / 2 on the second row
+    assert figures["map@r"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)  # R = 2: (1 + 0) / 2 on the second row
     assert figures["per_character"] == {"gon": 0.333}
     assert figures["confident"] == 2 / 3 and figures["confident_top1"] == 0.5  # rows 1 and 3 clear the bar
 
@@ -266,6 +285,27 @@ def test_calibration_fit_separates_right_from_wrong_answers() -> None:
     assert right[groups == "known"].all() and fitted.background == pytest.approx(0.4, abs=0.05)
     rows = calibrate.figures(fitted, [answers], 0.5, 0.2)
     assert rows[0]["known_sure"] == 1.0 and rows[0]["missing_sure"] == 0.0 and rows[0]["negative_unknown"] == 1.0
+
+
+def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_path: Path) -> None:
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    rng = np.random.default_rng(0)
+    for number in range(6):
+        noise = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+        (negatives / f"{number}.png").write_bytes(encode(noise, "PNG"))
+    for name, unseen in (("fold", 0.4), ("all", 0.0)):
+        train([data], "pretrained", tmp_path / name, input_size=32, weights=None, verbose=0, unseen=unseen)
+    options = ["--fit", str(data), "--negatives", str(negatives), "--check", str(data), "--draws", "1",
+               "--sizes", "1", "0", "--cache", str(tmp_path / "cache")]
+    assert calibrate.main(["--model", str(tmp_path / "all"), "--fit-model", str(tmp_path / "fold"), *options]) == 0
+    fitted = json.loads((tmp_path / "all" / "calibration.json").read_text())["fitted"]
+    unseen = Split.load(tmp_path / "fold" / "split.json").unseen
+    assert fitted["fit_characters"] == sorted(unseen) and len(unseen) == 2  # never the fold model's own
+    assert fitted["check_characters_trained_on"] == sorted(COLOURS)  # said, not hidden
+    assert not (tmp_path / "fold" / "calibration.json").exists()
+    with pytest.raises(SystemExit):  # fitted on characters its model trained on: refused
+        calibrate.main(["--model", str(tmp_path / "all"), *options])
 
 
 def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

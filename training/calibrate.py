@@ -1,6 +1,6 @@
 """Fit the bot's confidence on one set of pictures, confirm it on another, and save it beside the model.
 
-python -m training.calibrate --model DIR --fit DIR [DIR ...] --negatives DIR --check DIR [DIR ...]
+python -m training.calibrate --model DIR [--fit-model DIR] --fit DIR [DIR ...] --negatives DIR --check DIR [DIR ...]
                              [--draws 5] [--sizes 1 5 -1 0] [--cache DIR] [--table FILE]
 
 Protocol: every gallery is drawn from one set's characters (`--sizes`: 1, 5 characters, all but one,
@@ -9,8 +9,9 @@ other pictures, every picture of the set's characters left out of the gallery, a
 negatives (the other half for the check). Each query is answered as the bot answers it (each character
 found, `hxhbot.confidence.subject_views`); a picture counts as named confidently when any of its answers
 reaches the threshold, and as right when its most confident answer is its character. The logistic
-model is fitted on the `--fit` set only (the three groups weighted equally at every gallery size); the
-`--check` set only confirms it. Writes `calibration.json` into the model directory and prints the table.
+model is fitted on the `--fit` set only (the three groups weighted equally at every gallery size), on the
+answers of `--fit-model` for characters it never trained on (members ask about characters the model never
+saw); the `--check` set only confirms it, with `--model`. Writes `calibration.json` into the model directory and prints the table.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from hxhbot.gallery import scan_gallery  # noqa: E402
 from hxhbot.images import IMAGE_SUFFIXES  # noqa: E402
+from hxhbot.index import character_similarities  # noqa: E402
+from hxhbot.model_dir import CONFIG_FILE  # noqa: E402
 from training.data import make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import bot_answers  # noqa: E402
@@ -94,11 +97,11 @@ def negatives_halves(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], sizes: list[int],
-                 draws: int) -> list[Answers]:
+                 draws: int, excluded: set[str] = frozenset()) -> list[Answers]:
     """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size.
 
     A size smaller than all takes the shuffled characters in turn (at most `ROTATIONS` galleries per draw), so that
-    every character is a gallery's once per draw where there are few.
+    every character is a gallery's once per draw where there are few. `excluded` characters take no part.
     """
     everything = np.concatenate([pictures.vectors, negatives.vectors])
     similarity = everything @ pictures.vectors.T  # every view × every character picture's view
@@ -107,7 +110,7 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
     result = []
     for draw in range(draws):
         split = make_split(folders, unseen=1.0, gallery_size=GALLERY_SIZE, seed=draw)
-        names = sorted(split.gallery)
+        names = sorted(set(split.gallery) - excluded)
         random.Random(draw).shuffle(names)
         for size in sizes:
             count = len(names) + size if size <= 0 else min(size, len(names))
@@ -123,21 +126,21 @@ def _answers(similarity: np.ndarray, offset: int, index: dict[str, int], picture
              split, names: list[str], count: int, size: int, draw: int) -> Answers:
     """Every query against the gallery of the first `count` of `names` (the others are missing from it)."""
     chosen = sorted(names[:count])
-    columns, column_owner = [], []
+    columns, column_owner, column_picture = [], [], []
     for number, character in enumerate(chosen):
         for path in split.gallery[character]:
             views = pictures.views(index[path])
             columns.append(views)
             column_owner.append(np.full(len(views), number))
-    columns, column_owner = np.concatenate(columns), np.concatenate(column_owner)
-    order = np.argsort(column_owner, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(column_owner[order]) != 0])
+            column_picture.append(np.full(len(views), index[path]))
+    columns, column_owner, column_picture = map(np.concatenate, (columns, column_owner, column_picture))
     answers = Answers(size, draw, [], [], chosen, [])
     queries = [(p, c, "known") for c in chosen for p in split.query[c]]
     queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
     rows = [pictures.views(index[path]) for path, _, _ in queries]
     rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
-    per_character = np.maximum.reduceat(similarity[np.concatenate(rows)][:, columns[order]], starts, axis=1)
+    per_character, _ = character_similarities(similarity[np.concatenate(rows)][:, columns], column_picture,
+                                              column_owner, len(chosen))
     answers.per_view = np.split(per_character, np.cumsum([len(r) for r in rows])[:-1])
     answers.groups = [group for _, _, group in queries] + ["negative"] * len(negatives.paths)
     answers.labels = [label for _, label, _ in queries] + [None] * len(negatives.paths)
@@ -251,6 +254,14 @@ def sweep(calibration: Calibration, answers: list[Answers]) -> str:
     return "\n".join(lines)
 
 
+def trained_on(model_dir: Path) -> set[str]:
+    """The characters a model directory was trained on (its config.json says)."""
+    try:
+        return set(json.loads((model_dir / CONFIG_FILE).read_text()).get("trained_on", []))
+    except (OSError, ValueError):
+        return set()
+
+
 def labelled(folders: list[Path]) -> tuple[list[str], list[str]]:
     """Every picture of the folders' characters, and its character."""
     paths, labels = [], []
@@ -265,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="the model directory; calibration.json goes here")
-    parser.add_argument("--fit", type=Path, nargs="+", required=True, help="character folders to fit on")
+    parser.add_argument("--fit", type=Path, nargs="+", required=True,
+                        help="character folders to fit on (only characters the fit model never trained on)")
+    parser.add_argument("--fit-model", type=Path,
+                        help="model whose answers the fit uses (default: --model): a sibling trained without some "
+                             "--fit characters, so that the fit sees characters it never trained on, as members' are")
     parser.add_argument("--negatives", type=Path, required=True, help="pictures of no character (split in halves)")
     parser.add_argument("--check", type=Path, nargs="+", required=True, help="character folders to confirm on")
     parser.add_argument("--draws", type=int, default=5, help="seeded galleries per size")
@@ -275,15 +290,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
     settings = load_settings()
-    embedder = Embedder.load(args.model)
+    fit_model = args.fit_model or args.model
+    embedders = {"fit": Embedder.load(fit_model), "check": Embedder.load(args.model)}
+    trained = {"fit": trained_on(fit_model), "check": trained_on(args.model)}
     detector = FaceDetector()
     fit_negatives, check_negatives = negatives_halves(args.negatives)
-    sets = {}
+    sets, characters = {}, {}
     for name, folders, negatives in (("fit", args.fit, fit_negatives), ("check", args.check, check_negatives)):
         paths, labels = labelled(folders)
-        pictures = embed_set(embedder, detector, paths, labels, args.cache)
-        negative = embed_set(embedder, detector, negatives, [None] * len(negatives), args.cache)
-        sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws)
+        excluded = trained[name] if name == "fit" else set()  # fitted on characters its model never saw
+        characters[name] = sorted(set(labels) - excluded)
+        if len(characters[name]) < 2:
+            parser.error(f"{fit_model} was trained on the --fit characters: pass --fit-model, a model trained "
+                         "without (some of) them (training.train --unseen)")
+        print(f"{name}: {len(characters[name])} characters ({len(set(labels) & trained[name])} of them trained on by "
+              f"{fit_model if name == 'fit' else args.model}{', left out' if name == 'fit' else ''})", file=sys.stderr)
+        pictures = embed_set(embedders[name], detector, paths, labels, args.cache)
+        negative = embed_set(embedders[name], detector, negatives, [None] * len(negatives), args.cache)
+        sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws, excluded)
     calibration = fit(sets["fit"])
     threshold, unknown = settings.confidence_threshold, settings.unknown_threshold
     print(sweep(calibration, sets["fit"]), file=sys.stderr)
@@ -292,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown = "\n".join([TABLE_HEAD, table("fit", results["fit"]), table("check", results["check"])])
     calibration = Calibration(calibration.weights, calibration.background, {
         "command": command, "fit": [str(f) for f in args.fit], "check": [str(f) for f in args.check],
+        "fit_model": str(fit_model), "fit_characters": characters["fit"],
+        "check_characters_trained_on": sorted(set(characters["check"]) & trained["check"]),
         "negatives": str(args.negatives), "draws": args.draws, "sizes": args.sizes,
         "confidence_threshold": threshold, "unknown_threshold": unknown, "figures": results,
     })

@@ -203,12 +203,12 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int = 0):
 
 
 def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds: int = 0, faces: int = 2,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of every picture as the engine cuts them (whole frame, then faces), and `rounds` augmented copies.
 
-    Returns the arrays and, per array, the index of its picture. Augmented views look like what
-    members post: cropped and rescaled, mirrored, 20 % greyscale (manga), colour and light shifted;
-    a face crop is jittered around its box. Rows come clean views first, then augmented ones.
+    Returns the arrays, per array the index of its picture, and whether it is a clean view (as the engine
+    cuts it). Augmented views look like what members post: cropped and rescaled, mirrored, 20 % greyscale
+    (manga), colour and light shifted; a face crop is jittered around its box. Rows come clean views first.
     """
 
     def one(number: int) -> list[np.ndarray]:
@@ -222,13 +222,16 @@ def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds
         rng = random.Random(seed * 1_000_003 + number)
         extra = [augmented_view(picture, None, size, rng) for _ in range(rounds)]
         extra += [augmented_view(picture, box, size, rng) for box in boxes for _ in range(max(1, rounds // 2))]
-        return clean + extra if rounds else clean
+        return clean, extra if rounds else []
 
     with ThreadPoolExecutor(4) as pool:
         views = list(pool.map(one, range(len(paths))))
-    owners = np.concatenate([np.full(len(v), n) for n, v in enumerate(views)]) if views else np.zeros(0, int)
-    arrays = np.stack([a for v in views for a in v]) if views else np.zeros((0, size, size, 3), np.float32)
-    return arrays, owners
+    if not views:
+        return np.zeros((0, size, size, 3), np.float32), np.zeros(0, int), np.zeros(0, bool)
+    owners = np.concatenate([np.full(len(clean) + len(extra), n) for n, (clean, extra) in enumerate(views)])
+    is_clean = np.concatenate([np.r_[np.ones(len(clean), bool), np.zeros(len(extra), bool)] for clean, extra in views])
+    arrays = np.stack([a for clean, extra in views for a in clean + extra])
+    return arrays, owners, is_clean
 
 
 def augmented_view(picture: Image.Image, box: Box | None, size: int, rng: random.Random) -> np.ndarray:

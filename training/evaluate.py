@@ -69,9 +69,9 @@ def evaluate(embedder: Embedder, split: Split, folder: str | Path | None = None,
         vectors, owner = embed_pictures(embedder, query_paths, detector)
         similarity = picture_similarity(vectors, owner, gallery, gallery_owner)
         labels = np.array(gallery_labels)
-        answers = bot_answers(view_similarities(vectors, owner, gallery, gallery_owner, labels), np.unique(labels),
-                              query_labels, calibration)
-        figures = retrieval_figures(similarity, labels, np.array(query_labels), threshold, answers)
+        per_view = view_similarities(vectors, owner, gallery, gallery_owner, labels)
+        answers = bot_answers(per_view, np.unique(labels), query_labels, calibration)
+        figures = retrieval_figures(per_view, similarity, labels, np.array(query_labels), threshold, answers)
         figures["ranks"] = [{"query": path, "character": label, "rank": int(rank)}
                             for path, label, rank in zip(query_paths, query_labels, figures.pop("_ranks"))]
         figures["_retrieval"] = (gallery_paths, gallery_labels, query_paths, query_labels, similarity)

@@ -1,10 +1,11 @@
-"""Retrieval figures on whole pictures: top-1 and top-5 character, mAP@R, per character, and the bot's confidence."""
+"""Retrieval figures on whole pictures, ranked as the index ranks: top-1 and top-5 character, mAP@R, per character, and the bot's confidence."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from hxhbot.confidence import Calibration, subject_views
+from hxhbot.index import character_similarities
 
 
 def picture_similarity(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray,
@@ -16,22 +17,16 @@ def picture_similarity(queries: np.ndarray, query_owner: np.ndarray, gallery: np
     return np.maximum.reduceat(np.maximum.reduceat(views, query_starts, axis=0), gallery_starts, axis=1)
 
 
-def best_per_character(similarity: np.ndarray, gallery_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The characters (sorted) and, per query, each character's best gallery similarity."""
-    classes = np.unique(gallery_labels)
-    return classes, np.stack([similarity[:, gallery_labels == c].max(axis=1) for c in classes], axis=1)
-
-
 def view_similarities(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray, gallery_owner: np.ndarray,
                       gallery_labels: np.ndarray) -> list[np.ndarray]:
-    """Per query picture, each of its views' best similarity to each character (sorted): views × characters."""
-    classes = np.unique(gallery_labels)
-    column_class = np.searchsorted(classes, np.asarray(gallery_labels)[gallery_owner])
-    order = np.argsort(column_class, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(column_class[order]) != 0])
-    per_class = np.maximum.reduceat((queries @ gallery.T)[:, order], starts, axis=1)
+    """Per query picture, each of its views' similarity to each character (sorted), as the index gives it: views × characters.
+
+    `gallery_labels` holds each gallery picture's character; `gallery_owner` each gallery view's picture.
+    """
+    classes, codes = np.unique(np.asarray(gallery_labels), return_inverse=True)
+    per_view, _ = character_similarities(queries @ gallery.T, gallery_owner, codes[gallery_owner], len(classes))
     query_starts = np.flatnonzero(np.r_[True, query_owner[1:] != query_owner[:-1]])
-    return np.split(per_class, query_starts[1:])
+    return np.split(per_view, query_starts[1:])
 
 
 def bot_answers(per_view: list[np.ndarray], classes: np.ndarray, labels: list, calibration: Calibration
@@ -49,13 +44,16 @@ def bot_answers(per_view: list[np.ndarray], classes: np.ndarray, labels: list, c
     return probability, right
 
 
-def retrieval_figures(similarity: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray,
-                      threshold: float, answers: tuple[np.ndarray, np.ndarray]) -> dict:
+def retrieval_figures(per_view: list[np.ndarray], similarity: np.ndarray, gallery_labels: np.ndarray,
+                      query_labels: np.ndarray, threshold: float, answers: tuple[np.ndarray, np.ndarray]) -> dict:
     """Top-1/top-5 character, mAP@R over gallery pictures, per-character top-1, and the bot's confidence.
 
-    `answers`: per query, the probability of the bot's most confident answer and whether it is right (`bot_answers`).
+    `per_view`: per query, its views × characters similarities (`view_similarities`): a character ranks by its
+    best over the views. `similarity`: query × gallery picture (`picture_similarity`), for mAP@R. `answers`: per
+    query, the probability of the bot's most confident answer and whether it is right (`bot_answers`).
     """
-    classes, best = best_per_character(similarity, gallery_labels)
+    classes = np.unique(gallery_labels)
+    best = np.stack([views.max(axis=0) for views in per_view])
     right = best[np.arange(len(query_labels)), np.searchsorted(classes, query_labels)]
     ranks = 1 + (best > right[:, None]).sum(axis=1)
     hits = gallery_labels[np.argsort(-similarity, axis=1)] == query_labels[:, None]

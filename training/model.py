@@ -15,6 +15,7 @@ VARIANTS = ("seed", "pretrained", "softmax", "vae", "hunter", "tuned")
 DEFAULT_VARIANT = "tuned"
 INPUT_SIZES = {"seed": 64, "pretrained": 224, "softmax": 64, "vae": 64, "hunter": 80, "tuned": 224}
 TUNED_FROM = "block_12_add"  # `tuned` trains MobileNetV2 from here on (blocks 13–16 and the last 1×1 conv)
+WHITENING_REGULARISER = 0.1  # added to every eigenvalue, as a share of their mean, before whitening
 
 
 def build(variant: str, input_size: int | None = None, weights: str | None = "imagenet",
@@ -156,7 +157,7 @@ def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.k
     `features` is the frozen bottom (to block 12, cached in training); `head` is blocks 13–16 and
     the last 1×1 convolution (batch norms frozen), GeM-pooled (p = 3): the embedding is the
     backbone's own pooled description, which carries over to characters it never trained on
-    better than a projection trained on top of it.
+    better than a projection trained on top of it, whitened after training (`fit_whitening`).
     """
     backbone = mobilenet_v2(input_size, weights)
     inputs = tf.keras.Input((input_size, input_size, 3), name="image")
@@ -174,11 +175,30 @@ def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.k
     pooled = tf.math.pow(tf.keras.layers.GlobalAveragePooling2D(name="gem")(tf.math.pow(tf.nn.relu(top) + 1e-6, 3.0)),
                          1.0 / 3.0)
     head = tf.keras.Model(maps, pooled, name="head")
-    return _assemble(features, head, "tuned")
+    return _assemble(features, head, "tuned", whitening=True)
 
 
-def _assemble(features: tf.keras.Model, head: tf.keras.Model, name: str) -> tf.keras.Model:
-    """image → features → head → L2-normalise."""
+def fit_whitening(model: tf.keras.Model, embeddings: np.ndarray) -> None:
+    """Set `model`'s whitening layer from `embeddings`: its own unit vectors of training views, before whitening.
+
+    Centring on their mean and scaling every principal direction to unit variance (each eigenvalue regularised by
+    `WHITENING_REGULARISER` of their mean) keeps the few directions that all drawings share (style, framing,
+    background) from dominating the cosine. Fitted on the training identities; applied to any character.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    mean = embeddings.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(embeddings - mean, rowvar=False, bias=True))
+    kernel = vectors / np.sqrt(np.maximum(values, 0.0) + WHITENING_REGULARISER * values.mean() + 1e-12)
+    model.get_layer("whitening").set_weights([kernel.astype(np.float32), (-mean @ kernel).astype(np.float32)])
+
+
+def _assemble(features: tf.keras.Model, head: tf.keras.Model, name: str, whitening: bool = False) -> tf.keras.Model:
+    """image → features → head → L2-normalise (→ whitening → L2-normalise: an identity until `fit_whitening`)."""
     inputs = tf.keras.Input(features.input_shape[1:], name="image")
     outputs = tf.keras.layers.UnitNormalization(name="l2_normalise")(head(features(inputs)))
+    if whitening:
+        width = int(outputs.shape[-1])
+        outputs = tf.keras.layers.Dense(width, kernel_initializer="identity", trainable=False,
+                                        name="whitening")(outputs)
+        outputs = tf.keras.layers.UnitNormalization(name="whitened")(outputs)
     return tf.keras.Model(inputs, outputs, name=name)

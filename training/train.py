@@ -28,7 +28,7 @@ from hxhbot.model_dir import save_model_dir  # noqa: E402
 from hxhbot.detector import FaceDetector  # noqa: E402
 from training.data import (Split, augment, encode_labels, load_arrays, make_split, pk_batches,  # noqa: E402
                            picture_views_of)
-from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build  # noqa: E402
+from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build, fit_whitening  # noqa: E402
 
 log = logging.getLogger("training.train")
 TUNED_EPOCHS = 6  # the loss is near its floor by then; checkpointing keeps the best validation recall
@@ -142,25 +142,27 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
     """Cache the frozen bottom's maps of every view (clean and `rounds` augmented), then fine-tune the top.
 
     The top learns through a cosine softmax with an additive margin over the training identities;
-    the classifier is dropped after training and the pooled backbone features are the embedding.
+    the classifier is dropped after training and the pooled backbone features, whitened on the
+    training pictures' clean views (whole frame and faces), are the embedding.
     """
     features, head = model.get_layer("features"), model.get_layer("head")
     size = int(model.input_shape[1])
     bottom, detector = _batched(features), FaceDetector()
-    maps, owners, clean = [], [], []
+    maps, owners, clean, whole = [], [], [], []
     for start in range(0, len(paths), 32):  # a chunk at a time: all views at 224 px would not fit in memory
-        arrays, chunk_owners = picture_views_of(paths[start:start + 32], size, detector, rounds, seed=seed)
+        arrays, chunk_owners, chunk_clean = picture_views_of(paths[start:start + 32], size, detector, rounds, seed=seed)
         maps.append(bottom(arrays).astype(np.float16))
-        first = np.r_[True, chunk_owners[1:] != chunk_owners[:-1]]  # each picture's whole-frame view
-        clean.append(sum(len(m) for m in maps[:-1]) + np.flatnonzero(first))
+        whole.append(np.r_[True, chunk_owners[1:] != chunk_owners[:-1]])  # each picture's whole-frame view
         owners.append(chunk_owners + start)
-    maps, owners, clean = np.concatenate(maps), np.concatenate(owners), np.concatenate(clean)
+        clean.append(chunk_clean)
+    maps, owners = np.concatenate(maps), np.concatenate(owners)
+    clean, whole = np.flatnonzero(np.concatenate(clean)), np.flatnonzero(np.concatenate(whole))
     targets = labels[owners]
     val_maps = bottom(picture_views_of(val_paths, size, detector, faces=0)[0]).astype(np.float16) \
-        if val_paths else maps[clean[:0]]
+        if val_paths else maps[whole[:0]]
     trainer = _head_trainer("tuned", head, classes, 0)
     embed = _batched(head)
-    checkpoint = RecallCheckpoint(lambda m: _unit(embed(m.astype(np.float32))), maps[clean], labels, val_maps,
+    checkpoint = RecallCheckpoint(lambda m: _unit(embed(m.astype(np.float32))), maps[whole], labels, val_maps,
                                   val_labels, out / "best.weights.h5", patience)
     rng = np.random.default_rng(seed)
 
@@ -178,6 +180,7 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
     history = trainer.fit(dataset, steps_per_epoch=max(1, len(maps) // TUNED_BATCH), epochs=epochs, verbose=verbose,
                           callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint])
     trainer.load_weights(out / "best.weights.h5")
+    fit_whitening(model, _unit(embed(maps[clean].astype(np.float32))))
     return _clean_history(history.history)
 
 
