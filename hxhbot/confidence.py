@@ -1,9 +1,10 @@
 """Calibrated confidence: the probability that a character named for part of a picture is right.
 
 Each character found in a picture is answered from a few of the picture's views (`subject_views`). For
-every candidate character the features are its best cosine similarity over those views, its margin to the
-best other character (at least to `background`, so a one-character gallery has a margin too), and,
-when two views answer (the whole frame and the only face), whether both name it. A logistic model over
+every candidate character the features are its best similarity over those views (`hxhbot.index`: the
+mean cosine of its two closest gallery pictures), its margin to the best other character (at least to
+`background`, so a one-character gallery has a margin too), and, when two views answer (the whole
+frame and the only face), whether both name it. A logistic model over
 these features, fitted by `python -m training.calibrate` and saved as `calibration.json` beside the
 model, turns them into a probability. It never looks at how many characters the gallery holds.
 """

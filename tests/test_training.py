@@ -18,7 +18,7 @@ from hxhbot.confidence import Calibration
 from training import calibrate
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities
 from training.model import PALETTE_LEVELS, VARIANTS, build, build_hunter, build_seed, colour_histogram, fit_whitening
-from training.train import train
+from training.train import WeightAverage, train
 from tests.conftest import encode, write_gallery
 
 COLOURS = {f"Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(5)}
@@ -140,6 +140,22 @@ def test_training_changes_the_head(data: Path, tmp_path: Path) -> None:
     train([data], "softmax", tmp_path / "m", epochs=2, input_size=32, weights=None, augment_rounds=1, verbose=0)
     after = Embedder.load(tmp_path / "m").model.get_layer("head").get_weights()[0]
     assert before.shape == after.shape and not np.allclose(before, after)
+
+
+def test_weight_average_is_the_mean_from_its_start_epoch_and_survives_a_resume(tmp_path: Path) -> None:
+    layer = tf.keras.layers.Dense(2)
+    layer.build((None, 3))
+    seen = []
+    for epoch in range(4):
+        layer.set_weights([np.full((3, 2), float(epoch)), np.full(2, 10.0 * epoch)])
+        seen.append(layer.get_weights())
+        average = WeightAverage(layer, tmp_path / "average.npz", start=2)  # a new one each epoch: resumed runs
+        average.on_epoch_end(epoch)
+        if epoch == 2:
+            average.on_epoch_end(epoch)  # an epoch replayed after a resume counts once
+    kernel, bias = average.averaged()
+    assert np.allclose(kernel, 2.0) and np.allclose(bias, 20.0)  # epochs 2, 3 and 4 (0-based 1, 2, 3)
+    assert WeightAverage(layer, tmp_path / "none.npz", start=2).averaged() is None
 
 
 def test_resume_continues_where_it_stopped(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,7 @@ TUNED_BATCH = 64
 TUNED_SCALE = 24.0
 TUNED_MARGIN = 0.1
 TUNED_LEARNING_RATE = 3e-4
+TUNED_AVERAGE_FROM = 2  # the top's weights are averaged over the epochs from this one to the last
 
 
 def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = None, split_file: Path | None = None,
@@ -74,7 +75,7 @@ def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = Non
     save_model_dir(model, variant, out, split="split.json", trained_on=split.seen,
                    seconds_to_train=summary["seconds"])
     (out / "history.json").write_text(json.dumps(summary, indent=1) + "\n")
-    for leftover in ("best.weights.h5", "best.weights.json"):
+    for leftover in ("best.weights.h5", "best.weights.json", "average.weights.npz", "average.weights.json"):
         (out / leftover).unlink(missing_ok=True)  # the saved model holds the best weights now
     shutil.rmtree(out / "backup", ignore_errors=True)
     if history:
@@ -113,6 +114,38 @@ class RecallCheckpoint(tf.keras.callbacks.Callback):
         self.state_path.write_text(json.dumps({"best": self.best, "wait": self.wait}))
 
 
+class WeightAverage(tf.keras.callbacks.Callback):
+    """The mean of `layer`'s weights at the end of every epoch from `start` on (stochastic weight averaging).
+
+    Kept in `path` (with the epochs it holds) so that a resumed run goes on averaging where it stopped.
+    """
+
+    def __init__(self, layer: tf.keras.layers.Layer, path: Path, start: int) -> None:
+        super().__init__()
+        self.layer, self.path, self.start = layer, path, start
+        self.epochs_path = path.with_suffix(".json")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 < self.start:
+            return
+        done = json.loads(self.epochs_path.read_text()) if self.epochs_path.is_file() else []
+        if epoch + 1 in done:
+            return
+        weights = self.layer.get_weights()
+        if done:
+            with np.load(self.path) as saved:
+                weights = [(saved[f"w{n}"] * len(done) + w) / (len(done) + 1) for n, w in enumerate(weights)]
+        np.savez(self.path, **{f"w{n}": w for n, w in enumerate(weights)})
+        self.epochs_path.write_text(json.dumps(done + [epoch + 1]))
+
+    def averaged(self) -> list[np.ndarray] | None:
+        """The averaged weights (None before `start`)."""
+        if not self.path.is_file():
+            return None
+        with np.load(self.path) as saved:
+            return [saved[f"w{n}"] for n in range(len(saved.files))]
+
+
 def _fit_head(model: tf.keras.Model, variant: str, images: np.ndarray, labels: np.ndarray,
               val_images: np.ndarray, val_labels: np.ndarray, classes: int, out: Path, epochs: int,
               patience: int, rounds: int, verbose: int) -> dict:
@@ -141,9 +174,10 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
                verbose: int, seed: int) -> dict:
     """Cache the frozen bottom's maps of every view (clean and `rounds` augmented), then fine-tune the top.
 
-    The top learns through a cosine softmax with an additive margin over the training identities;
-    the classifier is dropped after training and the pooled backbone features, whitened on the
-    training pictures' clean views (whole frame and faces), are the embedding.
+    The top learns through a cosine softmax with an additive margin over the training identities; its
+    weights are averaged over the epochs from `TUNED_AVERAGE_FROM` on (steadier on characters it never
+    saw than any one epoch's). The classifier is dropped after training and the pooled backbone
+    features, whitened on the training pictures' clean views (whole frame and faces), are the embedding.
     """
     features, head = model.get_layer("features"), model.get_layer("head")
     size = int(model.input_shape[1])
@@ -177,9 +211,10 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
 
     spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    average = WeightAverage(head, out / "average.weights.npz", min(TUNED_AVERAGE_FROM, epochs))
     history = trainer.fit(dataset, steps_per_epoch=max(1, len(maps) // TUNED_BATCH), epochs=epochs, verbose=verbose,
-                          callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint])
-    trainer.load_weights(out / "best.weights.h5")
+                          callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint, average])
+    head.set_weights(average.averaged())
     fit_whitening(model, _unit(embed(maps[clean].astype(np.float32))))
     return _clean_history(history.history)
 
