@@ -104,12 +104,14 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _characters(result: Identification, settings: Settings) -> list[dict]:
-    """One entry per character found: its box (shares of the picture; null: the whole picture), outcome, matches."""
+    """One entry per character found, the most confident first: its box (shares of the picture; null: the whole
+    picture), outcome and matches."""
+    sightings = sorted(result.sightings, key=lambda sighting: -sighting.best.score)
     return [{
         "box": [round(value, 4) for value in (s.box.left, s.box.top, s.box.right, s.box.bottom)] if s.box else None,
         "outcome": s.outcome(settings.confidence_threshold, settings.unknown_threshold).value,
         "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in s.matches],
-    } for s in result.sightings]
+    } for s in sightings]
 
 
 def _emit(as_json: bool, result: dict) -> None:

@@ -102,6 +102,9 @@ def test_both_characters_through_the_command_line(gallery: Path, composite: tupl
     assert answer.returncode == 0, answer.stderr
     result = json.loads(answer.stdout)
     characters = result["characters"]
+    scores = [c["matches"][0]["score"] for c in characters]
+    assert scores == sorted(scores, reverse=True)  # the most confident first
+    characters.sort(key=lambda c: c["box"][0])
     assert [c["matches"][0]["character"] for c in characters] == ["Gon Freecss", "Kurapika"]
     assert [c["outcome"] for c in characters] == ["named", "named"]
     left, right = (c["box"] for c in characters)
