@@ -16,6 +16,7 @@ DEFAULT_VARIANT = "tuned"
 INPUT_SIZES = {"seed": 64, "pretrained": 224, "softmax": 64, "vae": 64, "hunter": 80, "tuned": 224}
 TUNED_FROM = "block_12_add"  # `tuned` trains MobileNetV2 from here on (blocks 13–16 and the last 1×1 conv)
 WHITENING_REGULARISER = 0.1  # added to every eigenvalue, as a share of their mean, before whitening
+WHITENING_POWER = 0.25  # each principal direction scaled by variance^-power: 0.5 would whiten fully
 
 
 def build(variant: str, input_size: int | None = None, weights: str | None = "imagenet",
@@ -181,14 +182,17 @@ def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.k
 def fit_whitening(model: tf.keras.Model, embeddings: np.ndarray) -> None:
     """Set `model`'s whitening layer from `embeddings`: its own unit vectors of training views, before whitening.
 
-    Centring on their mean and scaling every principal direction to unit variance (each eigenvalue regularised by
-    `WHITENING_REGULARISER` of their mean) keeps the few directions that all drawings share (style, framing,
-    background) from dominating the cosine. Fitted on the training identities; applied to any character.
+    Centring on their mean and dividing every principal direction by its variance to the power `WHITENING_POWER`
+    (each eigenvalue regularised by `WHITENING_REGULARISER` of their mean) keeps the few directions that all
+    drawings share (style, framing, background) from dominating the cosine. Half-way, not full, whitening: the
+    strongest directions are also those that tell the trained characters apart, and flattening them entirely
+    lets characters it never trained on compete with them at the trained ones' expense.
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     mean = embeddings.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(embeddings - mean, rowvar=False, bias=True))
-    kernel = vectors / np.sqrt(np.maximum(values, 0.0) + WHITENING_REGULARISER * values.mean() + 1e-12)
+    regularised = np.maximum(values, 0.0) + WHITENING_REGULARISER * values.mean() + 1e-12
+    kernel = vectors / regularised ** WHITENING_POWER
     model.get_layer("whitening").set_weights([kernel.astype(np.float32), (-mean @ kernel).astype(np.float32)])
 
 
