@@ -16,8 +16,7 @@ from hxhbot.confidence import Calibration
 
 META_FILE = "index.json"
 NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
-TOP_PICTURES = 2  # a character is as close as the mean of its this many closest gallery pictures…
-NEAR_COPY = 0.95  # …unless one is at least this close: a copy of the query (e.g. a picture approved in /review)
+NEAR_COPY = 0.95  # a gallery picture this close is a copy of the query (e.g. one approved in /review)
 EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
 
 
@@ -82,32 +81,40 @@ class Similarities:
                                self.images[rows[best_view[c]]][c]) for c in order]
 
 
-def character_similarities(similarity: np.ndarray, picture: np.ndarray, character: np.ndarray, characters: int,
-                           top: int = TOP_PICTURES) -> tuple[np.ndarray, np.ndarray]:
-    """Rows × characters: the mean similarity of each character's `top` closest gallery pictures (of its closest
-    alone when that one is a copy of the query, at least `NEAR_COPY`), and the column of its closest view (-1: none).
+def character_similarities(similarity: np.ndarray, picture: np.ndarray, character: np.ndarray,
+                           characters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows × characters: the mean similarity of each character's two closest gallery pictures (its closest alone
+    when that one is a copy of the query, at least `NEAR_COPY`), and the column of its closest view (-1: none).
 
     `similarity` is rows × gallery views (-inf: left out); `picture` and `character` give each view's picture and
     character as integers (`character` below `characters`). A picture is as close as its closest view.
     """
+    rows = len(similarity)
+    per_character = np.full((rows, characters), -1.0)
+    best = np.full((rows, characters), -1, dtype=int)
     order = np.lexsort((picture, character))
     grouped, codes = similarity[:, order], character[order]
     starts = np.flatnonzero(np.r_[True, (np.diff(picture[order]) != 0) | (np.diff(codes) != 0)])[:len(order)]
-    closest = np.maximum.reduceat(grouped, starts, axis=1) if len(order) else grouped  # rows × pictures
-    view_bounds = np.searchsorted(codes, np.arange(characters + 1))
-    picture_bounds = np.searchsorted(codes[starts], np.arange(characters + 1))
-    per_character = np.full((len(similarity), characters), -1.0)
-    best = np.full((len(similarity), characters), -1, dtype=int)
-    for code in range(characters if len(similarity) else 0):
-        mine = closest[:, picture_bounds[code]:picture_bounds[code + 1]]
-        mine = mine[:, np.isfinite(mine[0])]
-        if mine.shape[1]:
-            count = min(top, mine.shape[1])
-            nearest = -np.partition(-mine, count - 1, axis=1)[:, :count]
-            copy = nearest.max(axis=1)
-            per_character[:, code] = np.where(copy >= NEAR_COPY, copy, nearest.mean(axis=1))
-            first = view_bounds[code]
-            best[:, code] = order[first + np.argmax(grouped[:, first:view_bounds[code + 1]], axis=1)]
+    if not rows or not len(starts):
+        return per_character, best
+    closest = np.maximum.reduceat(grouped, starts, axis=1)  # rows × pictures, grouped by character
+    kept = np.isfinite(closest[0])  # pictures left out are -inf in every row
+    closest, picture_codes = closest[:, kept], codes[starts][kept]
+    if not len(picture_codes):
+        return per_character, best
+    present, first_picture, pictures = np.unique(picture_codes, return_index=True, return_counts=True)
+    top = np.maximum.reduceat(closest, first_picture, axis=1)
+    is_top = closest == np.repeat(top, pictures, axis=1)
+    second = np.maximum.reduceat(np.where(is_top, -np.inf, closest), first_picture, axis=1)
+    second = np.where(np.add.reduceat(is_top, first_picture, axis=1) > 1, top, second)  # a tie for closest
+    mean = np.where(pictures > 1, (top + second) / 2.0, top)
+    per_character[:, present] = np.where(top >= NEAR_COPY, top, mean)
+    first_view = np.searchsorted(codes, present)  # the closest view: the first column holding its maximum
+    views = grouped[:, first_view[0]:]  # from the first character with a picture left in
+    spans = np.diff(np.r_[first_view, len(order)])
+    view_top = np.repeat(np.maximum.reduceat(grouped, first_view, axis=1), spans, axis=1)
+    at_top = np.where(views == view_top, np.arange(first_view[0], len(order)), len(order))
+    best[:, present] = order[np.minimum.reduceat(at_top, first_view - first_view[0], axis=1)]
     return per_character, best
 
 

@@ -31,7 +31,7 @@ from training.data import (Split, augment, encode_labels, load_arrays, make_spli
 from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build, fit_whitening  # noqa: E402
 
 log = logging.getLogger("training.train")
-TUNED_EPOCHS = 6  # the loss is near its floor by then; checkpointing keeps the best validation recall
+TUNED_EPOCHS = 6  # the loss is near its floor by then; the top's weights are averaged over the last epochs
 TUNED_BATCH = 64
 TUNED_SCALE = 24.0
 TUNED_MARGIN = 0.1
@@ -76,7 +76,7 @@ def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = Non
                    seconds_to_train=summary["seconds"])
     (out / "history.json").write_text(json.dumps(summary, indent=1) + "\n")
     for leftover in ("best.weights.h5", "best.weights.json", "average.weights.npz", "average.weights.json"):
-        (out / leftover).unlink(missing_ok=True)  # the saved model holds the best weights now
+        (out / leftover).unlink(missing_ok=True)  # the saved model holds the weights kept
     shutil.rmtree(out / "backup", ignore_errors=True)
     if history:
         _plot(history, out / "curves.png", variant)
@@ -85,14 +85,15 @@ def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = Non
 
 
 class RecallCheckpoint(tf.keras.callbacks.Callback):
-    """Validation recall@1 each epoch (val images ranked against training images); keep the best weights."""
+    """Validation recall@1 each epoch (val images ranked against training images); stop after `patience` epochs
+    without a better one, and keep the best weights in `weights_path` unless `keep_best` is false."""
 
     def __init__(self, embed, gallery, gallery_labels, queries, query_labels, weights_path: Path,
-                 patience: int) -> None:
+                 patience: int, keep_best: bool = True) -> None:
         super().__init__()
         self.embed, self.gallery, self.queries = embed, gallery, queries
         self.gallery_labels, self.query_labels = gallery_labels, query_labels
-        self.weights_path, self.patience = weights_path, patience
+        self.weights_path, self.patience, self.keep_best = weights_path, patience, keep_best
         self.state_path = weights_path.with_suffix(".json")
         state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         self.best, self.wait = state.get("best", -1.0), state.get("wait", 0)  # survives a resume
@@ -106,7 +107,8 @@ class RecallCheckpoint(tf.keras.callbacks.Callback):
             logs["val_recall@1"] = recall
         if recall >= self.best:  # on a tie, the longer-trained weights
             self.best, self.wait = recall, 0
-            self.model.save_weights(self.weights_path)
+            if self.keep_best:
+                self.model.save_weights(self.weights_path)
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -197,7 +199,7 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
     trainer = _head_trainer("tuned", head, classes, 0)
     embed = _batched(head)
     checkpoint = RecallCheckpoint(lambda m: _unit(embed(m.astype(np.float32))), maps[whole], labels, val_maps,
-                                  val_labels, out / "best.weights.h5", patience)
+                                  val_labels, out / "best.weights.h5", patience, keep_best=False)  # averaged instead
     rng = np.random.default_rng(seed)
 
     batch = min(TUNED_BATCH, len(maps))  # fewer views than a batch would never yield one: fit would wait forever
