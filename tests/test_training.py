@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ def test_split_is_disjoint_and_reproducible(data: Path, tmp_path: Path) -> None:
     (gallery, _), queries = split.evaluation(data)
     assert len(gallery) == sum(map(len, split.gallery.values())) and len(queries["unseen"][0]) == sum(
         len(split.query[name]) for name in split.unseen)  # unseen queries meet every character's gallery
+    relative = Path(os.path.relpath(data))  # a folder is the same folder however its path is spelt
+    assert split.characters_of(relative) == split.characters_of(f"{data}/") == sorted(split.gallery)
+    assert split.characters_of(data.parent) == []
     split.save(tmp_path / "split.json")
     assert Split.load(tmp_path / "split.json") == split
 

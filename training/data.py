@@ -57,9 +57,12 @@ class Split:
         return _flatten({c: self.val[c] for c in self.seen if self.val[c]})
 
     def characters_of(self, folder: str | Path | None = None) -> list[str]:
-        """The characters of one data folder (all of them when `folder` is None)."""
+        """The characters of one data folder (all of them when `folder` is None), however its path is spelt."""
         names = sorted(self.gallery)
-        return names if folder is None else [c for c in names if self.folders.get(c) == str(folder)]
+        if folder is None:
+            return names
+        wanted = Path(folder).resolve()
+        return [c for c in names if c in self.folders and Path(self.folders[c]).resolve() == wanted]
 
     def evaluation(self, folder: str | Path | None = None) -> tuple[tuple[list[str], list[str]], dict[str, tuple[list[str], list[str]]]]:
         """((gallery paths, labels) of every character of `folder`, {'seen'|'unseen': (query paths, labels)})."""
