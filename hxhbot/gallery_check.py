@@ -6,8 +6,6 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from hxhbot.answers import identify
 from hxhbot.confidence import Calibration
 from hxhbot.detector import Box
@@ -44,8 +42,7 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
     named = right = 0
     for rows in pictures:
-        vectors = np.asarray(index.matrix)[rows] if index.matrix is not None else np.stack(
-            [index.vector(row) for row in rows])
+        vectors = index.vectors(rows)
         item = index.items[rows[0]]
         faces = [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)  # only their number matters here
         answer = identify(index.similarities(vectors, exclude=item.sha256), faces, calibration, top_k=1)

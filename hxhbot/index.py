@@ -118,6 +118,29 @@ def character_similarities(similarity: np.ndarray, picture: np.ndarray, characte
     return per_character, best
 
 
+def gallery_centre(vectors: np.ndarray, characters: np.ndarray) -> np.ndarray:
+    """What a gallery's pictures share: (1 − 1/n) × the mean of its n characters' mean embeddings.
+
+    Taken away from gallery and query embeddings alike before they are compared (`centred`), it removes what all of
+    this gallery's pictures have in common (a series' drawing, its colours) so that what tells its characters apart
+    counts. A one-character gallery has nothing to tell apart, and nothing is taken away.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    names, owner = np.unique(np.asarray(characters), return_inverse=True)
+    if not len(names):
+        return np.zeros(vectors.shape[1], np.float32)
+    sums = np.zeros((len(names), vectors.shape[1]))
+    np.add.at(sums, owner, vectors)
+    means = sums / np.bincount(owner, minlength=len(names))[:, None]
+    return ((1.0 - 1.0 / len(names)) * means.mean(axis=0)).astype(np.float32)
+
+
+def centred(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Unit vectors along `vectors` − `centre` (`gallery_centre`)."""
+    moved = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - np.asarray(centre, dtype=np.float32)
+    return moved / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-30)
+
+
 def annoy_settings(size: int) -> tuple[int, int]:
     """`(n_trees, search_k)` giving recall@10 ≥ 0.99 for `size` vectors (tests/bench/bench_index.py)."""
     if size <= 20_000:
@@ -126,14 +149,16 @@ def annoy_settings(size: int) -> tuple[int, int]:
 
 
 class GalleryIndex:
-    """Nearest gallery images and best characters for a query embedding."""
+    """Nearest gallery images and best characters for a query embedding, compared about the gallery's centre."""
 
     def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict, matrix: np.ndarray | None) -> None:
         self.annoy = annoy
         self.items = items
         self.meta = meta
         self.search_k = int(meta["search_k"])
-        self.matrix = matrix  # the unit vectors, row per item, when exact search serves
+        self.centre = np.asarray(meta["centre"], dtype=np.float32)
+        self._lengths = np.asarray(meta["lengths"], dtype=np.float32)  # |embedding − centre| per item
+        self.matrix = matrix  # the centred unit vectors, row per item, when exact search serves
         self.names = sorted({item.character for item in items})
         self._column = {name: column for column, name in enumerate(self.names)}
         self._row = {item: row for row, item in enumerate(items)}
@@ -160,11 +185,14 @@ class GalleryIndex:
         cls, vectors: np.ndarray, items: list[GalleryItem], fingerprint: str,
         n_trees: int | None = None, search_k: int | None = None,
     ) -> "GalleryIndex":
-        """Build an in-memory index of `vectors`, row i belonging to `items[i]`."""
+        """Build an in-memory index of `vectors`, row i belonging to `items[i]`, about their `gallery_centre`."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(items):
             raise ValueError(f"{len(items)} items but vectors of shape {vectors.shape}")
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
+        centre = gallery_centre(vectors, np.array([item.character for item in items]))
+        lengths = np.linalg.norm(vectors - centre, axis=1)
+        vectors = centred(vectors, centre) if len(vectors) else vectors
         default_trees, default_k = annoy_settings(len(items))
         n_trees = n_trees or default_trees
         annoy = AnnoyIndex(vectors.shape[1], "angular")
@@ -177,15 +205,14 @@ class GalleryIndex:
             "n_trees": n_trees,
             "search_k": search_k or default_k,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "centre": centre.tolist(),
+            "lengths": lengths.tolist(),
         }
         return cls(annoy, list(items), meta, vectors if vectors.nbytes <= EXACT_MAX_BYTES else None)
 
     def extended(self, vectors: np.ndarray, items: list[GalleryItem]) -> "GalleryIndex":
-        """A new index of this one's rows, their embeddings reused, followed by `items` with `vectors`."""
-        if self.matrix is not None:
-            known = np.asarray(self.matrix)
-        else:
-            known = np.array([self.vector(row) for row in range(len(self))], dtype=np.float32).reshape(-1, self.dim)
+        """A new index of this one's rows, their embeddings reused, followed by `items` with `vectors` (centred anew)."""
+        known = self.vectors(range(len(self))).reshape(-1, self.dim)
         rows = np.concatenate([known, np.asarray(vectors, dtype=np.float32)])
         return GalleryIndex.build(rows, self.items + list(items), self.fingerprint)
 
@@ -223,6 +250,9 @@ class GalleryIndex:
             matrix = np.load(Path(directory) / vectors_file, mmap_mode="r") if vectors_file else None
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise GalleryIndexError(f"The index in {directory} is damaged ({error}); rebuild it.") from error
+        if "centre" not in meta or len(meta.get("lengths", ())) != len(items):
+            raise GalleryIndexError(f"The index in {directory} was built by an earlier hxhbot, without its gallery "
+                                    "centre; rebuild it with `python -m hxhbot index`.")
         if fingerprint is not None and meta["model_fingerprint"] != fingerprint:
             raise IndexMismatchError(
                 f"The index in {directory} was built with model {meta['model_fingerprint']}, "
@@ -232,14 +262,25 @@ class GalleryIndex:
             raise GalleryIndexError(f"The index in {directory} is damaged (item count mismatch); rebuild it.")
         return cls(annoy, items, meta, matrix)
 
+    def vectors(self, rows: range | list[int]) -> np.ndarray:
+        """The embeddings of gallery items `rows` as they were given to `build` (unit length, not centred)."""
+        rows = list(rows)
+        if self.matrix is not None:
+            stored = np.asarray(self.matrix)[rows]
+        else:
+            stored = np.array([self.annoy.get_item_vector(row) for row in rows], dtype=np.float32)
+        return stored.reshape(len(rows), self.dim) * self._lengths[rows, None] + self.centre
+
     def vector(self, row: int) -> np.ndarray:
-        """The stored embedding of gallery item `row`."""
-        return np.asarray(self.annoy.get_item_vector(row), dtype=np.float32)
+        """The embedding of gallery item `row` as it was given to `build`."""
+        return self.vectors([row])[0]
 
     def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        """The `k` gallery images closest to `vector`, closest first (exact up to `EXACT_MAX_BYTES`)."""
+        """The `k` gallery images closest to `vector` about the gallery's centre, closest first (exact up to
+        `EXACT_MAX_BYTES`)."""
+        vector = centred(vector, self.centre)[0]
         if self.matrix is not None:
-            similarities = self.matrix @ np.asarray(vector, dtype=np.float32)
+            similarities = self.matrix @ vector
             rows = np.argpartition(-similarities, k - 1)[:k] if k < len(similarities) else np.arange(k)
             rows = rows[np.argsort(-similarities[rows])]
             return [Neighbour(self.items[row], float(similarities[row])) for row in rows]
@@ -254,7 +295,7 @@ class GalleryIndex:
         `exclude`: a gallery picture's checksum whose own views are left out (leave-one-out)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.matrix is not None:
-            similarity = vectors @ np.asarray(self.matrix).T
+            similarity = centred(vectors, self.centre) @ np.asarray(self.matrix).T
         else:
             similarity = np.empty((len(vectors), len(self.items)), np.float32)
             for view, vector in enumerate(vectors):

@@ -10,7 +10,7 @@ import pytest
 
 from hxhbot.index import (
     GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
-    annoy_settings, character_similarities,
+    annoy_settings, centred, character_similarities, gallery_centre,
 )
 from hxhbot.confidence import DEFAULT
 from tests.bench.bench_index import clustered
@@ -27,9 +27,46 @@ def test_round_trip_and_mmap(tmp_path: Path) -> None:
     assert len(loaded) == 200 and loaded.dim == 16 and loaded.fingerprint == "fp1"
     assert np.allclose(loaded.vector(7), vectors[7], atol=1e-6)
     meta = json.loads((tmp_path / "index.json").read_text())
-    assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "items", "n_trees", "search_k"} <= set(meta)
-    assert isinstance(loaded.matrix, np.memmap) and np.allclose(loaded.matrix[7], vectors[7], atol=1e-6)
+    assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "items", "n_trees", "search_k", "centre",
+            "lengths"} <= set(meta)
+    assert isinstance(loaded.matrix, np.memmap)  # searched about the gallery's centre
+    assert np.allclose(loaded.matrix[7], centred(vectors[7], gallery_centre(vectors, np.arange(200) // 25)), atol=1e-6)
+    assert np.allclose(GalleryIndex.load(tmp_path).vectors([7, 150]), vectors[[7, 150]], atol=1e-6)
     assert meta["items"][3] == {"character": "char0", "path": "g/3.jpg", "sha256": f"{3:064x}", "view": 0}
+
+
+def test_gallery_centre_is_what_its_characters_share_and_nothing_for_one_character() -> None:
+    rng = np.random.default_rng(0)
+    style = rng.normal(size=64)  # what every picture of this gallery shares
+    characters = np.repeat(np.arange(4), [2, 2, 2, 6])  # one character with more pictures counts no more
+    own = rng.normal(size=(4, 64))
+    vectors = style + own[characters] + 0.01 * rng.normal(size=(12, 64))
+    assert np.allclose(gallery_centre(vectors, characters), 0.75 * (style + own.mean(axis=0)), atol=0.01)
+    assert np.allclose(gallery_centre(vectors[:2], characters[:2]), 0.0)  # one character: nothing taken away
+    moved = centred(vectors, gallery_centre(vectors, characters))
+    assert np.allclose(np.linalg.norm(moved, axis=1), 1.0)
+    raw = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    mean_cosine = lambda v: (v @ v.T)[np.triu_indices(len(v), 1)].mean()  # noqa: E731
+    assert mean_cosine(raw) > 0.5 and mean_cosine(moved) < 0.2  # the shared style no longer dominates
+
+
+def test_the_centre_is_the_galleries_own_and_queries_meet_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    style, own = rng.normal(size=32) * 3, rng.normal(size=(3, 32))
+    vectors = style + own[np.arange(30) // 10] + rng.normal(size=(30, 32))  # no copies (NEAR_COPY)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = GalleryIndex.build(vectors, _items(30, per_character=10), "fp")
+    query = style + own[1] + rng.normal(size=32)
+    query /= np.linalg.norm(query)
+    by_hand = centred(query, index.centre) @ centred(vectors, index.centre).T
+    assert np.allclose(index.nearest(query, 30)[0].similarity, by_hand.max(), atol=1e-5)
+    assert np.allclose(index.similarities(query).per_view[0, 1], np.sort(by_hand[0, 10:20])[-2:].mean(), atol=1e-5)
+    index.save(tmp_path)
+    meta = json.loads((tmp_path / "index.json").read_text())
+    del meta["centre"]  # an index built before gallery centres
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(GalleryIndexError, match="rebuild"):
+        GalleryIndex.load(tmp_path)
 
 
 def test_other_model_is_refused(tmp_path: Path) -> None:
@@ -106,7 +143,7 @@ def test_leave_one_out_ignores_the_picture_itself() -> None:
     vectors = clustered(100, 16)
     index = GalleryIndex.build(vectors, _items(100), "fp")
     found = index.similarities(vectors[[30]], exclude=_items(100)[30].sha256)
-    others = np.sort(np.delete(vectors[25:50], 5, axis=0) @ vectors[30])[-2:]
+    others = np.sort(np.delete(index.matrix[25:50], 5, axis=0) @ centred(vectors[30], index.centre)[0])[-2:]
     assert found.per_view[0, 1] == pytest.approx(others.mean(), abs=1e-5) and found.images[0][1] != "g/30.jpg"
 
 
@@ -116,8 +153,8 @@ def test_annoy_settings_reach_recall_099(size: int) -> None:
     index = GalleryIndex.build(vectors, _items(size), "fp")
     assert (index.meta["n_trees"], index.search_k) == annoy_settings(size)
     recall = []
-    for probe in probes:
-        exact = set(np.argsort(-(vectors @ probe))[:10].tolist())
+    for probe in centred(probes, index.centre):  # searched about the gallery's centre
+        exact = set(np.argsort(-(index.matrix @ probe))[:10].tolist())
         found = set(index.annoy.get_nns_by_vector(probe.tolist(), 10, search_k=index.search_k))
         recall.append(len(found & exact) / 10)
     assert np.mean(recall) >= 0.99
@@ -148,7 +185,8 @@ def test_extended_reuses_every_embedding_and_adds_rows(tmp_path: Path) -> None:
     loaded = GalleryIndex.load(tmp_path, "fp1")
     bigger = loaded.extended(vectors[50:], _items(60)[50:])
     assert len(bigger) == 60 and bigger.fingerprint == "fp1" and len(loaded) == 50
-    assert np.allclose(bigger.matrix, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), atol=1e-6)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert np.allclose(bigger.matrix, centred(unit, gallery_centre(unit, np.arange(60) // 25)), atol=1e-5)  # anew
     assert bigger.nearest(vectors[55], 1)[0].item == _items(60)[55]
     loaded.matrix = None  # served by Annoy: the embeddings come from the Annoy file
     assert np.allclose(loaded.extended(vectors[50:], _items(60)[50:]).matrix, bigger.matrix, atol=1e-6)

@@ -241,7 +241,8 @@ def test_hunter_tells_characters_apart_by_colour_untrained() -> None:
     assert model.get_layer("features").get_layer("colour_assign").trainable is False
 
 
-def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path: Path) -> None:
+def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     rows = compare_cli.compare([data], [data], tmp_path / "runs", ["pretrained", "softmax"], {"softmax": 2},
                                splits=2, input_size=32, weights=None, augment_rounds=1)
     assert [row["variant"] for row in rows] == ["pretrained", "softmax"] and rows[0]["data"] == "gallery"
@@ -260,6 +261,15 @@ def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path:
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
     assert "**gallery**" in text and "| softmax | 32 |" in text and "unseen worst" in text
+
+    def no_training(*args: object, **kwargs: object) -> dict:
+        raise AssertionError("--evaluate-only trains nothing")
+
+    monkeypatch.setattr(compare_cli, "train", no_training)  # the models trained above, evaluated again
+    assert compare_cli.compare([data], [data], tmp_path / "runs", ["pretrained", "softmax"], {}, splits=2,
+                               evaluate_only=True) == rows
+    with pytest.raises(ValueError, match="without --evaluate-only"):
+        compare_cli.compare([data], [data], tmp_path / "none", ["softmax"], {}, splits=1, evaluate_only=True)
 
 
 def test_retrieval_figures_rank_characters_as_the_index_does() -> None:

@@ -35,7 +35,7 @@ from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from hxhbot.gallery import scan_gallery  # noqa: E402
 from hxhbot.images import IMAGE_SUFFIXES  # noqa: E402
-from hxhbot.index import character_similarities  # noqa: E402
+from hxhbot.index import centred, character_similarities, gallery_centre  # noqa: E402
 from hxhbot.model_dir import CONFIG_FILE  # noqa: E402
 from training.data import make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
@@ -104,7 +104,6 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
     every character is a gallery's once per draw where there are few. `excluded` characters take no part.
     """
     everything = np.concatenate([pictures.vectors, negatives.vectors])
-    similarity = everything @ pictures.vectors.T  # every view × every character picture's view
     offset = len(pictures.vectors)
     index = {path: number for number, path in enumerate(pictures.paths)}
     result = []
@@ -117,14 +116,15 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
             turns = range(0, len(names), count) if count < len(names) else [0]
             for turn in list(turns)[:ROTATIONS]:
                 rotated = names[turn:] + names[:turn]
-                result.append(_answers(similarity, offset, index, pictures, negatives, split, rotated, count,
+                result.append(_answers(everything, offset, index, pictures, negatives, split, rotated, count,
                                        size, draw))
     return result
 
 
-def _answers(similarity: np.ndarray, offset: int, index: dict[str, int], pictures: Pictures, negatives: Pictures,
+def _answers(everything: np.ndarray, offset: int, index: dict[str, int], pictures: Pictures, negatives: Pictures,
              split, names: list[str], count: int, size: int, draw: int) -> Answers:
-    """Every query against the gallery of the first `count` of `names` (the others are missing from it)."""
+    """Every query against the gallery of the first `count` of `names` (the others are missing from it), compared
+    about that gallery's centre as the index compares (`everything`: the pictures' views, then the negatives')."""
     chosen = sorted(names[:count])
     columns, column_owner, column_picture = [], [], []
     for number, character in enumerate(chosen):
@@ -139,8 +139,9 @@ def _answers(similarity: np.ndarray, offset: int, index: dict[str, int], picture
     queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
     rows = [pictures.views(index[path]) for path, _, _ in queries]
     rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
-    per_character, _ = character_similarities(similarity[np.concatenate(rows)][:, columns], column_picture,
-                                              column_owner, len(chosen))
+    centre = gallery_centre(everything[columns], column_owner)
+    similarity = centred(everything[np.concatenate(rows)], centre) @ centred(everything[columns], centre).T
+    per_character, _ = character_similarities(similarity, column_picture, column_owner, len(chosen))
     answers.per_view = np.split(per_character, np.cumsum([len(r) for r in rows])[:-1])
     answers.groups = [group for _, _, group in queries] + ["negative"] * len(negatives.paths)
     answers.labels = [label for _, label, _ in queries] + [None] * len(negatives.paths)

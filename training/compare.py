@@ -33,8 +33,10 @@ BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
 def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[str], epochs: dict[str, int | None],
-            splits: int = 3, held_out: list[Path] | tuple = (), unseen: float = 0.4, **options: object) -> list[dict]:
-    """Train each variant on `splits` seeded splits, evaluate it on every folder, return one row per variant and folder."""
+            splits: int = 3, held_out: list[Path] | tuple = (), unseen: float = 0.4, evaluate_only: bool = False,
+            **options: object) -> list[dict]:
+    """Train each variant on `splits` seeded splits (or, `evaluate_only`, take the models trained there before),
+    evaluate it on every folder, return one row per variant and folder."""
     out.mkdir(parents=True, exist_ok=True)
     split_files = []
     for seed in range(splits):
@@ -48,8 +50,11 @@ def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[s
     for variant in variants:
         runs: dict[str, list] = {str(folder): [] for folder in evaluated}
         for seed, split_file in enumerate(split_files):
-            summary = train(data, variant, out / f"{variant}-{seed}", epochs=epochs.get(variant),
-                            split_file=split_file, seed=seed, verbose=0, **options)
+            if evaluate_only:
+                summary = _trained(out / f"{variant}-{seed}")
+            else:
+                summary = train(data, variant, out / f"{variant}-{seed}", epochs=epochs.get(variant),
+                                split_file=split_file, seed=seed, verbose=0, **options)
             embedder = Embedder.load(out / f"{variant}-{seed}")
             for folder in evaluated:
                 figures = evaluate(embedder, Split.load(split_file), folder, threshold, detector)
@@ -60,6 +65,14 @@ def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[s
     rows.sort(key=lambda row: (row["data"], VARIANTS.index(row["variant"])))
     results.write_text(json.dumps(rows, indent=1) + "\n")
     return rows
+
+
+def _trained(model_dir: Path) -> dict:
+    """The training summary of a model trained by an earlier run."""
+    try:
+        return json.loads((model_dir / "history.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"no trained model in {model_dir} ({error}): run without --evaluate-only first") from error
 
 
 def _row(variant: str, folder: str, runs: list[tuple[dict, dict]]) -> dict:
@@ -112,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the other folders' characters kept out of training")
     parser.add_argument("--seed-epochs", type=int, default=200)
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the models an earlier run trained in --out again (after a change to ranking)")
     args = parser.parse_args(argv)
     for folder in args.data:
         if not folder.is_dir():
@@ -121,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("every --eval folder must also be a --data folder (the split covers only those)")
     if args.splits < 1:
         parser.error("--splits must be at least 1")
-    rows = compare(args.data, evaluated, args.out, args.variants, {"seed": args.seed_epochs}, args.splits,
-                   args.held_out, args.unseen)
+    try:
+        rows = compare(args.data, evaluated, args.out, args.variants, {"seed": args.seed_epochs}, args.splits,
+                       args.held_out, args.unseen, args.evaluate_only)
+    except ValueError as error:
+        parser.error(str(error))
     table = markdown(rows)
     print(table)
     write_table(args.readme, table)
