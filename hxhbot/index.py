@@ -125,14 +125,14 @@ def gallery_centre(vectors: np.ndarray, characters: np.ndarray) -> np.ndarray:
     this gallery's pictures have in common (a series' drawing, its colours) so that what tells its characters apart
     counts. A one-character gallery has nothing to tell apart, and nothing is taken away.
     """
-    vectors = np.asarray(vectors, dtype=np.float64)
+    vectors = np.asarray(vectors)
     names, owner = np.unique(np.asarray(characters), return_inverse=True)
-    if not len(names):
-        return np.zeros(vectors.shape[1], np.float32)
-    sums = np.zeros((len(names), vectors.shape[1]))
-    np.add.at(sums, owner, vectors)
-    means = sums / np.bincount(owner, minlength=len(names))[:, None]
-    return ((1.0 - 1.0 / len(names)) * means.mean(axis=0)).astype(np.float32)
+    total = np.zeros(vectors.shape[1])
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(len(names) + 1))
+    for start, end in zip(bounds[:-1], bounds[1:]):  # one character's rows at a time: no copy of the whole gallery
+        total += vectors[order[start:end]].mean(axis=0, dtype=np.float64)
+    return ((1.0 - 1.0 / len(names)) * total / len(names) if len(names) else total).astype(np.float32)
 
 
 def centred(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -191,8 +191,9 @@ class GalleryIndex:
             raise ValueError(f"{len(items)} items but vectors of shape {vectors.shape}")
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
         centre = gallery_centre(vectors, np.array([item.character for item in items]))
-        lengths = np.linalg.norm(vectors - centre, axis=1)
-        vectors = centred(vectors, centre) if len(vectors) else vectors
+        vectors -= centre  # in place, as `centred` would, keeping each length to give the embedding back
+        lengths = np.linalg.norm(vectors, axis=1)
+        vectors /= np.maximum(lengths, 1e-30)[:, None]
         default_trees, default_k = annoy_settings(len(items))
         n_trees = n_trees or default_trees
         annoy = AnnoyIndex(vectors.shape[1], "angular")

@@ -139,8 +139,9 @@ def _answers(everything: np.ndarray, offset: int, index: dict[str, int], picture
     queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
     rows = [pictures.views(index[path]) for path, _, _ in queries]
     rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
-    centre = gallery_centre(everything[columns], column_owner)
-    similarity = centred(everything[np.concatenate(rows)], centre) @ centred(everything[columns], centre).T
+    gallery = everything[columns]
+    centre = gallery_centre(gallery, column_owner)
+    similarity = centred(everything[np.concatenate(rows)], centre) @ centred(gallery, centre).T
     per_character, _ = character_similarities(similarity, column_picture, column_owner, len(chosen))
     answers.per_view = np.split(per_character, np.cumsum([len(r) for r in rows])[:-1])
     answers.groups = [group for _, _, group in queries] + ["negative"] * len(negatives.paths)
