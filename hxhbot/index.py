@@ -18,6 +18,8 @@ META_FILE = "index.json"
 NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
 NEAR_COPY = 0.95  # a gallery picture this close is a copy of the query (e.g. one approved in /review)
 EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
+SHRINKAGE = 4.0  # `within_directions`: chosen on held-out Hunter × Hunter characters (training/README.md)
+FIT_VIEWS = 20_000  # gallery views `within_directions` is fitted on, at most: ample for a 1280 × 1280 covariance
 
 
 class GalleryIndexError(RuntimeError):
@@ -118,27 +120,91 @@ def character_similarities(similarity: np.ndarray, picture: np.ndarray, characte
     return per_character, best
 
 
+def character_means(vectors: np.ndarray, characters: np.ndarray,
+                    centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each character's mean row (characters sorted; each row taken along row − `centre` at unit length when one is
+    given), and each row's character as an index into them."""
+    vectors = np.asarray(vectors)
+    names, owner = np.unique(np.asarray(characters), return_inverse=True)
+    means = np.zeros((len(names), vectors.shape[1]), np.float32)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(len(names) + 1))
+    for code, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):  # a character at a time: no gallery copy
+        rows = vectors[order[start:end]]
+        means[code] = (rows if centre is None else _unit(rows - centre)).mean(axis=0, dtype=np.float64)
+    return means, owner
+
+
 def gallery_centre(vectors: np.ndarray, characters: np.ndarray) -> np.ndarray:
     """What a gallery's pictures share: (1 − 1/n) × the mean of its n characters' mean embeddings.
 
-    Taken away from gallery and query embeddings alike before they are compared (`centred`), it removes what all of
-    this gallery's pictures have in common (a series' drawing, its colours) so that what tells its characters apart
-    counts. A one-character gallery has nothing to tell apart, and nothing is taken away.
+    Taken away from gallery and query embeddings alike before they are compared (`Comparison`), it removes what all
+    of this gallery's pictures have in common (a series' drawing, its colours) so that what tells its characters
+    apart counts. A one-character gallery has nothing to tell apart, and nothing is taken away.
     """
-    vectors = np.asarray(vectors)
-    names, owner = np.unique(np.asarray(characters), return_inverse=True)
-    total = np.zeros(vectors.shape[1])
-    order = np.argsort(owner, kind="stable")
-    bounds = np.searchsorted(owner[order], np.arange(len(names) + 1))
-    for start, end in zip(bounds[:-1], bounds[1:]):  # one character's rows at a time: no copy of the whole gallery
-        total += vectors[order[start:end]].mean(axis=0, dtype=np.float64)
-    return ((1.0 - 1.0 / len(names)) * total / len(names) if len(names) else total).astype(np.float32)
+    means, _ = character_means(vectors, characters)
+    if not len(means):
+        return np.zeros(np.asarray(vectors).shape[1], np.float32)
+    return ((1.0 - 1.0 / len(means)) * means.mean(axis=0, dtype=np.float64)).astype(np.float32)
 
 
-def centred(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Unit vectors along `vectors` − `centre` (`gallery_centre`)."""
-    moved = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - np.asarray(centre, dtype=np.float32)
-    return moved / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-30)
+def within_directions(vectors: np.ndarray, characters: np.ndarray, centre: np.ndarray,
+                      shrinkage: float = SHRINKAGE) -> tuple[np.ndarray, np.ndarray]:
+    """The directions in which one character's views differ from each other (rows), and how much of each to take
+    away: a direction holding a share p of that variation keeps 1/sqrt(1 + p × dim / `shrinkage`) of its length.
+
+    Within-class covariance normalisation with shrinkage, fitted on the gallery's own views (at most `FIT_VIEWS` of
+    them, each along view − `centre` at unit length): what changes between pictures of one character (pose, framing,
+    a manga page's grey) counts less, in a one-character gallery too. None where no character has two views.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    means, owner = character_means(vectors, characters, centre)
+    if not len(means):
+        return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
+    rows = np.arange(0, len(vectors), -(-len(vectors) // FIT_VIEWS))
+    within = _unit(vectors[rows] - centre) - means[owner[rows]]
+    if len(rows) <= dim:
+        _, spread, directions = np.linalg.svd(within, full_matrices=False)
+        variance = spread.astype(np.float64) ** 2
+    else:
+        variance, directions = np.linalg.eigh((within.T @ within).astype(np.float64))
+        variance, directions = variance[::-1], directions[:, ::-1].T
+    kept = variance > 1e-9 * max(variance.sum(), 1e-30)
+    if not kept.any():
+        return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
+    share = variance[kept] / variance[kept].sum()
+    return directions[kept].astype(np.float32), (1.0 - 1.0 / np.sqrt(1.0 + share * dim / shrinkage)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How one gallery's embeddings are compared: about its centre, its characters' own variation damped."""
+
+    centre: np.ndarray  # dim: `gallery_centre`
+    directions: np.ndarray  # r × dim, orthonormal: `within_directions`
+    damping: np.ndarray  # r, each in [0, 1): the share of each direction taken away
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, characters: np.ndarray) -> "Comparison":
+        """The comparison for a gallery of unit `vectors`, row i showing `characters[i]`."""
+        centre = gallery_centre(vectors, characters)
+        return cls(centre, *within_directions(vectors, characters, centre))
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Unit vectors ready to compare: along `vectors` − centre, then damped along `directions`."""
+        moved = _unit(np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - self.centre)
+        return _unit(moved - ((moved @ self.directions.T) * self.damping) @ self.directions)
+
+    def undo(self, compared: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The vectors `apply` was given, from its output and each vector's length about the centre."""
+        compared = np.asarray(compared, dtype=np.float32)
+        moved = compared + ((compared @ self.directions.T) * (self.damping / (1.0 - self.damping))) @ self.directions
+        return _unit(moved) * np.asarray(lengths, dtype=np.float32)[:, None] + self.centre
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
 
 
 def annoy_settings(size: int) -> tuple[int, int]:
@@ -149,16 +215,17 @@ def annoy_settings(size: int) -> tuple[int, int]:
 
 
 class GalleryIndex:
-    """Nearest gallery images and best characters for a query embedding, compared about the gallery's centre."""
+    """Nearest gallery images and best characters for a query embedding, compared as its gallery says (`Comparison`)."""
 
-    def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict, matrix: np.ndarray | None) -> None:
+    def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict, matrix: np.ndarray | None,
+                 comparison: Comparison) -> None:
         self.annoy = annoy
         self.items = items
         self.meta = meta
         self.search_k = int(meta["search_k"])
-        self.centre = np.asarray(meta["centre"], dtype=np.float32)
+        self.comparison = comparison
         self._lengths = np.asarray(meta["lengths"], dtype=np.float32)  # |embedding − centre| per item
-        self.matrix = matrix  # the centred unit vectors, row per item, when exact search serves
+        self.matrix = matrix  # the compared unit vectors, row per item, when exact search serves
         self.names = sorted({item.character for item in items})
         self._column = {name: column for column, name in enumerate(self.names)}
         self._row = {item: row for row, item in enumerate(items)}
@@ -185,15 +252,17 @@ class GalleryIndex:
         cls, vectors: np.ndarray, items: list[GalleryItem], fingerprint: str,
         n_trees: int | None = None, search_k: int | None = None,
     ) -> "GalleryIndex":
-        """Build an in-memory index of `vectors`, row i belonging to `items[i]`, about their `gallery_centre`."""
+        """Build an in-memory index of `vectors`, row i belonging to `items[i]`, compared as they say (`Comparison`)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(items):
             raise ValueError(f"{len(items)} items but vectors of shape {vectors.shape}")
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
-        centre = gallery_centre(vectors, np.array([item.character for item in items]))
-        vectors -= centre  # in place, as `centred` would, keeping each length to give the embedding back
-        lengths = np.linalg.norm(vectors, axis=1)
-        vectors /= np.maximum(lengths, 1e-30)[:, None]
+        vectors = _unit(vectors)
+        comparison = Comparison.fit(vectors, np.array([item.character for item in items]))
+        lengths = np.empty(len(vectors), np.float32)  # about the centre, to give each embedding back (`vectors`)
+        for start in range(0, len(vectors), 4096):  # in place, a block at a time: no copy of the whole gallery
+            block = vectors[start:start + 4096]
+            lengths[start:start + 4096] = np.linalg.norm(block - comparison.centre, axis=1)
+            block[:] = comparison.apply(block)
         default_trees, default_k = annoy_settings(len(items))
         n_trees = n_trees or default_trees
         annoy = AnnoyIndex(vectors.shape[1], "angular")
@@ -206,26 +275,29 @@ class GalleryIndex:
             "n_trees": n_trees,
             "search_k": search_k or default_k,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "centre": centre.tolist(),
+            "centre": comparison.centre.tolist(),
+            "damping": comparison.damping.tolist(),
             "lengths": lengths.tolist(),
         }
-        return cls(annoy, list(items), meta, vectors if vectors.nbytes <= EXACT_MAX_BYTES else None)
+        return cls(annoy, list(items), meta, vectors if vectors.nbytes <= EXACT_MAX_BYTES else None, comparison)
 
     def extended(self, vectors: np.ndarray, items: list[GalleryItem]) -> "GalleryIndex":
-        """A new index of this one's rows, their embeddings reused, followed by `items` with `vectors` (centred anew)."""
+        """A new index of this one's rows (their embeddings reused) and `items` with `vectors`, compared anew."""
         known = self.vectors(range(len(self))).reshape(-1, self.dim)
         rows = np.concatenate([known, np.asarray(vectors, dtype=np.float32)])
         return GalleryIndex.build(rows, self.items + list(items), self.fingerprint)
 
     def save(self, directory: str | Path) -> None:
-        """Write a new Annoy file (and vector file for exact search), then rename the metadata into place."""
+        """Write a new Annoy file, directions file (and vector file for exact search), then rename the metadata into
+        place."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         name = f"index-{uuid.uuid4().hex[:12]}"
         self.annoy.save(str(out / f"{name}.ann"))  # annoy then serves from the new file, mmapped
         if self.matrix is not None:
             np.save(out / f"{name}.npy", self.matrix)
-        meta = {**self.meta, "ann_file": f"{name}.ann",
+        np.save(out / f"{name}.directions.npy", self.comparison.directions)
+        meta = {**self.meta, "ann_file": f"{name}.ann", "directions_file": f"{name}.directions.npy",
                 "vectors_file": f"{name}.npy" if self.matrix is not None else None,
                 "items": [asdict(item) for item in self.items]}
         staged = out / f"{META_FILE}.{name}.tmp"
@@ -233,7 +305,7 @@ class GalleryIndex:
         os.replace(staged, out / META_FILE)
         self.meta = {key: value for key, value in meta.items() if key != "items"}
         for old in out.glob("index-*.*"):
-            if old.stem != name and old.suffix in (".ann", ".npy"):
+            if old.name.split(".")[0] != name and old.suffix in (".ann", ".npy"):
                 old.unlink(missing_ok=True)  # a live mmap of it stays valid until closed
 
     @classmethod
@@ -249,11 +321,18 @@ class GalleryIndex:
             annoy.load(str(Path(directory) / meta["ann_file"]))
             vectors_file = meta["vectors_file"]
             matrix = np.load(Path(directory) / vectors_file, mmap_mode="r") if vectors_file else None
+            if "damping" in meta:
+                comparison = Comparison(np.asarray(meta["centre"], dtype=np.float32),
+                                        np.load(Path(directory) / meta["directions_file"]),
+                                        np.asarray(meta["damping"], dtype=np.float32))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise GalleryIndexError(f"The index in {directory} is damaged ({error}); rebuild it.") from error
-        if "centre" not in meta or len(meta.get("lengths", ())) != len(items):
-            raise GalleryIndexError(f"The index in {directory} was built by an earlier hxhbot, without its gallery "
-                                    "centre; rebuild it with `python -m hxhbot index`.")
+        if "damping" not in meta or len(meta.get("lengths", ())) != len(items):
+            raise GalleryIndexError(f"The index in {directory} was built by an earlier hxhbot, which compared "
+                                    "embeddings otherwise; rebuild it with `python -m hxhbot index`.")
+        damping = comparison.damping
+        if comparison.directions.shape != (len(damping), meta["dim"]) or not ((damping >= 0) & (damping < 1)).all():
+            raise GalleryIndexError(f"The index in {directory} is damaged (directions mismatch); rebuild it.")
         if fingerprint is not None and meta["model_fingerprint"] != fingerprint:
             raise IndexMismatchError(
                 f"The index in {directory} was built with model {meta['model_fingerprint']}, "
@@ -261,25 +340,25 @@ class GalleryIndex:
             )
         if annoy.get_n_items() != len(items) or (matrix is not None and matrix.shape != (len(items), meta["dim"])):
             raise GalleryIndexError(f"The index in {directory} is damaged (item count mismatch); rebuild it.")
-        return cls(annoy, items, meta, matrix)
+        return cls(annoy, items, meta, matrix, comparison)
 
     def vectors(self, rows: range | list[int]) -> np.ndarray:
-        """The embeddings of gallery items `rows` as they were given to `build` (unit length, not centred)."""
+        """The embeddings of gallery items `rows` as they were given to `build` (unit length, not compared)."""
         rows = list(rows)
         if self.matrix is not None:
             stored = np.asarray(self.matrix)[rows]
         else:
             stored = np.array([self.annoy.get_item_vector(row) for row in rows], dtype=np.float32)
-        return stored.reshape(len(rows), self.dim) * self._lengths[rows, None] + self.centre
+        return self.comparison.undo(stored.reshape(len(rows), self.dim), self._lengths[rows])
 
     def vector(self, row: int) -> np.ndarray:
         """The embedding of gallery item `row` as it was given to `build`."""
         return self.vectors([row])[0]
 
     def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        """The `k` gallery images closest to `vector` about the gallery's centre, closest first (exact up to
-        `EXACT_MAX_BYTES`)."""
-        vector = centred(vector, self.centre)[0]
+        """The `k` gallery images closest to `vector` as the gallery compares (`Comparison`), closest first (exact up
+        to `EXACT_MAX_BYTES`)."""
+        vector = self.comparison.apply(vector)[0]
         if self.matrix is not None:
             similarities = self.matrix @ vector
             rows = np.argpartition(-similarities, k - 1)[:k] if k < len(similarities) else np.arange(k)
@@ -296,7 +375,7 @@ class GalleryIndex:
         `exclude`: a gallery picture's checksum whose own views are left out (leave-one-out)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.matrix is not None:
-            similarity = centred(vectors, self.centre) @ np.asarray(self.matrix).T
+            similarity = self.comparison.apply(vectors) @ np.asarray(self.matrix).T
         else:
             similarity = np.empty((len(vectors), len(self.items)), np.float32)
             for view, vector in enumerate(vectors):

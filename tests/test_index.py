@@ -10,7 +10,7 @@ import pytest
 
 from hxhbot.index import (
     GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
-    annoy_settings, centred, character_similarities, gallery_centre,
+    Comparison, annoy_settings, character_similarities, gallery_centre, within_directions,
 )
 from hxhbot.confidence import DEFAULT
 from tests.bench.bench_index import clustered
@@ -27,10 +27,11 @@ def test_round_trip_and_mmap(tmp_path: Path) -> None:
     assert len(loaded) == 200 and loaded.dim == 16 and loaded.fingerprint == "fp1"
     assert np.allclose(loaded.vector(7), vectors[7], atol=1e-6)
     meta = json.loads((tmp_path / "index.json").read_text())
-    assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "items", "n_trees", "search_k", "centre",
-            "lengths"} <= set(meta)
-    assert isinstance(loaded.matrix, np.memmap)  # searched about the gallery's centre
-    assert np.allclose(loaded.matrix[7], centred(vectors[7], gallery_centre(vectors, np.arange(200) // 25)), atol=1e-6)
+    assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "directions_file", "items", "n_trees",
+            "search_k", "centre", "damping", "lengths"} <= set(meta)
+    assert isinstance(loaded.matrix, np.memmap)  # searched as the gallery compares
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert np.allclose(loaded.matrix[7], Comparison.fit(unit, np.arange(200) // 25).apply(vectors[7]), atol=1e-5)
     assert np.allclose(GalleryIndex.load(tmp_path).vectors([7, 150]), vectors[[7, 150]], atol=1e-6)
     assert meta["items"][3] == {"character": "char0", "path": "g/3.jpg", "sha256": f"{3:064x}", "view": 0}
 
@@ -43,11 +44,36 @@ def test_gallery_centre_is_what_its_characters_share_and_nothing_for_one_charact
     vectors = style + own[characters] + 0.01 * rng.normal(size=(12, 64))
     assert np.allclose(gallery_centre(vectors, characters), 0.75 * (style + own.mean(axis=0)), atol=0.01)
     assert np.allclose(gallery_centre(vectors[:2], characters[:2]), 0.0)  # one character: nothing taken away
-    moved = centred(vectors, gallery_centre(vectors, characters))
+    moved = Comparison(gallery_centre(vectors, characters), np.zeros((0, 64)), np.zeros(0)).apply(vectors)
     assert np.allclose(np.linalg.norm(moved, axis=1), 1.0)
     raw = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     mean_cosine = lambda v: (v @ v.T)[np.triu_indices(len(v), 1)].mean()  # noqa: E731
     assert mean_cosine(raw) > 0.5 and mean_cosine(moved) < 0.2  # the shared style no longer dominates
+
+
+def test_one_characters_own_variation_is_damped_and_can_be_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    own, pose = rng.normal(size=(3, 32)), rng.normal(size=32)  # a pose every character's pictures vary along
+    characters = np.repeat(np.arange(3), 8)
+    vectors = own[characters] + rng.normal(scale=2.0, size=(24, 1)) * pose + 0.1 * rng.normal(size=(24, 32))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    comparison = Comparison.fit(vectors, characters)
+    assert comparison.directions.shape == (len(comparison.damping), 32) and len(comparison.damping) >= 3
+    assert np.allclose(comparison.directions @ comparison.directions.T, np.eye(len(comparison.damping)), atol=1e-4)
+    assert ((0 <= comparison.damping) & (comparison.damping < 1)).all()
+    strongest = comparison.directions[comparison.damping.argmax()]
+    assert abs(strongest @ pose) / np.linalg.norm(pose) > 0.9  # the pose is damped most
+    centred_only = Comparison(comparison.centre, np.zeros((0, 32)), np.zeros(0))
+    same = lambda c: (c.apply(vectors[:8]) @ c.apply(vectors[:8]).T).mean()  # noqa: E731
+    assert same(comparison) > same(centred_only) + 0.1  # one character's pictures come closer
+    lengths = np.linalg.norm(vectors - comparison.centre, axis=1)
+    assert np.allclose(comparison.undo(comparison.apply(vectors), lengths), vectors, atol=1e-5)
+    alone, _ = within_directions(vectors[:8], characters[:8], np.zeros(32))  # one character: its own variation too
+    assert abs(alone[0] @ pose) / np.linalg.norm(pose) > 0.9
+    single = within_directions(vectors[::8], characters[::8], comparison.centre)  # a picture each: no variation
+    assert single[0].shape == (0, 32) and single[1].shape == (0,)
+    monkeypatch.setattr("hxhbot.index.FIT_VIEWS", 12)  # a large gallery: fitted on every other view
+    assert abs(within_directions(vectors, characters, comparison.centre)[0][0] @ strongest) > 0.95
 
 
 def test_the_centre_is_the_galleries_own_and_queries_meet_it(tmp_path: Path) -> None:
@@ -58,14 +84,17 @@ def test_the_centre_is_the_galleries_own_and_queries_meet_it(tmp_path: Path) -> 
     index = GalleryIndex.build(vectors, _items(30, per_character=10), "fp")
     query = style + own[1] + rng.normal(size=32)
     query /= np.linalg.norm(query)
-    by_hand = centred(query, index.centre) @ centred(vectors, index.centre).T
+    by_hand = index.comparison.apply(query) @ index.comparison.apply(vectors).T
     assert np.allclose(index.nearest(query, 30)[0].similarity, by_hand.max(), atol=1e-5)
     assert np.allclose(index.similarities(query).per_view[0, 1], np.sort(by_hand[0, 10:20])[-2:].mean(), atol=1e-5)
     index.save(tmp_path)
     meta = json.loads((tmp_path / "index.json").read_text())
-    del meta["centre"]  # an index built before gallery centres
+    (tmp_path / "index.json").write_text(json.dumps({**meta, "damping": [1.0] * len(meta["damping"])}))
+    with pytest.raises(GalleryIndexError, match="damaged"):
+        GalleryIndex.load(tmp_path)
+    del meta["damping"]  # an index built before its characters' own variation was damped
     (tmp_path / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(GalleryIndexError, match="rebuild"):
+    with pytest.raises(GalleryIndexError, match="earlier hxhbot"):
         GalleryIndex.load(tmp_path)
 
 
@@ -95,7 +124,8 @@ def test_new_index_replaces_old_while_old_stays_usable(tmp_path: Path) -> None:
     before = live.nearest(old_vectors[5], 3)
     assert [n.item for n in live_annoy.nearest(old_vectors[5], 3)] == [n.item for n in before]
     GalleryIndex.build(clustered(60, 8, seed=9), _items(60), "fp").save(tmp_path)
-    assert len(list(tmp_path.glob("*.ann"))) == len(list(tmp_path.glob("*.npy"))) == 1
+    assert len(list(tmp_path.glob("*.ann"))) == len(list(tmp_path.glob("*.directions.npy"))) == 1
+    assert len(list(tmp_path.glob("*.npy"))) == 2
     assert not list(tmp_path.glob("*.tmp"))
     assert live.nearest(old_vectors[5], 3) == before  # the old mmaps still answer
     assert [n.item for n in live_annoy.nearest(old_vectors[5], 3)] == [n.item for n in before]
@@ -143,7 +173,7 @@ def test_leave_one_out_ignores_the_picture_itself() -> None:
     vectors = clustered(100, 16)
     index = GalleryIndex.build(vectors, _items(100), "fp")
     found = index.similarities(vectors[[30]], exclude=_items(100)[30].sha256)
-    others = np.sort(np.delete(index.matrix[25:50], 5, axis=0) @ centred(vectors[30], index.centre)[0])[-2:]
+    others = np.sort(np.delete(index.matrix[25:50], 5, axis=0) @ index.comparison.apply(vectors[30])[0])[-2:]
     assert found.per_view[0, 1] == pytest.approx(others.mean(), abs=1e-5) and found.images[0][1] != "g/30.jpg"
 
 
@@ -153,7 +183,7 @@ def test_annoy_settings_reach_recall_099(size: int) -> None:
     index = GalleryIndex.build(vectors, _items(size), "fp")
     assert (index.meta["n_trees"], index.search_k) == annoy_settings(size)
     recall = []
-    for probe in centred(probes, index.centre):  # searched about the gallery's centre
+    for probe in index.comparison.apply(probes):  # searched as the gallery compares
         exact = set(np.argsort(-(index.matrix @ probe))[:10].tolist())
         found = set(index.annoy.get_nns_by_vector(probe.tolist(), 10, search_k=index.search_k))
         recall.append(len(found & exact) / 10)
@@ -174,7 +204,7 @@ def test_over_the_memory_budget_annoy_serves(tmp_path: Path, monkeypatch: pytest
     vectors = clustered(300, 16)
     GalleryIndex.build(vectors, _items(300), "fp").save(tmp_path)
     loaded = GalleryIndex.load(tmp_path, "fp")
-    assert loaded.matrix is None and not list(tmp_path.glob("*.npy"))
+    assert loaded.matrix is None and [path.name.split(".")[1] for path in tmp_path.glob("*.npy")] == ["directions"]
     assert loaded.nearest(vectors[42], 1)[0].item.path == "g/42.jpg"
 
 
@@ -186,7 +216,7 @@ def test_extended_reuses_every_embedding_and_adds_rows(tmp_path: Path) -> None:
     bigger = loaded.extended(vectors[50:], _items(60)[50:])
     assert len(bigger) == 60 and bigger.fingerprint == "fp1" and len(loaded) == 50
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    assert np.allclose(bigger.matrix, centred(unit, gallery_centre(unit, np.arange(60) // 25)), atol=1e-5)  # anew
+    assert np.allclose(bigger.matrix, Comparison.fit(unit, np.arange(60) // 25).apply(unit), atol=1e-5)  # anew
     assert bigger.nearest(vectors[55], 1)[0].item == _items(60)[55]
     loaded.matrix = None  # served by Annoy: the embeddings come from the Annoy file
     assert np.allclose(loaded.extended(vectors[50:], _items(60)[50:]).matrix, bigger.matrix, atol=1e-6)

@@ -35,7 +35,7 @@ from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from hxhbot.gallery import scan_gallery  # noqa: E402
 from hxhbot.images import IMAGE_SUFFIXES  # noqa: E402
-from hxhbot.index import centred, character_similarities, gallery_centre  # noqa: E402
+from hxhbot.index import Comparison, character_similarities  # noqa: E402
 from hxhbot.model_dir import CONFIG_FILE  # noqa: E402
 from training.data import make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
@@ -124,7 +124,7 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
 def _answers(everything: np.ndarray, offset: int, index: dict[str, int], pictures: Pictures, negatives: Pictures,
              split, names: list[str], count: int, size: int, draw: int) -> Answers:
     """Every query against the gallery of the first `count` of `names` (the others are missing from it), compared
-    about that gallery's centre as the index compares (`everything`: the pictures' views, then the negatives')."""
+    as the index compares them (`Comparison`; `everything`: the pictures' views, then the negatives')."""
     chosen = sorted(names[:count])
     columns, column_owner, column_picture = [], [], []
     for number, character in enumerate(chosen):
@@ -140,8 +140,8 @@ def _answers(everything: np.ndarray, offset: int, index: dict[str, int], picture
     rows = [pictures.views(index[path]) for path, _, _ in queries]
     rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
     gallery = everything[columns]
-    centre = gallery_centre(gallery, column_owner)
-    similarity = centred(everything[np.concatenate(rows)], centre) @ centred(gallery, centre).T
+    comparison = Comparison.fit(gallery, column_owner)
+    similarity = comparison.apply(everything[np.concatenate(rows)]) @ comparison.apply(gallery).T
     per_character, _ = character_similarities(similarity, column_picture, column_owner, len(chosen))
     answers.per_view = np.split(per_character, np.cumsum([len(r) for r in rows])[:-1])
     answers.groups = [group for _, _, group in queries] + ["negative"] * len(negatives.paths)

@@ -23,7 +23,7 @@ from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from hxhbot.images import TRUSTED_DECODE_BYTES, ImageError  # noqa: E402
-from hxhbot.index import centred, gallery_centre  # noqa: E402
+from hxhbot.index import Comparison  # noqa: E402
 from hxhbot.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
 from hxhbot.views import load_views  # noqa: E402
 from training.data import Split  # noqa: E402
@@ -62,15 +62,15 @@ def evaluate(embedder: Embedder, split: Split, folder: str | Path | None = None,
     threshold = load_settings().confidence_threshold if threshold is None else threshold
     (gallery_paths, gallery_labels), queries = split.evaluation(folder)
     gallery, gallery_owner = embed_pictures(embedder, gallery_paths, detector)
-    centre = gallery_centre(gallery, np.array(gallery_labels)[gallery_owner])  # as the index compares
-    gallery = centred(gallery, centre)
+    comparison = Comparison.fit(gallery, np.array(gallery_labels)[gallery_owner])  # as the index compares
+    gallery = comparison.apply(gallery)
     report = {}
     for group in GROUPS:
         query_paths, query_labels = queries[group]
         if not query_paths:
             continue
         vectors, owner = embed_pictures(embedder, query_paths, detector)
-        vectors = centred(vectors, centre)
+        vectors = comparison.apply(vectors)
         similarity = picture_similarity(vectors, owner, gallery, gallery_owner)
         labels = np.array(gallery_labels)
         per_view = view_similarities(vectors, owner, gallery, gallery_owner, labels)
