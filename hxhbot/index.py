@@ -351,10 +351,6 @@ class GalleryIndex:
             stored = np.array([self.annoy.get_item_vector(row) for row in rows], dtype=np.float32)
         return self.comparison.undo(stored.reshape(len(rows), self.dim), self._lengths[rows])
 
-    def vector(self, row: int) -> np.ndarray:
-        """The embedding of gallery item `row` as it was given to `build`."""
-        return self.vectors([row])[0]
-
     def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The `k` gallery images closest to `vector` as the gallery compares (`Comparison`), closest first (exact up
         to `EXACT_MAX_BYTES`)."""

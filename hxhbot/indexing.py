@@ -136,8 +136,10 @@ def _previous_vectors(index_dir: str | Path, fingerprint: str) -> dict[str, list
     except GalleryIndexError:
         return {}
     known: dict[str, list[np.ndarray]] = {}
-    for row, item in enumerate(previous.items):
-        views = known.setdefault(item.sha256, [])
-        if item.view == len(views):  # the same bytes twice in the gallery: their views once
-            views.append(previous.vector(row))
+    for start in range(0, len(previous), 4096):  # a block at a time: one pass over the comparison per block
+        rows = range(start, min(start + 4096, len(previous)))
+        for row, vector in zip(rows, previous.vectors(rows)):
+            views = known.setdefault(previous.items[row].sha256, [])
+            if previous.items[row].view == len(views):  # the same bytes twice in the gallery: their views once
+                views.append(vector)
     return known

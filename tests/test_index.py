@@ -25,7 +25,7 @@ def test_round_trip_and_mmap(tmp_path: Path) -> None:
     GalleryIndex.build(vectors, _items(200), "fp1").save(tmp_path)
     loaded = GalleryIndex.load(tmp_path, "fp1")
     assert len(loaded) == 200 and loaded.dim == 16 and loaded.fingerprint == "fp1"
-    assert np.allclose(loaded.vector(7), vectors[7], atol=1e-6)
+    assert np.allclose(loaded.vectors([7])[0], vectors[7], atol=1e-6)
     meta = json.loads((tmp_path / "index.json").read_text())
     assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "directions_file", "items", "n_trees",
             "search_k", "centre", "damping", "lengths"} <= set(meta)
