@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from hxhbot.answers import identify
 from hxhbot.confidence import Calibration
 from hxhbot.detector import Box
@@ -41,8 +43,9 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
     if len(pictures) > MAX_PICTURES:
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
     named = right = 0
-    for rows in pictures:
-        vectors = index.vectors(rows)
+    embeddings = np.split(index.vectors([row for rows in pictures for row in rows]),
+                          np.cumsum([len(rows) for rows in pictures])[:-1])  # given back in one pass
+    for rows, vectors in zip(pictures, embeddings):
         item = index.items[rows[0]]
         faces = [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)  # only their number matters here
         answer = identify(index.similarities(vectors, exclude=item.sha256), faces, calibration, top_k=1)
