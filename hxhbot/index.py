@@ -321,13 +321,12 @@ class GalleryIndex:
             annoy.load(str(Path(directory) / meta["ann_file"]))
             vectors_file = meta["vectors_file"]
             matrix = np.load(Path(directory) / vectors_file, mmap_mode="r") if vectors_file else None
-            if "damping" in meta:
-                comparison = Comparison(np.asarray(meta["centre"], dtype=np.float32),
-                                        np.load(Path(directory) / meta["directions_file"]),
-                                        np.asarray(meta["damping"], dtype=np.float32))
+            comparison = Comparison(np.asarray(meta["centre"], dtype=np.float32),
+                                    np.load(Path(directory) / meta["directions_file"]),
+                                    np.asarray(meta["damping"], dtype=np.float32)) if "damping" in meta else None
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise GalleryIndexError(f"The index in {directory} is damaged ({error}); rebuild it.") from error
-        if "damping" not in meta or len(meta.get("lengths", ())) != len(items):
+        if comparison is None or len(meta.get("lengths", ())) != len(items):
             raise GalleryIndexError(f"The index in {directory} was built by an earlier hxhbot, which compared "
                                     "embeddings otherwise; rebuild it with `python -m hxhbot index`.")
         damping = comparison.damping
