@@ -323,6 +323,29 @@ def test_calibration_fit_separates_right_from_wrong_answers() -> None:
     assert rows[0]["known_sure"] == 1.0 and rows[0]["missing_sure"] == 0.0 and rows[0]["negative_unknown"] == 1.0
 
 
+def test_calibrate_never_asks_a_picture_its_model_trained_on(data: Path, tmp_path: Path) -> None:
+    paths, labels = calibrate.labelled([data])
+    rng = np.random.default_rng(0)
+    pictures = calibrate.Pictures(paths, labels, rng.normal(size=(len(paths), 8)).astype(np.float32),
+                                  np.arange(len(paths)))
+    negatives = calibrate.Pictures(["n.png"], [None], rng.normal(size=(1, 8)).astype(np.float32), np.zeros(1, int))
+
+    def asked(trained: set[str]) -> list[str]:
+        [answers] = calibrate.draw_answers(pictures, negatives, [data], [0], 1, trained=trained)
+        return [label for label, group in zip(answers.labels, answers.groups) if group == "known"]
+
+    split = make_split(data, unseen=0, seed=0)
+    split.save(tmp_path / "split.json")
+    (tmp_path / "config.json").write_text(json.dumps({"split": "split.json"}))
+    trained = calibrate.trained_pictures(tmp_path)  # keyed by character/file: the same from any working directory
+    assert trained == {calibrate.picture_key(p) for name in split.seen for p in split.train[name]} and trained
+    everyone = asked(set())
+    assert sorted(set(everyone)) == sorted(COLOURS)
+    gon = {calibrate.picture_key(p) for p, label in zip(paths, labels) if label == "Character 0"}
+    assert "Character 0" not in asked(gon) and len(asked(gon)) == len(everyone) - everyone.count("Character 0")
+    assert calibrate.trained_pictures(tmp_path / "missing") == set()
+
+
 def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_path: Path) -> None:
     negatives = tmp_path / "negatives"
     negatives.mkdir()

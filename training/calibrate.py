@@ -6,7 +6,8 @@ python -m training.calibrate --model DIR [--fit-model DIR] --fit DIR [DIR ...] -
 Protocol: every gallery is drawn from one set's characters (`--sizes`: 1, 5 characters, all but one,
 all), 8 pictures each (source-grouped, seeded; `--draws` seeds); queries are the gallery characters'
 other pictures, every picture of the set's characters left out of the gallery, and half of the
-negatives (the other half for the check). Each query is answered as the bot answers it (each character
+negatives (the other half for the check); never a picture the answering model trained on (its split.json
+says), so that a model's own characters are asked about new pictures of them. Each query is answered as the bot answers it (each character
 found, `hxhbot.confidence.subject_views`); a picture counts as named confidently when any of its answers
 reaches the threshold, and as right when its most confident answer is its character. The logistic
 model is fitted on the `--fit` set only (the three groups weighted equally at every gallery size), on the
@@ -37,7 +38,7 @@ from hxhbot.gallery import scan_gallery  # noqa: E402
 from hxhbot.images import IMAGE_SUFFIXES  # noqa: E402
 from hxhbot.index import Comparison, character_similarities  # noqa: E402
 from hxhbot.model_dir import CONFIG_FILE  # noqa: E402
-from training.data import make_split  # noqa: E402
+from training.data import Split, make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import bot_answers  # noqa: E402
 
@@ -97,15 +98,17 @@ def negatives_halves(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], sizes: list[int],
-                 draws: int, excluded: set[str] = frozenset()) -> list[Answers]:
+                 draws: int, excluded: set[str] = frozenset(), trained: set[str] = frozenset()) -> list[Answers]:
     """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size.
 
     A size smaller than all takes the shuffled characters in turn (at most `ROTATIONS` galleries per draw), so that
-    every character is a gallery's once per draw where there are few. `excluded` characters take no part.
+    every character is a gallery's once per draw where there are few. `excluded` characters take no part;
+    pictures in `trained` (`picture_key`s: the answering model trained on them) may sit in a gallery, never be asked.
     """
     everything = np.concatenate([pictures.vectors, negatives.vectors])
     offset = len(pictures.vectors)
     index = {path: number for number, path in enumerate(pictures.paths)}
+    asked = {path for path in pictures.paths if picture_key(path) not in trained}
     result = []
     for draw in range(draws):
         split = make_split(folders, unseen=1.0, gallery_size=GALLERY_SIZE, seed=draw)
@@ -116,13 +119,13 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
             turns = range(0, len(names), count) if count < len(names) else [0]
             for turn in list(turns)[:ROTATIONS]:
                 rotated = names[turn:] + names[:turn]
-                result.append(_answers(everything, offset, index, pictures, negatives, split, rotated, count,
-                                       size, draw))
+                result.append(_answers(everything, offset, index, asked, pictures, negatives, split, rotated,
+                                       count, size, draw))
     return result
 
 
-def _answers(everything: np.ndarray, offset: int, index: dict[str, int], pictures: Pictures, negatives: Pictures,
-             split, names: list[str], count: int, size: int, draw: int) -> Answers:
+def _answers(everything: np.ndarray, offset: int, index: dict[str, int], asked: set[str], pictures: Pictures,
+             negatives: Pictures, split, names: list[str], count: int, size: int, draw: int) -> Answers:
     """Every query against the gallery of the first `count` of `names` (the others are missing from it), compared
     as the index compares them (`Comparison`; `everything`: the pictures' views, then the negatives')."""
     chosen = sorted(names[:count])
@@ -137,6 +140,7 @@ def _answers(everything: np.ndarray, offset: int, index: dict[str, int], picture
     answers = Answers(size, draw, [], [], chosen, [])
     queries = [(p, c, "known") for c in chosen for p in split.query[c]]
     queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
+    queries = [query for query in queries if query[0] in asked]
     rows = [pictures.views(index[path]) for path, _, _ in queries]
     rows += [offset + negatives.views(number) for number in range(len(negatives.paths))]
     gallery = everything[columns]
@@ -264,6 +268,20 @@ def trained_on(model_dir: Path) -> set[str]:
         return set()
 
 
+def picture_key(path: str) -> str:
+    """A picture as `character/file`: the same whichever directory a path to it starts from."""
+    return "/".join(Path(path).parts[-2:])
+
+
+def trained_pictures(model_dir: Path) -> set[str]:
+    """The pictures a model directory trained on (`picture_key`s of its split's training pictures)."""
+    try:
+        split = Split.load(model_dir / json.loads((model_dir / CONFIG_FILE).read_text()).get("split", "split.json"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
+    return {picture_key(path) for character in split.seen for path in split.train.get(character, [])}
+
+
 def labelled(folders: list[Path]) -> tuple[list[str], list[str]]:
     """Every picture of the folders' characters, and its character."""
     paths, labels = [], []
@@ -295,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_model = args.fit_model or args.model
     embedders = {"fit": Embedder.load(fit_model), "check": Embedder.load(args.model)}
     trained = {"fit": trained_on(fit_model), "check": trained_on(args.model)}
+    trained_files = {"fit": trained_pictures(fit_model), "check": trained_pictures(args.model)}
     detector = FaceDetector()
     fit_negatives, check_negatives = negatives_halves(args.negatives)
     sets, characters = {}, {}
@@ -309,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{fit_model if name == 'fit' else args.model}{', left out' if name == 'fit' else ''})", file=sys.stderr)
         pictures = embed_set(embedders[name], detector, paths, labels, args.cache)
         negative = embed_set(embedders[name], detector, negatives, [None] * len(negatives), args.cache)
-        sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws, excluded)
+        sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws, excluded, trained_files[name])
     calibration = fit(sets["fit"])
     threshold, unknown = settings.confidence_threshold, settings.unknown_threshold
     print(sweep(calibration, sets["fit"]), file=sys.stderr)
