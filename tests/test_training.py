@@ -346,7 +346,8 @@ def test_calibrate_never_asks_a_picture_its_model_trained_on(data: Path, tmp_pat
     assert calibrate.trained_pictures(tmp_path / "missing") == set()
 
 
-def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_path: Path) -> None:
+def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
     negatives = tmp_path / "negatives"
     negatives.mkdir()
     rng = np.random.default_rng(0)
@@ -365,6 +366,10 @@ def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_pa
     assert not (tmp_path / "fold" / "calibration.json").exists()
     with pytest.raises(SystemExit):  # fitted on characters its model trained on: refused
         calibrate.main(["--model", str(tmp_path / "all"), *options])
+    (tmp_path / "all" / "split.json").unlink()  # which pictures it trained on is unknown: said
+    capsys.readouterr()
+    assert calibrate.main(["--model", str(tmp_path / "all"), "--fit-model", str(tmp_path / "fold"), *options]) == 0
+    assert "check: no split.json lists the pictures its model trained on" in capsys.readouterr().err
 
 
 def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

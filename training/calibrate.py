@@ -6,13 +6,15 @@ python -m training.calibrate --model DIR [--fit-model DIR] --fit DIR [DIR ...] -
 Protocol: every gallery is drawn from one set's characters (`--sizes`: 1, 5 characters, all but one,
 all), 8 pictures each (source-grouped, seeded; `--draws` seeds); queries are the gallery characters'
 other pictures, every picture of the set's characters left out of the gallery, and half of the
-negatives (the other half for the check); never a picture the answering model trained on (its split.json
-says), so that a model's own characters are asked about new pictures of them. Each query is answered as the bot answers it (each character
-found, `hxhbot.confidence.subject_views`); a picture counts as named confidently when any of its answers
-reaches the threshold, and as right when its most confident answer is its character. The logistic
-model is fitted on the `--fit` set only (the three groups weighted equally at every gallery size), on the
-answers of `--fit-model` for characters it never trained on (members ask about characters the model never
-saw); the `--check` set only confirms it, with `--model`. Writes `calibration.json` into the model directory and prints the table.
+negatives (the other half for the check); never a picture the answering model trained on (its
+split.json says), so that a model's own characters are asked about new pictures of them. Each query
+is answered as the bot answers it (each character found, `hxhbot.confidence.subject_views`); a
+picture counts as named confidently when any of its answers reaches the threshold, and as right when
+its most confident answer is its character. The logistic model is fitted on the `--fit` set only
+(the three groups weighted equally at every gallery size), on the answers of `--fit-model` for
+characters it never trained on (members ask about characters the model never saw); the `--check`
+set only confirms it, with `--model`. Writes `calibration.json` into the model directory and prints
+the table.
 """
 
 from __future__ import annotations
@@ -326,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                          "without (some of) them (training.train --unseen)")
         print(f"{name}: {len(characters[name])} characters ({len(set(labels) & trained[name])} of them trained on by "
               f"{fit_model if name == 'fit' else args.model}{', left out' if name == 'fit' else ''})", file=sys.stderr)
+        if set(labels) & trained[name] and not trained_files[name]:
+            print(f"{name}: no split.json lists the pictures its model trained on: every picture is asked",
+                  file=sys.stderr)
         pictures = embed_set(embedders[name], detector, paths, labels, args.cache)
         negative = embed_set(embedders[name], detector, negatives, [None] * len(negatives), args.cache)
         sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws, excluded, trained_files[name])
