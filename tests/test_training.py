@@ -18,8 +18,9 @@ from training.data import Split, load_arrays, make_split, pk_batches, source_gro
 from hxhbot.confidence import Calibration
 from training import calibrate
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities
-from training.model import (PALETTE_LEVELS, VARIANTS, WHITENING_POWER, WHITENING_REGULARISER, build, build_hunter,
-                            build_seed, colour_histogram, fit_whitening)
+from hxhbot.model_dir import build_pretrained
+from training.model import (PALETTE_LEVELS, VARIANTS, WHITENING_POWER, WHITENING_REGULARISER, beside_imagenet, build,
+                            build_hunter, build_seed, colour_histogram, fit_whitening)
 from training.train import WeightAverage, train
 from tests.conftest import encode, write_gallery
 
@@ -122,6 +123,42 @@ def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tm
         assert (tmp_path / "model" / "curves.png").is_file()
         history = json.loads((tmp_path / "model" / "history.json").read_text())
         assert len(history["history"]["val_recall@1"]) == 2
+
+
+def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_dir: Path) -> None:
+    tuned = build("tuned", 112, weights="imagenet")
+    rng = np.random.default_rng(0)
+    fit_whitening(tuned, rng.normal(size=(2000, 1280)))  # a trained model's whitening: not an identity
+    tuned.get_layer("head").get_layer("Conv_1").set_weights(  # and a top that is no longer ImageNet's
+        [w * rng.uniform(0.5, 1.5, w.shape) for w in tuned.get_layer("head").get_layer("Conv_1").get_weights()])
+    images = rng.uniform(0, 255, (6, 112, 112, 3)).astype(np.float32)
+    own, raw = tuned(images).numpy(), build_pretrained(112, weights="imagenet")(images).numpy()
+    both = beside_imagenet(tuned, 0.3)(images).numpy()
+    assert both.shape == (6, 2560) and np.allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(both[:, :1280], np.sqrt(0.3) * own, atol=1e-5)
+    assert np.allclose(both[:, 1280:], np.sqrt(0.7) * raw, atol=1e-5)  # ImageNet's own top, untouched by training
+    assert np.allclose(both @ both.T, 0.3 * own @ own.T + 0.7 * raw @ raw.T, atol=1e-5)
+    for weight in (0.0, 1.5):
+        with pytest.raises(ValueError, match="must be in"):
+            beside_imagenet(tuned, weight)
+
+
+def test_evaluate_cli_ranks_a_tuned_model_beside_imagenet(data: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    train([data], "tuned", tmp_path / "t", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    out = tmp_path / "beside.json"
+    assert evaluate_cli.main(["--model", str(tmp_path / "t"), "--data", str(data), "--json", str(out),
+                              "--baseline-weights", "none", "--beside-imagenet", "0.5"]) == 0
+    report = json.loads(out.read_text())
+    assert report["beside_imagenet"] == 0.5
+    assert report[str(data)]["model_figures"]["seen"]["characters"] == 5
+    for model, option, message in (("t", "0", "must be in"), ("h", "0.5", "takes a whole tuned model")):
+        if model == "h":
+            train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+        with pytest.raises(SystemExit):
+            evaluate_cli.main(["--model", str(tmp_path / model), "--data", str(data), "--json", str(tmp_path / "x.json"),
+                               "--baseline-weights", "none", "--beside-imagenet", option])
+        assert message in capsys.readouterr().err
 
 
 def test_whitening_evens_out_the_directions_of_the_fit_views() -> None:

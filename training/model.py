@@ -165,18 +165,48 @@ def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.k
     bottom = tf.keras.Model(backbone.input, backbone.get_layer(TUNED_FROM).output, name="bottom")
     bottom.trainable = False
     features = tf.keras.Model(inputs, bottom(preprocessing_layer()(inputs), training=False), name="features")
-    maps = tf.keras.Input(bottom.output_shape[1:], name="maps")
-    tensors = {bottom.output.ref(): maps}
+    maps, top = _top_blocks(backbone)
+    pooled = tf.math.pow(tf.keras.layers.GlobalAveragePooling2D(name="gem")(tf.math.pow(tf.nn.relu(top) + 1e-6, 3.0)),
+                         1.0 / 3.0)
+    head = tf.keras.Model(maps, pooled, name="head")
+    return _assemble(features, head, "tuned", whitening=True)
+
+
+def beside_imagenet(tuned: tf.keras.Model, weight: float, weights: str | None = "imagenet") -> tf.keras.Model:
+    """`tuned`'s embedding side by side with raw ImageNet features of the same frozen bottom, cosine weighted `weight`.
+
+    The raw features are MobileNetV2's own blocks 13–16, average-pooled and L2-normalised, as `pretrained`'s: the
+    bottom (`features`) is computed once for both. Each part is unit length, scaled by √weight and √(1 − weight),
+    so the cosine of two embeddings is `weight` × the tuned cosine + (1 − `weight`) × the raw one.
+    """
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(f"the tuned features' weight must be in (0, 1], not {weight}")
+    size = int(tuned.input_shape[1])
+    maps, top = _top_blocks(mobilenet_v2(size, weights, name="imagenet"))
+    raw = tf.keras.layers.UnitNormalization()(tf.keras.layers.GlobalAveragePooling2D()(top))
+    imagenet_top = tf.keras.Model(maps, raw, name="imagenet_top")
+    imagenet_top.trainable = False
+    inputs = tf.keras.Input((size, size, 3), name="image")
+    shared = tuned.get_layer("features")(inputs)
+    own = shared
+    for layer in tuned.layers[tuned.layers.index(tuned.get_layer("features")) + 1:]:
+        own = layer(own)
+    parts = [tf.keras.layers.Rescaling(float(np.sqrt(weight)), name="tuned_part")(own),
+             tf.keras.layers.Rescaling(float(np.sqrt(1.0 - weight)), name="imagenet_part")(imagenet_top(shared))]
+    return tf.keras.Model(inputs, tf.keras.layers.Concatenate(name="embedding")(parts), name=f"{tuned.name}_imagenet")
+
+
+def _top_blocks(backbone: tf.keras.Model) -> tuple[tf.Tensor, tf.Tensor]:
+    """(input, output) of `backbone`'s layers after `TUNED_FROM`, re-applied to a new input, batch norms frozen."""
+    bottom = backbone.get_layer(TUNED_FROM).output
+    maps = tf.keras.Input(bottom.shape[1:], name="maps")
+    tensors = {bottom.ref(): maps}
     for layer in backbone.layers[backbone.layers.index(backbone.get_layer(TUNED_FROM)) + 1:]:
         inbound = [tensors[tensor.ref()] for tensor in tf.nest.flatten(layer.input)]
         tensors[layer.output.ref()] = layer(inbound if len(inbound) > 1 else inbound[0])
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.trainable = False  # small CPU batches: keep ImageNet's statistics
-    top = tensors[backbone.output.ref()]
-    pooled = tf.math.pow(tf.keras.layers.GlobalAveragePooling2D(name="gem")(tf.math.pow(tf.nn.relu(top) + 1e-6, 3.0)),
-                         1.0 / 3.0)
-    head = tf.keras.Model(maps, pooled, name="head")
-    return _assemble(features, head, "tuned", whitening=True)
+    return maps, tensors[backbone.output.ref()]
 
 
 def fit_whitening(model: tf.keras.Model, embeddings: np.ndarray) -> None:
