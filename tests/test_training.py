@@ -138,7 +138,7 @@ def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_di
     assert np.allclose(both[:, :1280], np.sqrt(0.3) * own, atol=1e-5)
     assert np.allclose(both[:, 1280:], np.sqrt(0.7) * raw, atol=1e-5)  # ImageNet's own top, untouched by training
     assert np.allclose(both @ both.T, 0.3 * own @ own.T + 0.7 * raw @ raw.T, atol=1e-5)
-    for weight in (0.0, 1.5):
+    for weight in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="must be in"):
             beside_imagenet(tuned, weight)
 

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate only this part of the model (features: the frozen part before the head)")
     parser.add_argument("--beside-imagenet", type=float, metavar="WEIGHT",
                         help="a tuned model's features side by side with raw ImageNet features, the tuned cosine "
-                             "weighted WEIGHT (0–1]")
+                             "weighted WEIGHT (0–1)")
     args = parser.parse_args(argv)
     split_file = args.split or args.model / "split.json"
     if not split_file.is_file():

@@ -179,8 +179,8 @@ def beside_imagenet(tuned: tf.keras.Model, weight: float, weights: str | None = 
     bottom (`features`) is computed once for both. Each part is unit length, scaled by √weight and √(1 − weight),
     so the cosine of two embeddings is `weight` × the tuned cosine + (1 − `weight`) × the raw one.
     """
-    if not 0.0 < weight <= 1.0:
-        raise ValueError(f"the tuned features' weight must be in (0, 1], not {weight}")
+    if not 0.0 < weight < 1.0:  # at 1 it would be `tuned` itself, padded with zeros that change the index's damping
+        raise ValueError(f"the tuned features' weight must be in (0, 1), not {weight}")
     size = int(tuned.input_shape[1])
     maps, top = _top_blocks(mobilenet_v2(size, weights, name="imagenet"))
     raw = tf.keras.layers.UnitNormalization()(tf.keras.layers.GlobalAveragePooling2D()(top))
