@@ -12,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from hxhbot.embedder import Embedder
+from training import beside as beside_cli
 from training import compare as compare_cli
 from training import evaluate as evaluate_cli
 from training.data import Split, load_arrays, make_split, pk_batches, source_groups
@@ -143,22 +144,35 @@ def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_di
             beside_imagenet(tuned, weight)
 
 
-def test_evaluate_cli_ranks_a_tuned_model_beside_imagenet(data: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
-    train([data], "tuned", tmp_path / "t", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_load(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, imagenet_model_dir: Path) -> None:
+    train([data], "tuned", tmp_path / "t", epochs=1, input_size=32, weights="imagenet", augment_rounds=1, verbose=0)
+    (tmp_path / "t" / "calibration.json").write_text("{}")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "calibration.json").write_text("{}")  # a stale fit from an earlier model in --out
+    assert beside_cli.main(["--model", str(tmp_path / "t"), "--weight", "0.5", "--out", str(tmp_path / "b")]) == 0
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert (config["variant"], config["embedding_dim"], config["beside_imagenet"]) == ("tuned+imagenet", 2560, 0.5)
+    assert config["trained_on"] == json.loads((tmp_path / "t" / "config.json").read_text())["trained_on"]
+    assert (tmp_path / "b" / "split.json").read_text() == (tmp_path / "t" / "split.json").read_text()
+    assert not (tmp_path / "b" / "calibration.json").exists()  # fitted on the tuned embedding alone
+    images = load_arrays(Split.load(tmp_path / "t" / "split.json").training_images()[0][:4], 32)
+    tuned, both = Embedder.load(tmp_path / "t").embed(images), Embedder.load(tmp_path / "b").embed(images)
+    assert np.allclose(both[:, :1280], np.sqrt(0.5) * tuned, atol=1e-5)
+    assert np.allclose(np.linalg.norm(both[:, 1280:], axis=1), np.sqrt(0.5), atol=1e-5)  # ImageNet's top beside it
     out = tmp_path / "beside.json"
-    assert evaluate_cli.main(["--model", str(tmp_path / "t"), "--data", str(data), "--json", str(out),
-                              "--baseline-weights", "none", "--beside-imagenet", "0.5"]) == 0
-    report = json.loads(out.read_text())
-    assert report["beside_imagenet"] == 0.5
-    assert report[str(data)]["model_figures"]["seen"]["characters"] == 5
-    for model, option, message in (("t", "0", "must be in"), ("h", "0.5", "takes a whole tuned model")):
-        if model == "h":
-            train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    assert evaluate_cli.main(["--model", str(tmp_path / "b"), "--data", str(data), "--json", str(out),
+                              "--baseline-weights", "none"]) == 0
+    assert json.loads(out.read_text())[str(data)]["model_figures"]["seen"]["characters"] == 5
+    train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    for model, weight, out_dir, message in (("t", "1", "x", "must be in"), ("h", "0.5", "x", "only a tuned one"),
+                                            ("b", "0.5", "x", "only a tuned one"), ("t", "0.5", "t", "must differ"),
+                                            ("missing", "0.5", "x", "missing or malformed")):
         with pytest.raises(SystemExit):
-            evaluate_cli.main(["--model", str(tmp_path / model), "--data", str(data), "--json", str(tmp_path / "x.json"),
-                               "--baseline-weights", "none", "--beside-imagenet", option])
+            beside_cli.main(["--model", str(tmp_path / model), "--weight", weight, "--out", str(tmp_path / out_dir),
+                             "--weights", "none"])
         assert message in capsys.readouterr().err
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["variant"] == "tuned"
 
 
 def test_whitening_evens_out_the_directions_of_the_fit_views() -> None:

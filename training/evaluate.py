@@ -2,7 +2,6 @@
 
 python -m training.evaluate --model DIR --data DIR [DIR ...] [--split FILE] --json OUT [--sheet PNG]
                             [--baseline-weights imagenet|none] [--part model|features|shape|colour]
-                            [--beside-imagenet WEIGHT]
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from hxhbot.index import Comparison  # noqa: E402
 from hxhbot.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
 from hxhbot.views import load_views  # noqa: E402
 from training.data import Split  # noqa: E402
-from training.model import beside_imagenet  # noqa: E402
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities  # noqa: E402
 
 GROUPS = ("seen", "unseen")
@@ -139,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-faces", action="store_true", help="describe pictures by the whole frame only")
     parser.add_argument("--part", choices=("model", "features", *PARTS), default="model",
                         help="evaluate only this part of the model (features: the frozen part before the head)")
-    parser.add_argument("--beside-imagenet", type=float, metavar="WEIGHT",
-                        help="a tuned model's features side by side with raw ImageNet features, the tuned cosine "
-                             "weighted WEIGHT (0–1)")
     args = parser.parse_args(argv)
     split_file = args.split or args.model / "split.json"
     if not split_file.is_file():
@@ -156,18 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"the {embedder.config.variant} model in {args.model} has no {args.part} part")
         embedder = Embedder.from_model(part, f"{embedder.config.variant}:{args.part}")
     weights = None if args.baseline_weights == "none" else args.baseline_weights
-    if args.beside_imagenet is not None:
-        if embedder.config.variant != "tuned" or args.part != "model":
-            parser.error("--beside-imagenet takes a whole tuned model")
-        try:
-            embedder = Embedder.from_model(beside_imagenet(embedder.model, args.beside_imagenet, weights),
-                                           f"tuned+imagenet:{args.beside_imagenet:g}")
-        except ValueError as error:
-            parser.error(str(error))
     baseline_embedder = Embedder.from_model(build_pretrained(PRETRAINED_INPUT_SIZE, weights), "pretrained")
     detector = None if args.no_faces else FaceDetector()
-    result: dict = {"model": str(args.model), "part": args.part, "split": str(split_file), "faces": not args.no_faces,
-                    "beside_imagenet": args.beside_imagenet}
+    result: dict = {"model": str(args.model), "part": args.part, "split": str(split_file), "faces": not args.no_faces}
     print(f"{'':24}{'queries':>8}{'top-1':>7}{'top-5':>7}{'mAP@R':>7}{'sure':>7}{'right':>7}")
     for folder in args.data:
         if not split.characters_of(folder):

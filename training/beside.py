@@ -1,0 +1,61 @@
+"""Compose a tuned model directory with raw ImageNet features beside it, into a new model directory.
+
+python -m training.beside --model DIR --weight WEIGHT --out DIR [--weights imagenet|none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from hxhbot.confidence import CALIBRATION_FILE  # noqa: E402
+from hxhbot.model_dir import CONFIG_FILE, ModelError, load_model_dir, save_model_dir  # noqa: E402
+from training.model import beside_imagenet  # noqa: E402
+
+VARIANT = "tuned+imagenet"
+CARRIED = ("split.json", "history.json", "curves.png")  # what the tuned run wrote beside its model, still true
+
+
+def compose(model_dir: Path, weight: float, out: Path, weights: str | None = "imagenet") -> dict:
+    """Save `beside_imagenet` of the tuned model in `model_dir` into `out`, with its run's files; return the config."""
+    model, config = load_model_dir(model_dir)
+    if config.variant != "tuned":
+        raise ValueError(f"{model_dir} holds a {config.variant} model: only a tuned one can be composed")
+    extra = {key: value for key, value in json.loads((model_dir / CONFIG_FILE).read_text()).items()
+             if key not in ("variant", "input_size", "embedding_dim", "preprocessing", "fingerprint")}
+    composed = beside_imagenet(model, weight, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CALIBRATION_FILE).unlink(missing_ok=True)  # fitted on another embedding: refit with training.calibrate
+    for name in CARRIED:
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, out / name)
+    save_model_dir(composed, VARIANT, out, **extra, tuned=str(model_dir), beside_imagenet=weight)
+    return json.loads((out / CONFIG_FILE).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(prog="python -m training.beside", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a tuned model directory (training.train)")
+    parser.add_argument("--weight", type=float, required=True, help="the tuned cosine's weight, between 0 and 1")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write (not --model)")
+    parser.add_argument("--weights", default="imagenet", help="'none' for an untrained ImageNet part (tests)")
+    args = parser.parse_args(argv)
+    if args.out.resolve() == args.model.resolve():
+        parser.error("--out must differ from --model: the tuned model is kept to compose again")
+    try:
+        config = compose(args.model, args.weight, args.out, None if args.weights == "none" else args.weights)
+    except (ModelError, ValueError) as error:
+        parser.error(str(error))
+    print(f"{config['variant']} ({config['embedding_dim']} dimensions, tuned cosine weighted {args.weight:g}) → "
+          f"{args.out}; refit its confidence with training.calibrate")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
