@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from training import beside as beside_cli
 from training import compare as compare_cli
@@ -134,14 +135,16 @@ def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_di
         [w * rng.uniform(0.5, 1.5, w.shape) for w in tuned.get_layer("head").get_layer("Conv_1").get_weights()])
     images = rng.uniform(0, 255, (6, 112, 112, 3)).astype(np.float32)
     own, raw = tuned(images).numpy(), build_pretrained(112, weights="imagenet")(images).numpy()
-    both = beside_imagenet(tuned, 0.3)(images).numpy()
+    centre = raw[:3].mean(axis=0)
+    centred = (raw - centre) / np.linalg.norm(raw - centre, axis=1, keepdims=True)
+    both = beside_imagenet(tuned, 0.3, centre)(images).numpy()
     assert both.shape == (6, 2560) and np.allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
     assert np.allclose(both[:, :1280], np.sqrt(0.3) * own, atol=1e-5)
-    assert np.allclose(both[:, 1280:], np.sqrt(0.7) * raw, atol=1e-5)  # ImageNet's own top, untouched by training
-    assert np.allclose(both @ both.T, 0.3 * own @ own.T + 0.7 * raw @ raw.T, atol=1e-5)
+    assert np.allclose(both[:, 1280:], np.sqrt(0.7) * centred, atol=1e-5)  # ImageNet's own top, untouched by training
+    assert np.allclose(both @ both.T, 0.3 * own @ own.T + 0.7 * centred @ centred.T, atol=1e-5)
     for weight in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="must be in"):
-            beside_imagenet(tuned, weight)
+            beside_imagenet(tuned, weight, centre)
 
 
 def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_load(
@@ -156,16 +159,27 @@ def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_loa
     assert config["trained_on"] == json.loads((tmp_path / "t" / "config.json").read_text())["trained_on"]
     assert (tmp_path / "b" / "split.json").read_text() == (tmp_path / "t" / "split.json").read_text()
     assert not (tmp_path / "b" / "calibration.json").exists()  # fitted on the tuned embedding alone
-    images = load_arrays(Split.load(tmp_path / "t" / "split.json").training_images()[0][:4], 32)
+    trained = Split.load(tmp_path / "t" / "split.json").training_images()[0]
+    images = load_arrays(trained[:4], 32)
     tuned, both = Embedder.load(tmp_path / "t").embed(images), Embedder.load(tmp_path / "b").embed(images)
     assert np.allclose(both[:, :1280], np.sqrt(0.5) * tuned, atol=1e-5)
-    assert np.allclose(np.linalg.norm(both[:, 1280:], axis=1), np.sqrt(0.5), atol=1e-5)  # ImageNet's top beside it
+    raw = Embedder.from_model(build_pretrained(32, weights="imagenet"), "pretrained")
+    centre = evaluate_cli.embed_pictures(raw, trained, FaceDetector())[0].mean(axis=0)  # the views it trained on
+    assert np.allclose(Embedder.load(tmp_path / "b").model.get_layer("imagenet_top").get_layer(
+        "imagenet_centre").mean.numpy()[0], centre, atol=1e-5)
+    centred = raw.embed(images) - centre
+    assert np.allclose(both[:, 1280:], np.sqrt(0.5) * centred / np.linalg.norm(centred, axis=1, keepdims=True),
+                       atol=1e-4)
     out = tmp_path / "beside.json"
     assert evaluate_cli.main(["--model", str(tmp_path / "b"), "--data", str(data), "--json", str(out),
                               "--baseline-weights", "none"]) == 0
     assert json.loads(out.read_text())[str(data)]["model_figures"]["seen"]["characters"] == 5
     train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    (tmp_path / "s").mkdir()
+    for name in ("model.keras", "config.json"):  # a tuned model without the split that lists its training pictures
+        (tmp_path / "s" / name).write_bytes((tmp_path / "t" / name).read_bytes())
     for model, weight, out_dir, message in (("t", "1", "x", "must be in"), ("h", "0.5", "x", "only a tuned one"),
+                                            ("s", "0.5", "x", "no readable split"),
                                             ("b", "0.5", "x", "only a tuned one"), ("t", "0.5", "t", "must differ"),
                                             ("missing", "0.5", "x", "missing or malformed")):
         with pytest.raises(SystemExit):

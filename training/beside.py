@@ -14,7 +14,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from hxhbot.confidence import CALIBRATION_FILE  # noqa: E402
-from hxhbot.model_dir import CONFIG_FILE, ModelError, load_model_dir, save_model_dir  # noqa: E402
+from hxhbot.detector import FaceDetector  # noqa: E402
+from hxhbot.embedder import Embedder  # noqa: E402
+from hxhbot.model_dir import CONFIG_FILE, ModelError, build_pretrained, load_model_dir, save_model_dir  # noqa: E402
+from training.data import Split  # noqa: E402
+from training.evaluate import embed_pictures  # noqa: E402
 from training.model import beside_imagenet  # noqa: E402
 
 VARIANT = "tuned+imagenet"
@@ -22,19 +26,29 @@ CARRIED = ("split.json", "history.json", "curves.png")  # what the tuned run wro
 
 
 def compose(model_dir: Path, weight: float, out: Path, weights: str | None = "imagenet") -> dict:
-    """Save `beside_imagenet` of the tuned model in `model_dir` into `out`, with its run's files; return the config."""
+    """Save `beside_imagenet` of the tuned model in `model_dir` into `out`, with its run's files; return the config.
+
+    The raw features' centre is their mean over the views (whole frame and faces, as the engine cuts them) of the
+    pictures the tuned run trained on, listed by its split.
+    """
     model, config = load_model_dir(model_dir)
     if config.variant != "tuned":
         raise ValueError(f"{model_dir} holds a {config.variant} model: only a tuned one can be composed")
     extra = {key: value for key, value in json.loads((model_dir / CONFIG_FILE).read_text()).items()
              if key not in ("variant", "input_size", "embedding_dim", "preprocessing", "fingerprint")}
-    composed = beside_imagenet(model, weight, weights)
+    try:
+        paths, _ = Split.load(model_dir / extra.get("split", "split.json")).training_images()
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{model_dir} has no readable split ({error}): the raw features are centred on the "
+                         "pictures its run trained on") from None
+    raw = Embedder.from_model(build_pretrained(config.input_size, weights), "pretrained")
+    composed = beside_imagenet(model, weight, embed_pictures(raw, paths, FaceDetector())[0].mean(axis=0), weights)
     out.mkdir(parents=True, exist_ok=True)
     (out / CALIBRATION_FILE).unlink(missing_ok=True)  # fitted on another embedding: refit with training.calibrate
     for name in CARRIED:
         if (model_dir / name).is_file():
             shutil.copyfile(model_dir / name, out / name)
-    save_model_dir(composed, VARIANT, out, **extra, tuned=str(model_dir), beside_imagenet=weight)
+    save_model_dir(composed, VARIANT, out, **extra, tuned_fingerprint=config.fingerprint, beside_imagenet=weight)
     return json.loads((out / CONFIG_FILE).read_text())
 
 
@@ -48,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out.resolve() == args.model.resolve():
         parser.error("--out must differ from --model: the tuned model is kept to compose again")
+    if not 0.0 < args.weight < 1.0:
+        parser.error(f"--weight must be in (0, 1), not {args.weight:g}")
     try:
         config = compose(args.model, args.weight, args.out, None if args.weights == "none" else args.weights)
     except (ModelError, ValueError) as error:

@@ -172,19 +172,25 @@ def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.k
     return _assemble(features, head, "tuned", whitening=True)
 
 
-def beside_imagenet(tuned: tf.keras.Model, weight: float, weights: str | None = "imagenet") -> tf.keras.Model:
+def beside_imagenet(tuned: tf.keras.Model, weight: float, centre: np.ndarray,
+                    weights: str | None = "imagenet") -> tf.keras.Model:
     """`tuned`'s embedding side by side with raw ImageNet features of the same frozen bottom, cosine weighted `weight`.
 
-    The raw features are MobileNetV2's own blocks 13–16, average-pooled and L2-normalised, as `pretrained`'s: the
-    bottom (`features`) is computed once for both. Each part is unit length, scaled by √weight and √(1 − weight),
-    so the cosine of two embeddings is `weight` × the tuned cosine + (1 − `weight`) × the raw one.
+    The raw features are MobileNetV2's own blocks 13–16, average-pooled and L2-normalised, as `pretrained`'s (the
+    bottom, `features`, is computed once for both), then moved away from `centre` (their mean over the tuned run's
+    training views, as the tuned part's whitening is centred on its own) and normalised again: without it every
+    drawing shares a large raw component, and a one-character gallery finds everything alike. Each part is unit
+    length, scaled by √weight and √(1 − weight), so the cosine of two embeddings is `weight` × the tuned cosine +
+    (1 − `weight`) × the centred raw one.
     """
     if not 0.0 < weight < 1.0:  # at 1 it would be `tuned` itself, padded with zeros that change the index's damping
         raise ValueError(f"the tuned features' weight must be in (0, 1), not {weight}")
     size = int(tuned.input_shape[1])
     maps, top = _top_blocks(mobilenet_v2(size, weights, name="imagenet"))
     raw = tf.keras.layers.UnitNormalization()(tf.keras.layers.GlobalAveragePooling2D()(top))
-    imagenet_top = tf.keras.Model(maps, raw, name="imagenet_top")
+    centred = tf.keras.layers.Normalization(mean=np.asarray(centre, np.float32)[None],
+                                            variance=np.ones((1, len(centre)), np.float32), name="imagenet_centre")(raw)
+    imagenet_top = tf.keras.Model(maps, tf.keras.layers.UnitNormalization()(centred), name="imagenet_top")
     imagenet_top.trainable = False
     inputs = tf.keras.Input((size, size, 3), name="image")
     shared = tuned.get_layer("features")(inputs)
