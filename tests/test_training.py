@@ -183,8 +183,7 @@ def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_loa
                                             ("b", "0.5", "x", "only a tuned one"), ("t", "0.5", "t", "must differ"),
                                             ("missing", "0.5", "x", "missing or malformed")):
         with pytest.raises(SystemExit):
-            beside_cli.main(["--model", str(tmp_path / model), "--weight", weight, "--out", str(tmp_path / out_dir),
-                             "--weights", "none"])
+            beside_cli.main(["--model", str(tmp_path / model), "--weight", weight, "--out", str(tmp_path / out_dir)])
         assert message in capsys.readouterr().err
     assert json.loads((tmp_path / "t" / "config.json").read_text())["variant"] == "tuned"
 

@@ -1,6 +1,6 @@
 """Compose a tuned model directory with raw ImageNet features beside it, into a new model directory.
 
-python -m training.beside --model DIR --weight WEIGHT --out DIR [--weights imagenet|none]
+python -m training.beside --model DIR --weight WEIGHT --out DIR
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ VARIANT = "tuned+imagenet"
 CARRIED = ("split.json", "history.json", "curves.png")  # what the tuned run wrote beside its model, still true
 
 
-def compose(model_dir: Path, weight: float, out: Path, weights: str | None = "imagenet") -> dict:
+def compose(model_dir: Path, weight: float, out: Path) -> dict:
     """Save `beside_imagenet` of the tuned model in `model_dir` into `out`, with its run's files; return the config.
 
     The raw features' centre is their mean over the views (whole frame and faces, as the engine cuts them) of the
@@ -41,8 +41,8 @@ def compose(model_dir: Path, weight: float, out: Path, weights: str | None = "im
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"{model_dir} has no readable split ({error}): the raw features are centred on the "
                          "pictures its run trained on") from None
-    raw = Embedder.from_model(build_pretrained(config.input_size, weights), "pretrained")
-    composed = beside_imagenet(model, weight, embed_pictures(raw, paths, FaceDetector())[0].mean(axis=0), weights)
+    raw = Embedder.from_model(build_pretrained(config.input_size), "pretrained")
+    composed = beside_imagenet(model, weight, embed_pictures(raw, paths, FaceDetector())[0].mean(axis=0))
     out.mkdir(parents=True, exist_ok=True)
     (out / CALIBRATION_FILE).unlink(missing_ok=True)  # fitted on another embedding: refit with training.calibrate
     for name in CARRIED:
@@ -58,14 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a tuned model directory (training.train)")
     parser.add_argument("--weight", type=float, required=True, help="the tuned cosine's weight, between 0 and 1")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write (not --model)")
-    parser.add_argument("--weights", default="imagenet", help="'none' for an untrained ImageNet part (tests)")
     args = parser.parse_args(argv)
     if args.out.resolve() == args.model.resolve():
         parser.error("--out must differ from --model: the tuned model is kept to compose again")
     if not 0.0 < args.weight < 1.0:
         parser.error(f"--weight must be in (0, 1), not {args.weight:g}")
     try:
-        config = compose(args.model, args.weight, args.out, None if args.weights == "none" else args.weights)
+        config = compose(args.model, args.weight, args.out)
     except (ModelError, ValueError) as error:
         parser.error(str(error))
     print(f"{config['variant']} ({config['embedding_dim']} dimensions, tuned cosine weighted {args.weight:g}) → "
