@@ -161,12 +161,13 @@ def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_loa
     assert not (tmp_path / "b" / "calibration.json").exists()  # fitted on the tuned embedding alone
     trained = Split.load(tmp_path / "t" / "split.json").training_images()[0]
     images = load_arrays(trained[:4], 32)
-    tuned, both = Embedder.load(tmp_path / "t").embed(images), Embedder.load(tmp_path / "b").embed(images)
+    composed = Embedder.load(tmp_path / "b")
+    tuned, both = Embedder.load(tmp_path / "t").embed(images), composed.embed(images)
     assert np.allclose(both[:, :1280], np.sqrt(0.5) * tuned, atol=1e-5)
     raw = Embedder.from_model(build_pretrained(32, weights="imagenet"), "pretrained")
     centre = evaluate_cli.embed_pictures(raw, trained, FaceDetector())[0].mean(axis=0)  # the views it trained on
-    assert np.allclose(Embedder.load(tmp_path / "b").model.get_layer("imagenet_top").get_layer(
-        "imagenet_centre").mean.numpy()[0], centre, atol=1e-5)
+    assert np.allclose(composed.model.get_layer("imagenet_top").get_layer("imagenet_centre").mean.numpy()[0], centre,
+                       atol=1e-5)
     centred = raw.embed(images) - centre
     assert np.allclose(both[:, 1280:], np.sqrt(0.5) * centred / np.linalg.norm(centred, axis=1, keepdims=True),
                        atol=1e-4)

@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from hxhbot.confidence import CALIBRATION_FILE  # noqa: E402
 from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
-from hxhbot.model_dir import CONFIG_FILE, ModelError, build_pretrained, load_model_dir, save_model_dir  # noqa: E402
+from hxhbot.model_dir import (CONFIG_FILE, ModelConfig, ModelError, build_pretrained, load_model_dir,  # noqa: E402
+                              save_model_dir)
 from training.data import Split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.model import beside_imagenet  # noqa: E402
@@ -35,7 +36,7 @@ def compose(model_dir: Path, weight: float, out: Path) -> dict:
     if config.variant != "tuned":
         raise ValueError(f"{model_dir} holds a {config.variant} model: only a tuned one can be composed")
     extra = {key: value for key, value in json.loads((model_dir / CONFIG_FILE).read_text()).items()
-             if key not in ("variant", "input_size", "embedding_dim", "preprocessing", "fingerprint")}
+             if key not in ModelConfig.__dataclass_fields__}  # the run's own keys: save_model_dir writes the rest
     try:
         paths, _ = Split.load(model_dir / extra.get("split", "split.json")).training_images()
     except (OSError, ValueError, KeyError) as error:
