@@ -19,7 +19,7 @@ NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
 NEAR_COPY = 0.95  # a gallery picture this close is a copy of the query (e.g. one approved in /review)
 EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
 SHRINKAGE = 4.0  # `within_directions`: chosen on held-out Hunter × Hunter characters (training/README.md)
-FIT_VIEWS = 20_000  # gallery views `within_directions` is fitted on, at most: ample for a 1280 × 1280 covariance
+FIT_VIEWS = 20_000  # gallery views `within_directions` is fitted on, at most: ample for a 2560 × 2560 covariance
 
 
 class GalleryIndexError(RuntimeError):
@@ -163,18 +163,24 @@ def within_directions(vectors: np.ndarray, characters: np.ndarray, centre: np.nd
     if not len(means):
         return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
     rows = np.arange(0, len(vectors), -(-len(vectors) // FIT_VIEWS))
-    within = _unit(vectors[rows] - centre) - means[owner[rows]]
-    if len(rows) <= dim:
-        _, spread, directions = np.linalg.svd(within, full_matrices=False)
-        variance = spread.astype(np.float64) ** 2
+    within = np.empty((len(rows), dim), np.float64 if len(rows) < dim else np.float32)
+    for start in range(0, len(rows), 4096):  # a block at a time: no temporary copies of the whole sample
+        block = rows[start:start + 4096]
+        within[start:start + 4096] = _unit(vectors[block] - centre) - means[owner[block]]
+    if len(rows) < dim:  # the smaller eigenproblem, the views' Gram matrix (3× faster than an SVD at 2,400 × 2,560)
+        variance, mixing = np.linalg.eigh(within @ within.T)
     else:
         variance, directions = np.linalg.eigh((within.T @ within).astype(np.float64))
-        variance, directions = variance[::-1], directions[:, ::-1].T
     kept = variance > 1e-9 * max(variance.sum(), 1e-30)
     if not kept.any():
         return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
-    share = variance[kept] / variance[kept].sum()
-    return directions[kept].astype(np.float32), (1.0 - 1.0 / np.sqrt(1.0 + share * dim / shrinkage)).astype(np.float32)
+    if len(rows) < dim:
+        directions = (mixing[:, kept].T @ within) / np.sqrt(variance[kept])[:, None]  # the mixed views, unit length
+    else:
+        directions = directions[:, kept].T
+    variance, directions = variance[kept][::-1], directions[::-1]  # strongest first
+    share = variance / variance.sum()
+    return directions.astype(np.float32), (1.0 - 1.0 / np.sqrt(1.0 + share * dim / shrinkage)).astype(np.float32)
 
 
 @dataclass(frozen=True)

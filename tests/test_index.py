@@ -76,6 +76,25 @@ def test_one_characters_own_variation_is_damped_and_can_be_undone(monkeypatch: p
     assert abs(within_directions(vectors, characters, comparison.centre)[0][0] @ strongest) > 0.95
 
 
+def test_within_directions_are_the_principal_directions_of_each_characters_own_variation() -> None:
+    rng = np.random.default_rng(5)
+    for pictures in (3, 12):  # fewer views than dimensions (solved through their Gram matrix), then more
+        characters = np.repeat(np.arange(4), pictures)
+        vectors = rng.normal(size=(4, 32))[characters] + rng.normal(size=(len(characters), 32)) * np.geomspace(2, 0.1, 32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        centre = gallery_centre(vectors, characters)
+        directions, damping = within_directions(vectors, characters, centre)
+        moved = vectors - centre
+        moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+        within = moved - np.array([moved[characters == c].mean(axis=0) for c in characters])
+        _, spread, expected = np.linalg.svd(within, full_matrices=False)
+        kept = spread ** 2 > 1e-9 * (spread ** 2).sum()
+        share = spread[kept] ** 2 / (spread[kept] ** 2).sum()
+        assert np.allclose(damping, 1 - 1 / np.sqrt(1 + share * 32 / 4.0), atol=1e-5)
+        operator = lambda d, k: (d.T * k) @ d  # noqa: E731 (independent of each direction's sign)
+        assert np.allclose(operator(directions, damping), operator(expected[kept], damping), atol=1e-5)
+
+
 def test_the_centre_is_the_galleries_own_and_queries_meet_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     style, own = rng.normal(size=32) * 3, rng.normal(size=(3, 32))
