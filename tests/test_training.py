@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -431,6 +432,13 @@ def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_pa
     assert not (tmp_path / "fold" / "calibration.json").exists()
     with pytest.raises(SystemExit):  # fitted on characters its model trained on: refused
         calibrate.main(["--model", str(tmp_path / "all"), *options])
+    shutil.copytree(tmp_path / "fold", tmp_path / "other")  # a sibling whose embedding is made otherwise: refused
+    config = json.loads((tmp_path / "other" / "config.json").read_text())
+    (tmp_path / "other" / "config.json").write_text(json.dumps({**config, "beside_imagenet": 0.5}))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        calibrate.main(["--model", str(tmp_path / "all"), "--fit-model", str(tmp_path / "other"), *options])
+    assert "beside ImageNet at w = 0.5) is not made as --model" in capsys.readouterr().err
     (tmp_path / "all" / "split.json").unlink()  # which pictures it trained on is unknown: said
     capsys.readouterr()
     assert calibrate.main(["--model", str(tmp_path / "all"), "--fit-model", str(tmp_path / "fold"), *options]) == 0

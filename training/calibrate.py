@@ -270,6 +270,16 @@ def trained_on(model_dir: Path) -> set[str]:
         return set()
 
 
+def made_as(model_dir: Path, embedder: Embedder) -> str:
+    """How a model directory makes its embeddings: variant, dimensions and any weight beside raw ImageNet features."""
+    try:
+        beside = json.loads((model_dir / CONFIG_FILE).read_text()).get("beside_imagenet")
+    except (OSError, ValueError):
+        beside = None
+    made = f"{embedder.config.variant}, {embedder.dim} dimensions"
+    return f"{made}, beside ImageNet at w = {beside}" if beside else made
+
+
 def picture_key(path: str) -> str:
     """A picture as `character/file`: the same whichever directory a path to it starts from."""
     return "/".join(Path(path).parts[-2:])
@@ -314,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     fit_model = args.fit_model or args.model
     embedders = {"fit": Embedder.load(fit_model), "check": Embedder.load(args.model)}
+    made = {name: made_as(path, embedders[name]) for name, path in (("fit", fit_model), ("check", args.model))}
+    if made["fit"] != made["check"]:
+        parser.error(f"--fit-model {fit_model} ({made['fit']}) is not made as --model {args.model} ({made['check']}): "
+                     "its answers would calibrate another embedding; fit on a sibling made the same way (for a "
+                     "composed model, `python -m training.beside` with the same --weight)")
     trained = {"fit": trained_on(fit_model), "check": trained_on(args.model)}
     trained_files = {"fit": trained_pictures(fit_model), "check": trained_pictures(args.model)}
     detector = FaceDetector()
