@@ -130,10 +130,14 @@ def _emit(as_json: bool, result: dict) -> None:
 
 
 def _progress_bar(done: int, total: int) -> None:
-    """Draw a one-line progress bar on stderr."""
-    width = 30
-    if done != total and done * 100 // max(total, 1) == (done - 1) * 100 // max(total, 1):
+    """Draw a one-line progress bar on a terminal's stderr; elsewhere (a log, a pipe) write a line per tenth."""
+    width, parts = 30, max(total, 1)
+    if not sys.stderr.isatty():
+        if done == total or done * 10 // parts != (done - 1) * 10 // parts:
+            print(f"indexing {done}/{total}", file=sys.stderr, flush=True)
+        return
+    if done != total and done * 100 // parts == (done - 1) * 100 // parts:
         return  # redraw once per percent
-    filled = width * done // max(total, 1)
+    filled = width * done // parts
     print(f"\rindexing [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
