@@ -68,7 +68,8 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=settings.batch_size, max_pixels=settings.max_image_pixels, progress=_progress_bar,
         detector=FaceDetector(), check=checker(Calibration.load(model_dir), settings.confidence_threshold),
     )
-    print(file=sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # ends the bar's line
     for path, reason in summary.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"indexed {summary.describe()} ({summary.reused} embeddings reused)")

@@ -31,8 +31,10 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     assert built.returncode == 0, built.stderr
     assert "4 characters, 16 images, 1 skipped" in built.stdout and "gallery check" in built.stdout
     assert "bad.png: This file is not an image." in built.stderr
-    progress = [line for line in built.stderr.splitlines() if line.startswith("indexing ")]
+    lines = built.stderr.splitlines()
+    progress = [line for line in lines if line.startswith("indexing ")]
     assert progress[-1] == "indexing 17/17" and len(progress) <= 11 and "\r" not in built.stderr  # a log, not a bar
+    assert lines[lines.index("indexing 17/17") + 1].startswith("skipped ")  # no blank line to end a bar
 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"")
