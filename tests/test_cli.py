@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from hxhbot import cli
 
 ROOT = Path(__file__).parent.parent
 
@@ -64,3 +67,16 @@ def test_clear_errors(gallery: Path, env: dict[str, str], tmp_path: Path) -> Non
     bad_setting = run("index", env={**env, "TOP_K": "lots"})
     assert bad_setting.returncode == 2 and bad_setting.stderr.strip() == "error: TOP_K='lots' is not valid: " \
         "invalid literal for int() with base 10: 'lots'"
+
+
+def test_progress_is_a_bar_redrawn_once_per_percent_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    for done in range(1, 401):
+        cli._progress_bar(done, 400)
+    drawn = sys.stderr.getvalue()
+    assert drawn.count("\r") == 100 and "\n" not in drawn
+    assert drawn.endswith("\rindexing [" + "#" * 30 + "] 400/400")
