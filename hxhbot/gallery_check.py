@@ -1,4 +1,5 @@
-"""The owner's gallery checked against itself: each picture answered by the rest of the index (leave-one-out)."""
+"""The owner's gallery checked against itself: each picture answered by the rest of the index (leave-one-out), and
+again with its whole character left out, as a member's picture of a character missing from the gallery would be."""
 
 from __future__ import annotations
 
@@ -23,14 +24,20 @@ class GalleryCheck:
     pictures: int
     named: int  # answered with a confident name
     right: int  # of those, the picture's own character
+    missing: int = 0  # the same pictures asked with their whole character left out (0: the gallery has only one)
+    missing_named: int = 0  # of those, answered with a confident name: always a wrong one
 
     def describe(self) -> str:
         """One line for people."""
         if not self.pictures:
             return "gallery check: no character has a second picture"
         share = f"{self.right / self.named:.0%} of them right" if self.named else "none to check"
-        return (f"gallery check (each picture against the rest): {self.named / self.pictures:.0%} of "
+        line = (f"gallery check (each picture against the rest): {self.named / self.pictures:.0%} of "
                 f"{self.pictures} named confidently, {share}")
+        if self.missing:
+            line += (f"; with its character left out of the gallery, {self.missing_named / self.missing:.0%} "
+                     "still named (wrongly)")
+        return line
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
@@ -42,7 +49,8 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
     pictures = [rows for rows in views.values() if counts.get(index.items[rows[0]].character, 0) > 1]
     if len(pictures) > MAX_PICTURES:
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
-    named = right = 0
+    named = right = missing_named = 0
+    others = len(counts) > 1  # a character can be left out only if another one answers instead
     embeddings = np.split(index.vectors([row for rows in pictures for row in rows]),
                           np.cumsum([len(rows) for rows in pictures])[:-1])  # given back in one pass
     for rows, vectors in zip(pictures, embeddings):
@@ -52,7 +60,10 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
         if answer.best.score >= threshold:
             named += 1
             right += answer.best.character == item.character
-    return GalleryCheck(len(pictures), named, right)
+        if others:
+            missing = identify(index.similarities(vectors, without=item.character), faces, calibration, top_k=1)
+            missing_named += missing.best.score >= threshold
+    return GalleryCheck(len(pictures), named, right, len(pictures) if others else 0, missing_named)
 
 
 def checker(calibration: Calibration, threshold: float) -> Callable[[GalleryIndex], GalleryCheck]:

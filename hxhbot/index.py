@@ -370,10 +370,11 @@ class GalleryIndex:
         )
         return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
 
-    def similarities(self, vectors: np.ndarray, exclude: str | None = None) -> Similarities:
+    def similarities(self, vectors: np.ndarray, exclude: str | None = None, without: str | None = None) -> Similarities:
         """Each view's similarity to every character (`character_similarities`; exact while the vectors are in
         memory, else over the nearest `NEIGHBOURS` gallery views, the farthest of them standing in for the rest);
-        `exclude`: a gallery picture's checksum whose own views are left out (leave-one-out)."""
+        `exclude`: a gallery picture's checksum whose own views are left out (leave-one-out); `without`: a character
+        left out entirely, as if missing from the gallery (its column is then -1)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.matrix is not None:
             similarity = self.comparison.apply(vectors) @ np.asarray(self.matrix).T
@@ -385,6 +386,8 @@ class GalleryIndex:
                 similarity[view, [self._row[n.item] for n in near]] = [n.similarity for n in near]
         if exclude is not None:
             similarity[:, [row for row, item in enumerate(self.items) if item.sha256 == exclude]] = -np.inf
+        if without is not None:
+            similarity[:, self._character == self._column[without]] = -np.inf
         per_view, best = character_similarities(similarity, self._picture, self._character, len(self.names))
         images = [[self.items[row].path if row >= 0 else "" for row in view] for view in best]
         return Similarities(self.names, per_view, images)

@@ -83,3 +83,28 @@ def test_leave_one_out_excludes_the_picture_itself() -> None:
     check = check_gallery(index, Calibration((-5.0, 10.0, 10.0, 0.0, 0.0), background=0.0), threshold=0.5)
     assert check.pictures == 50 and check.named > 40 and check.right == check.named
     assert "named confidently" in check.describe() and "100% of them right" in check.describe()
+    assert check.missing == 50 and check.missing_named == 0  # the other cluster is far: nobody named instead
+    assert "with its character left out of the gallery, 0% still named (wrongly)" in check.describe()
+
+
+def test_gallery_check_names_a_missing_character_when_another_looks_just_like_it() -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 32))
+    centres[2] = centres[1] + 0.05 * rng.normal(size=32)  # "C" is all but a copy of "B"
+    vectors = np.repeat(centres, 6, axis=0) + 0.15 * rng.normal(size=(18, 32))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [GalleryItem("ABC"[row // 6], f"g/{row}.jpg", f"{row:064x}") for row in range(18)]
+    index = GalleryIndex.build(vectors, items, "fp")
+    left_out = index.similarities(vectors[6:7], without="B")
+    assert left_out.per_view[0, 1] == -1.0 and left_out.per_view[0, 2] > 0.9  # B gone, its twin C answers
+    check = check_gallery(index, Calibration((-5.0, 10.0, 0.0, 0.0, 0.0), background=0.0), threshold=0.5)
+    assert check.pictures == check.missing == 18
+    assert check.missing_named == 12  # every B and C picture, named as the other; none of A's
+    assert "67% still named (wrongly)" in check.describe()
+
+
+def test_a_one_character_gallery_has_no_missing_character_check() -> None:
+    vectors = clustered(10, 16)
+    items = [GalleryItem("A", f"g/{row}.jpg", f"{row:064x}") for row in range(10)]
+    check = check_gallery(GalleryIndex.build(vectors, items, "fp"), DEFAULT, threshold=0.7)
+    assert check.pictures == 10 and check.missing == 0 and "left out" not in check.describe()
