@@ -12,7 +12,7 @@ import numpy as np
 from hxhbot.answers import identify
 from hxhbot.confidence import Calibration
 from hxhbot.detector import Box
-from hxhbot.index import GalleryIndex
+from hxhbot.index import GalleryIndex, Similarities
 
 MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
 
@@ -41,7 +41,8 @@ class GalleryCheck:
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
-    """Answer every gallery picture (its own views left out) whose character has other pictures, at `threshold`."""
+    """Answer every gallery picture (its own views left out) whose character has other pictures, at `threshold`;
+    then, if the gallery has another character, the same pictures with their whole character left out."""
     views: dict[str, list[int]] = {}
     for row, item in enumerate(index.items):
         views.setdefault(item.sha256, []).append(row)
@@ -49,21 +50,33 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
     pictures = [rows for rows in views.values() if counts.get(index.items[rows[0]].character, 0) > 1]
     if len(pictures) > MAX_PICTURES:
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
-    named = right = missing_named = 0
-    others = len(counts) > 1  # a character can be left out only if another one answers instead
     embeddings = np.split(index.vectors([row for rows in pictures for row in rows]),
                           np.cumsum([len(rows) for rows in pictures])[:-1])  # given back in one pass
+    named = right = 0
     for rows, vectors in zip(pictures, embeddings):
         item = index.items[rows[0]]
-        faces = [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)  # only their number matters here
-        answer = identify(index.similarities(vectors, exclude=item.sha256), faces, calibration, top_k=1)
+        answer = identify(index.similarities(vectors, exclude=item.sha256), _faces(rows), calibration, top_k=1)
         if answer.best.score >= threshold:
             named += 1
             right += answer.best.character == item.character
-        if others:
-            missing = identify(index.similarities(vectors, without=item.character), faces, calibration, top_k=1)
-            missing_named += missing.best.score >= threshold
-    return GalleryCheck(len(pictures), named, right, len(pictures) if others else 0, missing_named)
+    if len(counts) < 2:
+        return GalleryCheck(len(pictures), named, right)
+    missing_named = 0
+    by_character: dict[str, list[int]] = {}
+    for number, rows in enumerate(pictures):
+        by_character.setdefault(index.items[rows[0]].character, []).append(number)
+    for character, numbers in by_character.items():  # one search per character left out
+        together = index.similarities(np.concatenate([embeddings[n] for n in numbers]), without=character)
+        bounds = np.cumsum([0] + [len(embeddings[n]) for n in numbers])
+        for number, start, end in zip(numbers, bounds, bounds[1:]):
+            alone = Similarities(together.characters, together.per_view[start:end], together.images[start:end])
+            missing_named += identify(alone, _faces(pictures[number]), calibration, top_k=1).best.score >= threshold
+    return GalleryCheck(len(pictures), named, right, len(pictures), missing_named)
+
+
+def _faces(rows: list[int]) -> list[Box]:
+    """Stand-in boxes for a gallery picture's face views: only their number matters to the answer."""
+    return [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)
 
 
 def checker(calibration: Calibration, threshold: float) -> Callable[[GalleryIndex], GalleryCheck]:
