@@ -262,20 +262,23 @@ def sweep(calibration: Calibration, answers: list[Answers]) -> str:
     return "\n".join(lines)
 
 
+def _config(model_dir: Path) -> dict:
+    """A model directory's config.json as written, or {} when it has none (or a bad one)."""
+    try:
+        config = json.loads((model_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def trained_on(model_dir: Path) -> set[str]:
     """The characters a model directory was trained on (its config.json says)."""
-    try:
-        return set(json.loads((model_dir / CONFIG_FILE).read_text()).get("trained_on", []))
-    except (OSError, ValueError):
-        return set()
+    return set(_config(model_dir).get("trained_on", []))
 
 
 def made_as(model_dir: Path, embedder: Embedder) -> str:
     """How a model directory makes its embeddings: variant, dimensions and any weight beside raw ImageNet features."""
-    try:
-        beside = json.loads((model_dir / CONFIG_FILE).read_text()).get("beside_imagenet")
-    except (OSError, ValueError):
-        beside = None
+    beside = _config(model_dir).get("beside_imagenet")
     made = f"{embedder.config.variant}, {embedder.dim} dimensions"
     return f"{made}, beside ImageNet at w = {beside}" if beside else made
 
@@ -288,7 +291,7 @@ def picture_key(path: str) -> str:
 def trained_pictures(model_dir: Path) -> set[str]:
     """The pictures a model directory trained on (`picture_key`s of its split's training pictures)."""
     try:
-        split = Split.load(model_dir / json.loads((model_dir / CONFIG_FILE).read_text()).get("split", "split.json"))
+        split = Split.load(model_dir / _config(model_dir).get("split", "split.json"))
     except (OSError, ValueError, TypeError, KeyError):
         return set()
     return {picture_key(path) for character in split.seen for path in split.train.get(character, [])}
