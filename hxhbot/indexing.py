@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 DECODE_THREADS = 2  # gallery pictures decoded and searched for faces in parallel, the model embeds meanwhile
 CHUNK = 32  # pictures decoded ahead of the model: bounds the memory of a build
+FEW_PICTURES = 8  # a character with fewer gallery pictures ranks less well (training/README.md: More pictures per character)
 
 
 @dataclass
@@ -37,10 +38,15 @@ class BuildSummary:
     seconds: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     check: GalleryCheck | None = None
+    few: dict[str, int] = field(default_factory=dict)  # characters with fewer than FEW_PICTURES images, fewest first
 
     def describe(self) -> str:
         """One line for people."""
         line = f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, {self.seconds:.1f} s"
+        if self.few:
+            named = ", ".join(f"{name} ({count})" for name, count in list(self.few.items())[:3])
+            more = f" and {len(self.few) - 3} more" if len(self.few) > 3 else ""
+            line += f"; fewer than {FEW_PICTURES} images (more would rank them better): {named}{more}"
         return f"{line}; {self.check.describe()}" if self.check else line
 
 
@@ -122,7 +128,9 @@ def _build_gallery_index(
     index = GalleryIndex.build(np.stack(vectors), items, embedder.fingerprint)
     index.save(index_dir)
     summary.images = sum(item.view == 0 for item in items)
-    summary.characters = len(index.characters())
+    counts = index.characters()
+    summary.characters = len(counts)
+    summary.few = {name: count for name, count in sorted(counts.items(), key=lambda pair: pair[1]) if count < FEW_PICTURES}
     summary.check = check(index) if check else None
     summary.seconds = time.perf_counter() - started
     log.info("indexed %s", summary.describe())

@@ -14,7 +14,7 @@ from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, scan_gallery
 from hxhbot.images import load_image_file
 from hxhbot.index import GalleryIndex
-from hxhbot.indexing import build_gallery_index
+from hxhbot.indexing import FEW_PICTURES, build_gallery_index
 from hxhbot.model_dir import ModelError, build_pretrained, load_model_dir
 from tests.conftest import TEST_INPUT_SIZE, write_gallery
 
@@ -79,6 +79,23 @@ def test_rebuild_reuses_embeddings_of_unchanged_images(gallery: Path, embedder: 
     shutil.copy(gallery / "Kurapika" / "00.jpg", gallery / "Kurapika" / "copy.jpg")
     _, summary = build_gallery_index(gallery, embedder, tmp_path)
     assert summary.images == 17 and summary.reused == 17  # the copy has a known checksum
+
+
+def test_summary_names_the_characters_with_few_images(tmp_path: Path, embedder: Embedder) -> None:
+    gallery = write_gallery(tmp_path / "gallery", per_character=FEW_PICTURES)
+    for number, name in enumerate(["Kurapika", "Gon Freecss", "Killua Zoldyck"]):
+        for path in sorted((gallery / name).iterdir())[: 3 + number]:
+            path.unlink()
+    _, summary = build_gallery_index(gallery, embedder, tmp_path / "index")
+    assert summary.few == {"Killua Zoldyck": 3, "Gon Freecss": 4, "Kurapika": 5}  # fewest first
+    assert summary.describe().endswith(f"; fewer than {FEW_PICTURES} images (more would rank them better): "
+                                       "Killua Zoldyck (3), Gon Freecss (4), Kurapika (5)")
+    (gallery / "Leorio Paradinight" / "00.jpg").unlink()
+    _, summary = build_gallery_index(gallery, embedder, tmp_path / "index")
+    assert "Killua Zoldyck (3), Gon Freecss (4), Kurapika (5) and 1 more" in summary.describe()
+    write_gallery(gallery, per_character=FEW_PICTURES)
+    _, summary = build_gallery_index(gallery, embedder, tmp_path / "index")
+    assert summary.few == {} and "fewer than" not in summary.describe()
 
 
 def test_failed_build_keeps_the_previous_index(
