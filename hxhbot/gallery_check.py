@@ -4,7 +4,8 @@ again with its whole character left out, as a member's picture of a character mi
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -15,6 +16,17 @@ from hxhbot.detector import Box
 from hxhbot.index import GalleryIndex, Similarities
 
 MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
+NAMED_LEAST = 0.5  # a character whose pictures are named right less often than this is listed by name
+LISTED = 3  # such characters listed at most, fewest named first
+
+
+@dataclass(frozen=True)
+class CharacterCheck:
+    """One character's pictures in the check: how many, how many named right, whom they are most often taken for."""
+
+    pictures: int
+    named_right: int
+    taken_for: str | None = None  # the other character most often ranked first for its pictures, if any
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class GalleryCheck:
     right: int  # of those, the picture's own character
     missing: int = 0  # the same pictures asked with their whole character left out (0: the gallery has only one)
     missing_named: int = 0  # of those, answered with a confident name: always a wrong one
+    characters: dict[str, CharacterCheck] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line for people."""
@@ -37,7 +50,19 @@ class GalleryCheck:
         if self.missing:
             line += (f"; with its character left out of the gallery, {self.missing_named / self.missing:.0%} "
                      "still named (wrongly)")
-        return line
+        return line + self._named_least()
+
+    def _named_least(self) -> str:
+        """The characters whose pictures are named right least often, below `NAMED_LEAST`, as a clause."""
+        least = sorted(((c.named_right / c.pictures, name, c) for name, c in self.characters.items()
+                        if c.named_right < NAMED_LEAST * c.pictures), key=lambda row: row[:2])
+        if not least:
+            return ""
+        listed = ", ".join(f"{name} ({c.named_right} of {c.pictures}"
+                           + (f", often ranked as {c.taken_for})" if c.taken_for else ")")
+                           for _, name, c in least[:LISTED])
+        more = f" and {len(least) - LISTED} more" if len(least) > LISTED else ""
+        return f"; named least: {listed}{more}"
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
@@ -52,15 +77,26 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
     embeddings = np.split(index.vectors([row for rows in pictures for row in rows]),
                           np.cumsum([len(rows) for rows in pictures])[:-1])  # given back in one pass
-    named = right = 0
+    named = 0
+    checked: Counter[str] = Counter()
+    named_right: Counter[str] = Counter()
+    taken_for: dict[str, Counter[str]] = {}
     for rows, vectors in zip(pictures, embeddings):
         item = index.items[rows[0]]
         answer = identify(index.similarities(vectors, exclude=item.sha256), _faces(rows), calibration, top_k=1)
+        is_right = answer.best.character == item.character
+        checked[item.character] += 1
+        if not is_right:
+            taken_for.setdefault(item.character, Counter())[answer.best.character] += 1
         if answer.best.score >= threshold:
             named += 1
-            right += answer.best.character == item.character
+            named_right[item.character] += is_right
+    right = sum(named_right.values())
+    characters = {name: CharacterCheck(count, named_right[name],
+                                       taken_for[name].most_common(1)[0][0] if name in taken_for else None)
+                  for name, count in checked.items()}
     if len(counts) < 2:
-        return GalleryCheck(len(pictures), named, right)
+        return GalleryCheck(len(pictures), named, right, characters=characters)
     missing_named = 0
     by_character: dict[str, list[int]] = {}
     for number, rows in enumerate(pictures):
@@ -71,7 +107,7 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
         for number, start, end in zip(numbers, bounds, bounds[1:]):
             alone = Similarities(together.characters, together.per_view[start:end], together.images[start:end])
             missing_named += identify(alone, _faces(pictures[number]), calibration, top_k=1).best.score >= threshold
-    return GalleryCheck(len(pictures), named, right, len(pictures), missing_named)
+    return GalleryCheck(len(pictures), named, right, len(pictures), missing_named, characters)
 
 
 def _faces(rows: list[int]) -> list[Box]:

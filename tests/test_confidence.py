@@ -103,6 +103,34 @@ def test_gallery_check_names_a_missing_character_when_another_looks_just_like_it
     assert "67% still named (wrongly)" in check.describe()
 
 
+def twins_gallery(pairs: int) -> GalleryIndex:
+    """A distinct character "A" and `pairs` pairs of characters whose every picture has a near-copy in its twin."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(1 + pairs, 32))
+    vectors, names = [centres[0] + 0.15 * rng.normal(size=(6, 32))], ["A"] * 6
+    for pair in range(pairs):
+        own = centres[1 + pair] + 0.15 * rng.normal(size=(6, 32))
+        vectors += [own, own + 1e-3 * rng.normal(size=(6, 32))]  # each picture's closest is its copy in the twin
+        names += [f"P{pair}a"] * 6 + [f"P{pair}b"] * 6
+    vectors = np.concatenate(vectors)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [GalleryItem(name, f"g/{row}.jpg", f"{row:064x}") for row, name in enumerate(names)]
+    return GalleryIndex.build(vectors, items, "fp")
+
+
+def test_the_check_names_the_characters_named_least_and_whom_they_are_taken_for() -> None:
+    calibration = Calibration((-5.0, 10.0, 0.0, 0.0, 0.0), background=0.0)
+    check = check_gallery(twins_gallery(1), calibration, threshold=0.5)
+    assert check.characters["A"].named_right == 6 and check.characters["A"].taken_for is None
+    assert check.characters["P0a"].named_right == 0 and check.characters["P0a"].taken_for == "P0b"
+    assert check.describe().endswith("; named least: P0a (0 of 6, often ranked as P0b), P0b (0 of 6, often ranked as P0a)")
+    many = check_gallery(twins_gallery(4), calibration, threshold=0.5).describe()
+    assert "named least: P0a (0 of 6, often ranked as P0b), P0b (0 of 6, often ranked as P0a), P1a (0 of 6" in many
+    assert many.endswith(" and 5 more") and "A (" not in many
+    unsure = check_gallery(twins_gallery(0), Calibration((-50.0, 10.0, 0.0, 0.0, 0.0), background=0.0), 0.5)
+    assert unsure.describe().endswith("; named least: A (0 of 6)"), "ranked right but never sure: no one to blame"
+
+
 def test_a_one_character_gallery_has_no_missing_character_check() -> None:
     vectors = clustered(10, 16)
     items = [GalleryItem("A", f"g/{row}.jpg", f"{row:064x}") for row in range(10)]
