@@ -1,5 +1,6 @@
-"""The owner's gallery checked against itself: each picture answered by the rest of the index (leave-one-out), and
-again with its whole character left out, as a member's picture of a character missing from the gallery would be."""
+"""The owner's gallery checked against itself: each picture answered as if new, by the gallery without a fifth of it
+(itself among them, the comparison fitted without them), and again with its whole character left out, as a member's
+picture of a character missing from the gallery would be."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 from hxhbot.answers import identify
 from hxhbot.confidence import Calibration
 from hxhbot.detector import Box
-from hxhbot.index import GalleryIndex, Similarities
+from hxhbot.index import CharacterMatch, GalleryIndex, Similarities
 
 MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
+FOLDS = 5  # each picture is asked against the gallery without its fold: a fifth of every character's pictures
 NAMED_LEAST = 0.5  # a character whose pictures are named right less often than this is listed by name
 LISTED = 3  # such characters listed at most, fewest named first
 
@@ -31,7 +33,7 @@ class CharacterCheck:
 
 @dataclass(frozen=True)
 class GalleryCheck:
-    """How the bot answers its own gallery's pictures, each ranked against all the others."""
+    """How the bot answers its own gallery's pictures, each as if new (`check_gallery`)."""
 
     pictures: int
     named: int  # answered with a confident name
@@ -45,7 +47,7 @@ class GalleryCheck:
         if not self.pictures:
             return "gallery check: no character has a second picture"
         share = f"{self.right / self.named:.0%} of them right" if self.named else "none to check"
-        line = (f"gallery check (each picture against the rest): {self.named / self.pictures:.0%} of "
+        line = (f"gallery check (each picture against the rest, as if new): {self.named / self.pictures:.0%} of "
                 f"{self.pictures} named confidently, {share}")
         if self.missing:
             line += (f"; with its character left out of the gallery, {self.missing_named / self.missing:.0%} "
@@ -66,8 +68,9 @@ class GalleryCheck:
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
-    """Answer every gallery picture (its own views left out) whose character has other pictures, at `threshold`;
-    then, if the gallery has another character, the same pictures with their whole character left out."""
+    """Answer every gallery picture whose character has other pictures, at `threshold`, against the gallery without
+    its fold (`FOLDS`), compared as that smaller gallery would compare, so that no picture helps compare itself; then,
+    if the gallery has another character, the same pictures with their whole character left out as well."""
     views: dict[str, list[int]] = {}
     for row, item in enumerate(index.items):
         views.setdefault(item.sha256, []).append(row)
@@ -75,39 +78,53 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
     pictures = [rows for rows in views.values() if counts.get(index.items[rows[0]].character, 0) > 1]
     if len(pictures) > MAX_PICTURES:
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
-    embeddings = np.split(index.vectors([row for rows in pictures for row in rows]),
-                          np.cumsum([len(rows) for rows in pictures])[:-1])  # given back in one pass
-    named = 0
+    named = missing_named = 0
     checked: Counter[str] = Counter()
     named_right: Counter[str] = Counter()
     taken_for: dict[str, Counter[str]] = {}
-    for rows, vectors in zip(pictures, embeddings):
-        item = index.items[rows[0]]
-        answer = identify(index.similarities(vectors, exclude=item.sha256), _faces(rows), calibration, top_k=1)
-        is_right = answer.best.character == item.character
-        checked[item.character] += 1
-        if not is_right:
-            taken_for.setdefault(item.character, Counter())[answer.best.character] += 1
-        if answer.best.score >= threshold:
-            named += 1
-            named_right[item.character] += is_right
-    right = sum(named_right.values())
+    for fold in _folds(index, pictures):
+        together = index.held_out_similarities([row for number in fold for row in pictures[number]])
+        bounds = np.cumsum([0] + [len(pictures[number]) for number in fold])
+        for number, start, end in zip(fold, bounds, bounds[1:]):
+            rows, character = pictures[number], index.items[pictures[number][0]].character
+            per_view = together.per_view[start:end]
+            answer = _identify(Similarities(together.characters, per_view, together.images[start:end]), rows,
+                               calibration)
+            checked[character] += 1
+            if answer.character != character:
+                taken_for.setdefault(character, Counter())[answer.character] += 1
+            if answer.score >= threshold:
+                named += 1
+                named_right[character] += answer.character == character
+            if len(counts) > 1:  # asked again as a picture of a character missing from the gallery
+                missing = per_view.copy()
+                missing[:, together.characters.index(character)] = -1.0
+                missing_named += _identify(Similarities(together.characters, missing, together.images[start:end]),
+                                           rows, calibration).score >= threshold
     characters = {name: CharacterCheck(count, named_right[name],
                                        taken_for[name].most_common(1)[0][0] if name in taken_for else None)
                   for name, count in checked.items()}
-    if len(counts) < 2:
-        return GalleryCheck(len(pictures), named, right, characters=characters)
-    missing_named = 0
+    return GalleryCheck(len(pictures), named, sum(named_right.values()), len(pictures) if len(counts) > 1 else 0,
+                        missing_named, characters)
+
+
+def _folds(index: GalleryIndex, pictures: list[list[int]]) -> list[list[int]]:
+    """The pictures' numbers in at most `FOLDS` folds, each character's pictures dealt round them in a seeded order."""
+    folds: list[list[int]] = [[] for _ in range(FOLDS)]
     by_character: dict[str, list[int]] = {}
     for number, rows in enumerate(pictures):
         by_character.setdefault(index.items[rows[0]].character, []).append(number)
-    for character, numbers in by_character.items():  # one search per character left out
-        together = index.similarities(np.concatenate([embeddings[n] for n in numbers]), without=character)
-        bounds = np.cumsum([0] + [len(embeddings[n]) for n in numbers])
-        for number, start, end in zip(numbers, bounds, bounds[1:]):
-            alone = Similarities(together.characters, together.per_view[start:end], together.images[start:end])
-            missing_named += identify(alone, _faces(pictures[number]), calibration, top_k=1).best.score >= threshold
-    return GalleryCheck(len(pictures), named, right, len(pictures), missing_named, characters)
+    shuffle = random.Random(0).shuffle
+    for turn, numbers in enumerate(by_character.values()):
+        shuffle(numbers)
+        for place, number in enumerate(numbers):
+            folds[(turn + place) % FOLDS].append(number)
+    return [fold for fold in folds if fold]
+
+
+def _identify(similarities: Similarities, rows: list[int], calibration: Calibration) -> CharacterMatch:
+    """A gallery picture's top answer, as the bot would give it (`rows`: its views, whole frame first)."""
+    return identify(similarities, _faces(rows), calibration, top_k=1).best
 
 
 def _faces(rows: list[int]) -> list[Box]:

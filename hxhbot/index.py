@@ -20,6 +20,7 @@ NEAR_COPY = 0.95  # a gallery picture this close is a copy of the query (e.g. on
 EXACT_MAX_BYTES = 1 << 30  # exact search while the vectors fit in 1 GiB; Annoy beyond (tests/bench/bench_index.py)
 SHRINKAGE = 4.0  # `within_directions`: chosen on held-out Hunter × Hunter characters (training/README.md)
 FIT_VIEWS = 20_000  # gallery views `within_directions` is fitted on, at most: ample for a 2560 × 2560 covariance
+BLOCK = 4096  # gallery views compared at a time by `held_out_similarities`
 
 
 class GalleryIndexError(RuntimeError):
@@ -370,11 +371,9 @@ class GalleryIndex:
         )
         return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
 
-    def similarities(self, vectors: np.ndarray, exclude: str | None = None, without: str | None = None) -> Similarities:
+    def similarities(self, vectors: np.ndarray) -> Similarities:
         """Each view's similarity to every character (`character_similarities`; exact while the vectors are in
-        memory, else over the nearest `NEIGHBOURS` gallery views, the farthest of them standing in for the rest);
-        `exclude`: a gallery picture's checksum whose own views are left out (leave-one-out); `without`: a character
-        left out entirely, as if missing from the gallery (its column is then -1)."""
+        memory, else over the nearest `NEIGHBOURS` gallery views, the farthest of them standing in for the rest)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.matrix is not None:
             similarity = self.comparison.apply(vectors) @ np.asarray(self.matrix).T
@@ -384,12 +383,26 @@ class GalleryIndex:
                 near = self.nearest(vector, min(NEIGHBOURS, len(self.items)))
                 similarity[view] = near[-1].similarity  # an upper bound for every view not among the nearest
                 similarity[view, [self._row[n.item] for n in near]] = [n.similarity for n in near]
-        if exclude is not None:
-            similarity[:, [row for row, item in enumerate(self.items) if item.sha256 == exclude]] = -np.inf
-        if without is not None:
-            similarity[:, self._character == self._column[without]] = -np.inf
-        per_view, best = character_similarities(similarity, self._picture, self._character, len(self.names))
-        images = [[self.items[row].path if row >= 0 else "" for row in view] for view in best]
+        return self._similarities(similarity, np.arange(len(self.items)))
+
+    def held_out_similarities(self, rows: list[int]) -> Similarities:
+        """Gallery items `rows` (whole pictures' views) against the gallery without them, compared as that smaller
+        gallery would compare (its own `Comparison`, fitted without them): answered as pictures it never saw are."""
+        kept = np.setdiff1d(np.arange(len(self.items)), rows)
+        fitted = kept[::max(1, -(-len(kept) // FIT_VIEWS))]  # as many as `within_directions` would sample
+        comparison = Comparison.fit(self.vectors(fitted), self._character[fitted])
+        asked = comparison.apply(self.vectors(rows))
+        similarity = np.empty((len(asked), len(kept)), np.float32)
+        for start in range(0, len(kept), BLOCK):  # a block of the gallery at a time
+            block = kept[start:start + BLOCK]
+            similarity[:, start:start + BLOCK] = asked @ comparison.apply(self.vectors(block)).T
+        return self._similarities(similarity, kept)
+
+    def _similarities(self, similarity: np.ndarray, columns: np.ndarray) -> Similarities:
+        """`Similarities` from views × gallery items `columns` similarities."""
+        per_view, best = character_similarities(similarity, self._picture[columns], self._character[columns],
+                                                len(self.names))
+        images = [[self.items[columns[column]].path if column >= 0 else "" for column in view] for view in best]
         return Similarities(self.names, per_view, images)
 
     def characters(self) -> dict[str, int]:

@@ -188,12 +188,15 @@ def test_a_character_is_as_close_as_its_two_closest_pictures() -> None:
     assert copies.tolist() == [[0.99, 0.96]]  # a copy of the query counts alone
 
 
-def test_leave_one_out_ignores_the_picture_itself() -> None:
+def test_held_out_pictures_are_compared_as_the_gallery_without_them_would_compare() -> None:
     vectors = clustered(100, 16)
     index = GalleryIndex.build(vectors, _items(100), "fp")
-    found = index.similarities(vectors[[30]], exclude=_items(100)[30].sha256)
-    others = np.sort(np.delete(index.matrix[25:50], 5, axis=0) @ index.comparison.apply(vectors[30])[0])[-2:]
-    assert found.per_view[0, 1] == pytest.approx(others.mean(), abs=1e-5) and found.images[0][1] != "g/30.jpg"
+    found = index.held_out_similarities([30, 31])
+    rest = np.delete(np.arange(100), [30, 31])
+    smaller = GalleryIndex.build(vectors[rest], [_items(100)[row] for row in rest], "fp")
+    alone = smaller.similarities(vectors[[30, 31]])
+    assert found.per_view == pytest.approx(alone.per_view, abs=1e-5) and found.images == alone.images
+    assert "g/30.jpg" not in found.images[0] and not np.allclose(found.per_view, index.similarities(vectors[[30, 31]]).per_view)
 
 
 @pytest.mark.parametrize("size", [1800, 20_000])
