@@ -1,4 +1,4 @@
-"""Calibrated confidence, the three outcomes, every character of a picture, and the gallery's leave-one-out check."""
+"""Calibrated confidence, the three outcomes, every character of a picture, and the gallery's check of itself."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_every_face_is_answered_and_the_outcomes() -> None:
     assert alone.sightings[0].outcome(0.9, 0.0) is Outcome.UNSURE
 
 
-def test_leave_one_out_excludes_the_picture_itself() -> None:
+def test_a_held_out_picture_is_not_its_own_match() -> None:
     vectors = clustered(50, 16)  # two clusters of 25, like two characters
     items = [GalleryItem(f"char{row % 2}", f"g/{row}.jpg", f"{row:064x}") for row in range(50)]
     index = GalleryIndex.build(vectors, items, "fp")
