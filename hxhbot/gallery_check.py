@@ -19,7 +19,7 @@ from hxhbot.index import CharacterMatch, GalleryIndex, Similarities
 MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
 FOLDS = 5  # each picture is asked against the gallery without its fold: a fifth of every character's pictures
 NAMED_LEAST = 0.5  # a character whose pictures are named right less often than this is listed by name
-LISTED = 3  # such characters listed at most, fewest named first
+LISTED = 3  # characters named in a summary line at most (`first_few`), the others counted
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,15 @@ class GalleryCheck:
                         if c.named_right < NAMED_LEAST * c.pictures), key=lambda row: row[:2])
         if not least:
             return ""
-        listed = ", ".join(f"{name} ({c.named_right} of {c.pictures}"
-                           + (f", often ranked as {c.taken_for})" if c.taken_for else ")")
-                           for _, name, c in least[:LISTED])
-        more = f" and {len(least) - LISTED} more" if len(least) > LISTED else ""
-        return f"; named least: {listed}{more}"
+        return "; named least: " + first_few([f"{name} ({c.named_right} of {c.pictures}"
+                                              + (f", often ranked as {c.taken_for})" if c.taken_for else ")")
+                                              for _, name, c in least])
+
+
+def first_few(entries: list[str]) -> str:
+    """The first `LISTED` entries, comma-separated, then "and N more" for the rest."""
+    more = f" and {len(entries) - LISTED} more" if len(entries) > LISTED else ""
+    return ", ".join(entries[:LISTED]) + more
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:

@@ -15,7 +15,7 @@ import numpy as np
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
-from hxhbot.gallery_check import GalleryCheck
+from hxhbot.gallery_check import GalleryCheck, first_few
 from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, ImageError
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.index_lock import index_writer
@@ -44,9 +44,8 @@ class BuildSummary:
         """One line for people."""
         line = f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, {self.seconds:.1f} s"
         if self.few:
-            named = ", ".join(f"{name} ({count})" for name, count in list(self.few.items())[:3])
-            more = f" and {len(self.few) - 3} more" if len(self.few) > 3 else ""
-            line += f"; fewer than {FEW_PICTURES} images (more would rank them better): {named}{more}"
+            named = first_few([f"{name} ({count})" for name, count in self.few.items()])
+            line += f"; fewer than {FEW_PICTURES} images (more would rank them better): {named}"
         return f"{line}; {self.check.describe()}" if self.check else line
 
 
