@@ -14,7 +14,7 @@ from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.detector import FaceDetector
 from hxhbot.gallery import GalleryError
 from hxhbot.gallery_check import checker
-from hxhbot.images import ImageError
+from hxhbot.images import ImageError, read_image_file
 from hxhbot.index import GalleryIndex, GalleryIndexError
 from hxhbot.indexing import build_gallery_index
 from hxhbot.model_dir import ModelError
@@ -92,7 +92,7 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
     failed = 0
     for path in args.images:
         try:
-            views = load_views(path.read_bytes(), embedder.input_size, detector,
+            views = load_views(read_image_file(path, settings.max_image_bytes), embedder.input_size, detector,
                                max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         except (OSError, ImageError) as error:
             failed += 1

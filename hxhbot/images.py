@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,7 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})  # file names we treat as images
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+TRUSTED_MAX_BYTES = 256 * 1024 * 1024  # one file of the owner's gallery or of a data set
 DEFAULT_MAX_DECODE_BYTES = 48 * 1024 * 1024  # pixel memory one decoding may take: ≤ 64 MB peak (tests/test_images.py)
 TRUSTED_DECODE_BYTES = 512 * 1024 * 1024  # the owner's gallery and data sets: 4K pictures a stranger may not send
 MAX_ASPECT_RATIO = 20  # longer side / shorter side: beyond, the picture is a sliver once letterboxed
@@ -65,6 +68,12 @@ class TooManyPixelsError(ImageError):
     reason = "too_many_pixels"
 
 
+class NotAFileError(ImageError):
+    """A path that names a folder, a device or a pipe, not a file."""
+
+    reason = "not_a_file"
+
+
 class AspectRatioError(ImageError):
     """A picture far longer than wide (or the reverse) to be of any use."""
 
@@ -101,9 +110,7 @@ def decode_image(
     if not data:
         raise EmptyImageError("The file is empty (0 bytes).")
     if len(data) > max_bytes:
-        raise ImageTooLargeError(
-            f"The file is {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}."
-        )
+        raise _too_large(len(data), max_bytes)
     image = _open(data)
     width, height = image.size
     if width < 1 or height < 1:
@@ -159,9 +166,28 @@ def load_image(
     return to_array(picture, size)
 
 
-def load_image_file(path: str | Path, size: int, **limits: int) -> np.ndarray:
+def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A file's bytes, never more than `max_bytes`; a folder, device or pipe is refused without waiting on it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe with no writer opens at once instead of hanging
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a pipe" if stat.S_ISFIFO(info.st_mode) else "a device"
+            raise NotAFileError(f"This is {kind}, not an image file.")
+        if info.st_size > max_bytes:
+            raise _too_large(info.st_size, max_bytes)
+        with open(descriptor, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(descriptor)
+    if len(data) > max_bytes:  # it grew while being read
+        raise _too_large(len(data), max_bytes)
+    return data
+
+
+def load_image_file(path: str | Path, size: int, max_bytes: int = DEFAULT_MAX_BYTES, **limits: int) -> np.ndarray:
     """Read and decode an image file like `load_image`."""
-    return load_image(Path(path).read_bytes(), size, **limits)
+    return load_image(read_image_file(path, max_bytes), size, max_bytes=max_bytes, **limits)
 
 
 def to_array(image: Image.Image, size: int) -> np.ndarray:
@@ -241,6 +267,11 @@ def _to_rgb(image: Image.Image, white: float = 255.0) -> Image.Image:
     if image.mode == "L" and "transparency" in image.info:
         return _to_rgb(image.convert("RGBA"), white)
     return image.convert("RGB")
+
+
+def _too_large(size: int, max_bytes: int) -> ImageTooLargeError:
+    """The error for a file of `size` bytes over the limit."""
+    return ImageTooLargeError(f"The file is {_megabytes(size)}; the limit is {_megabytes(max_bytes)}.")
 
 
 def _megabytes(size: int) -> str:

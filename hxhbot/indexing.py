@@ -16,7 +16,7 @@ from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
 from hxhbot.gallery_check import GalleryCheck, first_few
-from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, ImageError
+from hxhbot.images import DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.index_lock import index_writer
 from hxhbot.views import load_views
@@ -89,11 +89,11 @@ def _build_gallery_index(
 
     def prepare(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None]:
         """Read and checksum a file; decode its views unless its embeddings can be reused."""
-        data = file.path.read_bytes()
+        data = read_image_file(file.path, TRUSTED_MAX_BYTES)
         item = GalleryItem(file.character, str(file.path), hashlib.sha256(data).hexdigest())
         if item.sha256 in known:
             return item, None
-        return item, load_views(data, embedder.input_size, detector, max_bytes=max(DEFAULT_MAX_BYTES, len(data)),
+        return item, load_views(data, embedder.input_size, detector, max_bytes=TRUSTED_MAX_BYTES,
                                 max_pixels=max_pixels, max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
 
     def attempt(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None] | Exception:

@@ -30,19 +30,24 @@ def env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
 
 def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) -> None:
     (gallery / "Kurapika" / "bad.png").write_bytes(b"not a png")
+    os.mkfifo(gallery / "Kurapika" / "pipe.jpg")  # reading it would wait for a writer for ever
+    (gallery / "Gon Freecss" / "zero.png").symlink_to("/dev/zero")  # ... or fill the memory
     built = run("index", "--gallery", str(gallery), env=env)
     assert built.returncode == 0, built.stderr
-    assert "4 characters, 16 images, 1 skipped" in built.stdout and "gallery check" in built.stdout
+    assert "4 characters, 16 images, 3 skipped" in built.stdout and "gallery check" in built.stdout
     assert "bad.png: This file is not an image." in built.stderr
+    assert "pipe.jpg: This is a pipe, not an image file." in built.stderr
+    assert "zero.png: This is a device, not an image file." in built.stderr
     lines = built.stderr.splitlines()
     progress = [line for line in lines if line.startswith("indexing ")]
-    assert progress[-1] == "indexing 17/17" and len(progress) <= 11 and "\r" not in built.stderr  # a log, not a bar
-    assert lines[lines.index("indexing 17/17") + 1].startswith("skipped ")  # no blank line to end a bar
+    assert progress[-1] == "indexing 19/19" and len(progress) <= 11 and "\r" not in built.stderr  # a log, not a bar
+    assert lines[lines.index("indexing 19/19") + 1].startswith("skipped ")  # no blank line to end a bar
 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"")
     query = gallery / "Leorio Paradinight" / "03.jpg"
-    answer = run("whois", str(query), str(junk), str(tmp_path / "missing.png"), "--json", "--top", "2", env=env)
+    answer = run("whois", str(query), str(junk), str(tmp_path / "missing.png"), str(gallery / "Kurapika" / "pipe.jpg"),
+                 "/dev/zero", str(gallery), "--json", "--top", "2", env=env)
     assert answer.returncode == 1  # some images could not be read
     lines = [json.loads(line) for line in answer.stdout.splitlines()]
     assert lines[0]["image"] == str(query)
@@ -54,6 +59,8 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     assert all(0 <= m["score"] <= 1 for m in matches)
     assert lines[1] == {"image": str(junk), "error": "The file is empty (0 bytes)."}
     assert "No such file" in lines[2]["error"]
+    assert [line["error"] for line in lines[3:]] == [
+        "This is a pipe, not an image file.", "This is a device, not an image file.", "This is a folder, not an image file."]
 
     text = run("whois", str(query), env=env)
     assert text.returncode == 0 and "1. Leorio Paradinight" in text.stdout

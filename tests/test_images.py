@@ -31,6 +31,21 @@ def test_hostile_file_gives_its_typed_error(name: str, data: bytes, expected: ty
     assert isinstance(raised.value, images.ImageError) and raised.value.reason == expected.reason
 
 
+@pytest.mark.timeout(10)
+def test_reading_a_file_never_waits_on_a_pipe_nor_reads_past_the_limit(tmp_path: Path) -> None:
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(encode(Image.new("RGB", (8, 8), RED), "PNG"))
+    assert images.read_image_file(picture, picture.stat().st_size) == picture.read_bytes()
+    with pytest.raises(images.ImageTooLargeError, match=r"^The file is 0\.0 MB; the limit is 0\.0 MB\.$"):
+        images.read_image_file(picture, picture.stat().st_size - 1)
+    os.mkfifo(tmp_path / "pipe.jpg")
+    for path, kind in ((tmp_path / "pipe.jpg", "a pipe"), (Path("/dev/zero"), "a device"), (tmp_path, "a folder")):
+        with pytest.raises(images.NotAFileError, match=f"^This is {kind}, not an image file.$"):
+            images.read_image_file(path)
+    with pytest.raises(FileNotFoundError):
+        images.read_image_file(tmp_path / "missing.jpg")
+
+
 @pytest.mark.parametrize("name,data", heavy(), ids=[name for name, _ in heavy()])
 def test_heavy_files_decode(name: str, data: bytes) -> None:
     array = images.load_image(data, 80)

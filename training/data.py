@@ -16,7 +16,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from hxhbot.gallery import scan_gallery
 from hxhbot.detector import DECODE_SIDE, Box, FaceDetector
-from hxhbot.images import TRUSTED_DECODE_BYTES, ImageError, decode_image, load_image_file, to_array
+from hxhbot.images import (TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, decode_image, load_image_file,
+                           read_image_file, to_array)
 from hxhbot.views import DETAIL, picture_views
 
 
@@ -178,7 +179,7 @@ def load_arrays(paths: list[str], size: int) -> np.ndarray:
 
     def one(path: str) -> np.ndarray:
         try:
-            return load_image_file(path, size, max_bytes=1 << 30, max_decode_bytes=TRUSTED_DECODE_BYTES)
+            return load_image_file(path, size, max_bytes=TRUSTED_MAX_BYTES, max_decode_bytes=TRUSTED_DECODE_BYTES)
         except (OSError, ImageError) as error:
             raise ValueError(f"{path}: {error}") from error
 
@@ -216,8 +217,8 @@ def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds
 
     def one(number: int) -> list[np.ndarray]:
         try:
-            picture = decode_image(Path(paths[number]).read_bytes(), max_bytes=1 << 30, max_decode_bytes=TRUSTED_DECODE_BYTES,
-                                   draft_size=max(DETAIL * size, DECODE_SIDE))
+            picture = decode_image(read_image_file(paths[number], TRUSTED_MAX_BYTES), max_bytes=TRUSTED_MAX_BYTES,
+                                   max_decode_bytes=TRUSTED_DECODE_BYTES, draft_size=max(DETAIL * size, DECODE_SIDE))
         except (OSError, ImageError) as error:
             raise ValueError(f"{paths[number]}: {error}") from error
         boxes = detector.detect(picture)[:faces]

@@ -22,7 +22,7 @@ from hxhbot.confidence import DEFAULT, Calibration  # noqa: E402
 from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
-from hxhbot.images import TRUSTED_DECODE_BYTES, ImageError  # noqa: E402
+from hxhbot.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file  # noqa: E402
 from hxhbot.index import Comparison  # noqa: E402
 from hxhbot.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
 from hxhbot.views import load_views  # noqa: E402
@@ -39,7 +39,7 @@ def embed_pictures(embedder: Embedder, paths: list[str], detector: FaceDetector 
 
     def views(path: str) -> np.ndarray:
         try:
-            return load_views(Path(path).read_bytes(), embedder.input_size, detector, max_bytes=1 << 30,
+            return load_views(read_image_file(path, TRUSTED_MAX_BYTES), embedder.input_size, detector, max_bytes=TRUSTED_MAX_BYTES,
                               max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
         except (OSError, ImageError) as error:
             raise ValueError(f"{path}: {error}") from error
