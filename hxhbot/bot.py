@@ -42,11 +42,11 @@ class ShuttingDownError(app_commands.CheckFailure):
 class HxhBot(commands.AutoShardedBot):
     """hxhbot: identifies Hunter × Hunter characters in images."""
 
-    def __init__(self, settings: Settings, search: SearchService | None = None) -> None:
+    def __init__(self, settings: Settings, search: SearchService | None = None, **options: object) -> None:
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
-                         shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None)
+                         shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None, **options)
         self.settings = settings
         self.search = search
         self.feedback: FeedbackStore | None = None

@@ -22,7 +22,7 @@ from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
 from hxhbot.index_lock import index_writer
-from tests.fake_discord.server import EPHEMERAL, FakeDiscord
+from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 from tests.conftest import SHAPES, encode, shape_image, write_shape_gallery
 from tests.hostile import png_bomb
 
@@ -47,12 +47,12 @@ async def running(server: FakeDiscord, settings: Settings) -> AsyncIterator[HxhB
     """The bot connected to `server` with `settings`, closed on leaving."""
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     point_discord_at(settings.discord_api_base)
-    client = HxhBot(settings)
+    client = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
     try:
         await client.login(server.token)  # runs setup_hook: model, index, cogs, command sync
         runner = asyncio.create_task(client.connect(reconnect=True))
         await server.wait_until_ready(timeout=60)
-        await asyncio.wait_for(client.wait_until_ready(), 60)
+        await bot_ready(client)
         yield client
         await client.close()
         await asyncio.wait_for(runner, 60)

@@ -16,7 +16,7 @@ from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
 from hxhbot.first_run import MARKER, needs_collection
 from tests.conftest import COLOURS, character_image, encode, write_gallery
-from tests.fake_discord.server import EPHEMERAL, FakeDiscord
+from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 from tests.test_collect import FakeServer, fake  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,11 +53,11 @@ async def test_first_start_collects_indexes_then_serves(
     )
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     point_discord_at(server.api_base)
-    bot = HxhBot(settings)
+    bot = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
     await bot.login(server.token)
     runner = asyncio.create_task(bot.connect(reconnect=True))
     try:
-        await asyncio.wait_for(bot.wait_until_ready(), 20)
+        await bot_ready(bot, 20)
         await asyncio.wait_for(fake.entered_hang.wait(), 20)  # collecting: Gon done, Killua under way
         early = server.add_attachment(encode(character_image(COLOURS["Kurapika"], 1)), "k.jpg", "image/jpeg")
         asked = await server.send_slash_command("whois", {"image": early})

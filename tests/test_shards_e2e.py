@@ -15,7 +15,7 @@ import pytest
 from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
-from tests.fake_discord.server import FakeDiscord
+from tests.fake_discord.server import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,11 +43,11 @@ def settings(server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[HxhBot]:
     """A connected bot, closed on exit."""
-    client = HxhBot(settings)
+    client = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
     await client.login(settings.discord_token)
     runner = asyncio.create_task(client.connect(reconnect=True))
     try:
-        await asyncio.wait_for(client.wait_until_ready(), 20)
+        await bot_ready(client, 20)
         yield client
     finally:
         await client.close()

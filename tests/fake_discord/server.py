@@ -47,6 +47,9 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 _MENTION = re.compile(r"<@!?(\d+)>")
+# discord.py waits this long after the last GUILD_CREATE before `on_ready` (2 s by default, for real Discord's
+# trickle); this server sends them at once, and `bot_ready` waits for them rather than for a clock
+GUILD_READY_TIMEOUT = 0.1
 _ids = itertools.count()
 
 
@@ -1099,6 +1102,16 @@ class FakeDiscord:
         if int(request.match_info["channel_id"]) not in self._channels:
             return _error(404, 10003, "Unknown Channel")
         return web.Response(status=204)
+
+
+async def bot_ready(client: Any, timeout: float = 60.0) -> None:
+    """Wait until a discord.py client is ready and every guild READY announced has arrived (no longer unavailable)."""
+    async def arrived() -> None:
+        await client.wait_until_ready()
+        while not client.guilds or any(guild.unavailable for guild in client.guilds):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(arrived(), timeout)
 
 
 async def _read_request(request: web.Request) -> RecordedRequest:
