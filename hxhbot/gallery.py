@@ -7,6 +7,8 @@ from pathlib import Path
 
 from hxhbot.images import IMAGE_SUFFIXES
 
+MAX_NAME = 100  # characters in a name: Discord's longest menu option (the Wrong menu lists names)
+
 
 class GalleryError(RuntimeError):
     """A gallery folder that cannot be used at all."""
@@ -23,6 +25,8 @@ class GalleryFile:
 def scan_gallery(root: str | Path) -> tuple[list[GalleryFile], list[tuple[Path, str]]]:
     """List the gallery's image files by character, and the files skipped with the reason."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise GalleryError(f"The gallery {root} is a file: it must be a folder, with one folder per character in it.")
     if not root.is_dir():
         raise GalleryError(f"The gallery folder {root} does not exist: make one folder per character in it.")
     files: list[GalleryFile] = []
@@ -31,6 +35,9 @@ def scan_gallery(root: str | Path) -> tuple[list[GalleryFile], list[tuple[Path, 
         if not folder.is_dir() or folder.name.startswith("."):
             continue
         character = folder.name.strip()
+        if not character or len(character) > MAX_NAME:
+            skipped.append((folder, f"a character's name must have 1 to {MAX_NAME} characters (the folder's name)"))
+            continue
         for path in sorted(folder.rglob("*")):
             if path.is_dir() or path.name.startswith("."):
                 continue

@@ -71,6 +71,11 @@ def first_few(entries: list[str]) -> str:
     return ", ".join(entries[:LISTED]) + more
 
 
+def counted(number: int, noun: str) -> str:
+    """`1 image`, `2 images`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
     """Answer every gallery picture whose character has other pictures, at `threshold`, against the gallery without
     its fold (`FOLDS`), compared as that smaller gallery would compare, so that no picture helps compare itself; then,

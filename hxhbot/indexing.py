@@ -15,7 +15,7 @@ import numpy as np
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
-from hxhbot.gallery_check import GalleryCheck, first_few
+from hxhbot.gallery_check import GalleryCheck, counted, first_few
 from hxhbot.images import DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.index_lock import index_writer
@@ -42,7 +42,8 @@ class BuildSummary:
 
     def describe(self) -> str:
         """One line for people."""
-        line = f"{self.characters} characters, {self.images} images, {len(self.skipped)} skipped, {self.seconds:.1f} s"
+        line = (f"{counted(self.characters, 'character')}, {counted(self.images, 'image')}, {len(self.skipped)} skipped, "
+                f"{self.seconds:.1f} s")
         if self.few:
             named = first_few([f"{name} ({count})" for name, count in self.few.items()])
             line += f"; fewer than {FEW_PICTURES} images (more would rank them better): {named}"

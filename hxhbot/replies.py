@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import discord
 
 from hxhbot.answers import Identification, Outcome, Sighting
+from hxhbot.gallery_check import counted
 
 COLOUR = {Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67), Outcome.UNSURE: discord.Colour.from_rgb(230, 162, 60),
           Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120)}
 PREVIEW = "picture.jpg"
+TITLE_LENGTH = 256  # Discord refuses a longer embed title
 TITLE = {Outcome.UNSURE: "Not sure who this is", Outcome.UNKNOWN: "No character I know"}
 
 
@@ -47,7 +49,7 @@ def answer(result: Identification, threshold: float, unknown: float, filename: s
         embed = _single(result.sightings[0], outcome, threshold)
     else:
         named = [s.best.character for _, s in numbered if s.outcome(threshold, unknown) is Outcome.NAMED]
-        embed = discord.Embed(title=", ".join(named) if named else TITLE[outcome], colour=COLOUR[outcome],
+        embed = discord.Embed(title=_shortened(", ".join(named)) if named else TITLE[outcome], colour=COLOUR[outcome],
                               description="\n".join(_line(n, s, threshold, unknown) for n, s in numbered))
         if any(s.outcome(threshold, unknown) is Outcome.UNSURE for _, s in numbered):
             embed.set_footer(text="Show candidates reveals my guesses for the others.")
@@ -107,8 +109,13 @@ def characters_embed(counts: dict[str, int]) -> discord.Embed:
     text = "\n".join(lines)
     if len(text) > 4000:
         text = text[:3990].rsplit("\n", 1)[0] + "\n…"
-    return discord.Embed(title=f"{len(counts)} characters, {sum(counts.values())} gallery images",
+    return discord.Embed(title=f"{counted(len(counts), 'character')}, {counted(sum(counts.values()), 'gallery image')}",
                          description=text)
+
+
+def _shortened(title: str) -> str:
+    """A title cut to Discord's length, with an ellipsis when cut."""
+    return title if len(title) <= TITLE_LENGTH else title[:TITLE_LENGTH - 1] + "…"
 
 
 def _candidates(matches: list) -> str:

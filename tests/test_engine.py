@@ -54,12 +54,21 @@ def test_broken_model_dir_is_a_clear_error(tmp_path: Path) -> None:
 def test_gallery_scan(gallery: Path) -> None:
     (gallery / "Kurapika" / "notes.txt").write_text("x")
     (gallery / ".hidden").mkdir()
+    for name in ("  ", "N" * 101):  # no name, and one longer than Discord shows in a menu
+        (gallery / name).mkdir()
+        (gallery / name / "01.jpg").write_bytes((gallery / "Kurapika" / "01.jpg").read_bytes())
+    (gallery / ("Long" * 25)).mkdir()  # 100: the longest name taken
+    (gallery / ("Long" * 25) / "01.jpg").write_bytes((gallery / "Kurapika" / "01.jpg").read_bytes())
     files, skipped = scan_gallery(gallery)
-    assert len(files) == 16 and {f.character for f in files} == {
-        "Gon Freecss", "Killua Zoldyck", "Kurapika", "Leorio Paradinight"}
-    assert [path.name for path, _ in skipped] == ["notes.txt"]
+    assert len(files) == 17 and {f.character for f in files} == {
+        "Gon Freecss", "Killua Zoldyck", "Kurapika", "Leorio Paradinight", "Long" * 25}
+    reasons = {path.name: reason for path, reason in skipped}
+    assert set(reasons) == {"  ", "N" * 101, "notes.txt"}
+    assert reasons["  "] == reasons["N" * 101] == "a character's name must have 1 to 100 characters (the folder's name)"
     with pytest.raises(GalleryError, match="does not exist"):
         scan_gallery(gallery / "missing")
+    with pytest.raises(GalleryError, match="is a file: it must be a folder"):
+        scan_gallery(gallery / "Kurapika" / "01.jpg")
 
 
 def test_build_skips_unreadable_files(gallery: Path, embedder: Embedder, tmp_path: Path) -> None:

@@ -1,0 +1,30 @@
+"""How answers look, within what Discord accepts."""
+
+from __future__ import annotations
+
+from hxhbot.answers import Identification, Outcome, Sighting
+from hxhbot.detector import Box
+from hxhbot.index import CharacterMatch
+from hxhbot.replies import TITLE_LENGTH, answer
+
+
+def _picture(*names: str) -> Identification:
+    """A picture with one confidently named character per name, side by side."""
+    width = 1 / len(names)
+    return Identification([
+        Sighting(Box(number * width, 0.0, (number + 1) * width, 0.5), [CharacterMatch(name, 0.9, 0.8, f"{name}.jpg")])
+        for number, name in enumerate(names)])
+
+
+def test_the_names_of_several_characters_are_the_title() -> None:
+    reply = answer(_picture("Gon Freecss", "Killua Zoldyck"), 0.7, 0.2)
+    assert reply.outcome is Outcome.NAMED and reply.embed.title == "Gon Freecss, Killua Zoldyck"
+    assert reply.embed.description == "**1.** Gon Freecss — 90%\n**2.** Killua Zoldyck — 90%"
+
+
+def test_a_title_of_long_names_is_cut_to_what_discord_accepts() -> None:
+    names = [letter * 100 for letter in "ABC"]  # the longest names a gallery takes
+    reply = answer(_picture(*names), 0.7, 0.2)
+    assert len(reply.embed.title) == TITLE_LENGTH and reply.embed.title.endswith("…")
+    assert reply.embed.title.startswith(f"{names[0]}, {names[1]}, C")
+    assert all(name in reply.embed.description for name in names)  # every name whole in its line
