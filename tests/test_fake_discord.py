@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot.discord_api import point_discord_at
-from tests.fake_discord import FakeDiscord
+from tests.fake_discord import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)  # a hang guard, generous for a loaded machine
 
@@ -54,7 +54,7 @@ class _Bot(commands.Bot):
     def __init__(self) -> None:
         intents = discord.Intents.default()
         intents.message_content = True
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, guild_ready_timeout=0.1)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, guild_ready_timeout=GUILD_READY_TIMEOUT)
 
     async def setup_hook(self) -> None:
         self.tree.add_command(identify)
@@ -84,9 +84,7 @@ async def bot(server: FakeDiscord) -> AsyncIterator[_Bot]:
     client = _Bot()
     await client.login(server.token)
     connection = asyncio.create_task(client.connect())
-    await asyncio.wait_for(client.wait_until_ready(), 10)
-    while client.get_guild(server.guild_id) is None:  # ready waits 0.1 s for GUILD_CREATE: a busy machine is slower
-        await asyncio.sleep(0.01)
+    await bot_ready(client, 10)
     yield client
     await client.close()
     await asyncio.wait_for(connection, 5)
@@ -215,6 +213,28 @@ async def test_rest_errors_are_discord_shaped_json(server: FakeDiscord) -> None:
             assert (await response.json())["code"] == 0
         async with session.get(server.api_base + "/users/@me", headers={"Authorization": "Bot wrong"}) as response:
             assert response.status == 401
+
+
+async def test_messages_over_discords_limits_are_refused_like_discord_does(server: FakeDiscord) -> None:
+    url = server.api_base + f"/channels/{server.channel_ids[0]}/messages"
+    menu = {"type": 1, "components": [{"type": 3, "custom_id": "who", "options": [{"label": "L" * 100, "value": "1"}]}]}
+    too_long = {
+        "embed title over 256": {"embeds": [{"title": "T" * 257}]},
+        "embed field 0 value over 1024": {"embeds": [{"title": "ok", "fields": [{"name": "n", "value": "v" * 1025}]}]},
+        "embed over 25 fields or 6000 characters": {"embeds": [{"description": "d" * 4000, "fields": [
+            {"name": "n", "value": "v" * 1000}] * 3}]},
+        "select option label not 1 to 100": {"components": [{**menu, "components": [
+            {"type": 3, "custom_id": "who", "options": [{"label": "L" * 101, "value": "1"}]}]}]},
+        "content over 2000": {"content": "c" * 2001},
+    }
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bot {server.token}"}) as session:
+        for problem, body in too_long.items():
+            async with session.post(url, json=body) as response:
+                assert response.status == 400, problem
+                assert await response.json() == {"code": 50035, "message": f"Invalid Form Body: {problem}"}
+        async with session.post(url, json={"content": "c" * 2000, "embeds": [{"title": "T" * 256}],
+                                           "components": [menu]}) as response:
+            assert response.status == 200
 
 
 async def test_attachment_downloads_can_lie_and_stall(server: FakeDiscord) -> None:

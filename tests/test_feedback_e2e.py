@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from hxhbot.bot import HxhBot
-from tests.conftest import COLOURS, character_image, encode
+from hxhbot.gallery import MAX_NAME
+from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord, FakeInteraction
-from tests.test_bot_e2e import WEBHOOK_MESSAGE, _whois, bot, server  # noqa: F401 (fixtures)
+from tests.test_bot_e2e import WEBHOOK_MESSAGE, _settings, _whois, bot, running, server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
 BUTTON, SELECT = 2, 3
@@ -69,6 +70,25 @@ async def test_wrong_correction_review_approve_then_answered_right(
     _, embed, _ = await _answer(server, picture)
     assert embed["title"] == chosen  # learnt, without a rebuild
     assert len(list((gallery / chosen).glob("*.jpg"))) == 5 and (gallery / "manifest.json").is_file()
+
+
+async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDiscord, model_dir: Path,
+                                                                tmp_path: Path) -> None:
+    names = {name.ljust(MAX_NAME, "!"): colour for name, colour in COLOURS.items()}  # the fake refuses what Discord would
+    gallery = write_gallery(tmp_path / "gallery", characters=names)
+    async with running(server, _settings(server, gallery, model_dir, tmp_path / "index")):
+        gon = next(name for name in names if name.startswith("Gon"))
+        interaction, embed, message = await _answer(server, encode(character_image(COLOURS["Gon Freecss"], 99)))
+        assert embed["title"] == gon
+        wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+        menu_reply = await server.wait_for_followup(wrong.token, timeout=20)
+        assert menu_reply.status == 200
+        assert {option["label"] for option in _components(menu_reply.json)["Who is it?"]["options"]} == (
+            set(names) - {gon}) | {"Someone else"}
+        listed = await server.send_slash_command("characters")
+        assert (await server.wait_for_callback(listed.token)).status == 200
+    assert all(request.status < 400 for request in server.requests), [
+        (request.route, request.response) for request in server.requests if request.status >= 400]
 
 
 async def test_right_is_counted_once_and_stats_show_it(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:

@@ -864,6 +864,9 @@ class FakeDiscord:
                 response = _error(401, 0, "401: Unauthorized")
             elif any(len(upload.data) > ATTACHMENT_SIZE_LIMIT for upload in recorded.files):
                 response = _error(413, 40005, "Request entity too large")
+            elif over := _over_limits(recorded.json):
+                log.warning("fake Discord refused %s %s: %s", recorded.method, recorded.path, over)
+                response = _error(400, 50035, f"Invalid Form Body: {over}")
             else:
                 response = await handler(request)
         except Exception:
@@ -1112,6 +1115,40 @@ async def bot_ready(client: Any, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(arrived(), timeout)
+
+
+def _over_limits(body: Any) -> str:
+    """What in a message body (wherever it sits: a callback's data, a webhook, a message) Discord would refuse as too
+    long or too many, or "" (its documented limits on content, embeds and components)."""
+    if isinstance(body, list):
+        return next(filter(None, map(_over_limits, body)), "")
+    if not isinstance(body, dict):
+        return ""
+    problems = [f"{key} over {most}" for key, most in (("content", 2000), ("custom_id", 100), ("placeholder", 150))
+                if isinstance(body.get(key), str) and len(body[key]) > most]
+    if body.get("type") == 2 and len(body.get("label") or "") > 80:  # a button
+        problems.append("button label over 80")
+    for option in body.get("options") or []:  # a select menu's; a slash command's options have no label
+        if isinstance(option, dict) and "label" in option and not 1 <= len(option["label"]) <= 100:
+            problems.append("select option label not 1 to 100")
+    if len(body.get("options") or []) > 25:
+        problems.append("over 25 options")
+    embeds = body.get("embeds") or []
+    if len(embeds) > 10:
+        problems.append("over 10 embeds")
+    for embed in embeds:
+        fields = embed.get("fields") or []
+        parts = {"title": (embed.get("title"), 256), "description": (embed.get("description"), 4096),
+                 "footer": ((embed.get("footer") or {}).get("text"), 2048),
+                 "author": ((embed.get("author") or {}).get("name"), 256)}
+        parts.update({f"field {number} {key}": (field_.get(key), most) for number, field_ in enumerate(fields)
+                      for key, most in (("name", 256), ("value", 1024))})
+        problems += [f"embed {part} over {most}" for part, (text, most) in parts.items() if text and len(text) > most]
+        problems += [f"embed {part} empty" for part, (text, _) in parts.items() if part.startswith("field") and not text]
+        if len(fields) > 25 or sum(len(text or "") for text, _ in parts.values()) > 6000:
+            problems.append("embed over 25 fields or 6000 characters")
+    problems += filter(None, (_over_limits(value) for key, value in body.items() if key != "embeds"))
+    return "; ".join(problems)
 
 
 async def _read_request(request: web.Request) -> RecordedRequest:
