@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hxhbot.model_dir import ModelConfig, build_pretrained, fingerprint, has_model, load_model_dir
+from hxhbot.model_dir import ModelConfig, ModelError, build_pretrained, fingerprint, has_model, load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class Embedder:
     @classmethod
     def load(cls, model_dir: str | Path, max_batch: int = 64) -> "Embedder":
         """Load the trained model in `model_dir`, or ImageNet features when none has been trained."""
+        if Path(model_dir).exists() and not Path(model_dir).is_dir():
+            raise ModelError(f"The model folder {model_dir} is a file: set MODEL_DIR to a model folder.")
         if has_model(model_dir):
             model, config = load_model_dir(model_dir)
             log.info("loaded %s model from %s (fingerprint %s)", config.variant, model_dir, config.fingerprint)

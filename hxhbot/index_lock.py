@@ -21,8 +21,12 @@ class IndexBusyError(GalleryIndexError):
 def index_writer(index_dir: str | Path) -> Iterator[None]:
     """Hold the index directory's writer lock for the block, or raise `IndexBusyError` naming the holder."""
     directory = Path(index_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a file where the folder should be, no permission, a read-only disk
+        raise GalleryIndexError(f"The index folder {directory} cannot be written ({error.strerror}): "
+                                "set INDEX_DIR to a folder hxhbot may create and write.") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -115,8 +115,8 @@ def load_model_dir(model_dir: str | Path) -> tuple[tf.keras.Model, ModelConfig]:
 
 
 def has_model(model_dir: str | Path) -> bool:
-    """Whether `model_dir` holds a saved model."""
-    return (Path(model_dir) / CONFIG_FILE).is_file()
+    """Whether `model_dir` holds a saved model, or part of one (loading it then says what is missing)."""
+    return any((Path(model_dir) / name).exists() for name in (CONFIG_FILE, MODEL_FILE))
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -45,10 +45,17 @@ def test_fallback_to_pretrained_when_no_model(tmp_path: Path, monkeypatch: pytes
     assert fallback.config.variant == "pretrained" and fallback.dim == 1280 and fallback.fingerprint
 
 
-def test_broken_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+def test_broken_model_dir_is_a_clear_error(tmp_path: Path, model_dir: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="config.json"):
         Embedder.load(tmp_path)
+    half = tmp_path / "half"  # a model without its config is no reason to fall back to ImageNet features
+    half.mkdir()
+    (half / "model.keras").write_bytes((model_dir / "model.keras").read_bytes())
+    with pytest.raises(ModelError, match="config.json is missing"):
+        Embedder.load(half)
+    with pytest.raises(ModelError, match="is a file: set MODEL_DIR to a model folder"):
+        Embedder.load(tmp_path / "config.json")
 
 
 def test_gallery_scan(gallery: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hxhbot.index import GalleryIndexError
 from hxhbot.index_lock import LOCK_FILE, IndexBusyError, index_writer
 from hxhbot.indexing import build_gallery_index
 
@@ -28,6 +29,13 @@ def test_the_lock_is_exclusive_and_released(tmp_path: Path) -> None:
                 pass
     with index_writer(tmp_path / "index"):  # released on leaving, also after an error inside
         pass
+
+
+def test_an_index_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GalleryIndexError, match=r"The index folder .*file cannot be written \(File exists\): set INDEX_DIR"):
+        with index_writer(tmp_path / "file"):
+            pass
 
 
 def test_a_second_writer_is_told_and_the_index_kept(gallery: Path, embedder, model_dir: Path, tmp_path: Path) -> None:
