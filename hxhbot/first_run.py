@@ -25,8 +25,8 @@ def needs_collection(settings: Settings) -> bool:
         return True
     try:
         files, _ = scan_gallery(settings.gallery_dir)
-    except GalleryError:
-        return True
+    except GalleryError:  # no folder yet: collect into a new one; a file in its place: the index build says so
+        return not settings.gallery_dir.exists()
     return not files
 
 

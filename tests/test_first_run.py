@@ -33,6 +33,8 @@ def test_collects_only_into_an_empty_or_unfinished_gallery(tmp_path: Path) -> No
     assert not needs_collection(settings)  # the owner's own gallery is left alone
     (tmp_path / "gallery" / MARKER).touch()
     assert needs_collection(settings)  # a first collection cut short resumes
+    (tmp_path / "file").write_text("x")
+    assert not needs_collection(dataclasses.replace(settings, gallery_dir=tmp_path / "file"))  # nothing to fill
 
 
 async def test_first_start_collects_indexes_then_serves(
