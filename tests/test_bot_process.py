@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,6 +85,15 @@ async def _refused_start(env: dict[str, str], cwd: Path) -> str:
     errors = [line for line in output.splitlines() if "ERROR" in line]
     assert len(errors) == 1, output
     return errors[0]
+
+
+def test_help_and_unknown_options_answer_at_once(tmp_path: Path) -> None:
+    helped = subprocess.run([sys.executable, str(ROOT / "bot.py"), "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=STARTUP)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: bot.py") and ".env.example" in helped.stdout
+    refused = subprocess.run([sys.executable, str(ROOT / "bot.py"), "--token", "x"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=STARTUP)
+    assert refused.returncode == 2 and "unrecognized arguments: --token x" in refused.stderr
 
 
 async def test_a_damaged_model_is_one_clear_line(server: FakeDiscord, model_dir: Path, tmp_path: Path) -> None:
