@@ -15,11 +15,11 @@ from hxhbot.answers import identify
 from hxhbot.confidence import Calibration
 from hxhbot.detector import Box
 from hxhbot.index import CharacterMatch, GalleryIndex, Similarities
+from hxhbot.wording import first_few
 
 MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
 FOLDS = 5  # each picture is asked against the gallery without its fold: a fifth of every character's pictures
 NAMED_LEAST = 0.5  # a character whose pictures are named right less often than this is listed by name
-LISTED = 3  # characters named in a summary line at most (`first_few`), the others counted
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,6 @@ class GalleryCheck:
         return "; named least: " + first_few([f"{name} ({c.named_right} of {c.pictures}"
                                               + (f", often ranked as {c.taken_for})" if c.taken_for else ")")
                                               for _, name, c in least])
-
-
-def first_few(entries: list[str]) -> str:
-    """The first `LISTED` entries, comma-separated, then "and N more" for the rest."""
-    more = f" and {len(entries) - LISTED} more" if len(entries) > LISTED else ""
-    return ", ".join(entries[:LISTED]) + more
-
-
-def counted(number: int, noun: str) -> str:
-    """`1 image`, `2 images`."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:

@@ -15,11 +15,12 @@ import numpy as np
 from hxhbot.detector import FaceDetector
 from hxhbot.embedder import Embedder
 from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
-from hxhbot.gallery_check import GalleryCheck, counted, first_few
+from hxhbot.gallery_check import GalleryCheck
 from hxhbot.images import DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file
 from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.index_lock import index_writer
 from hxhbot.views import load_views
+from hxhbot.wording import counted, first_few
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]

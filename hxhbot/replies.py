@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import discord
 
 from hxhbot.answers import Identification, Outcome, Sighting
-from hxhbot.gallery_check import counted
+from hxhbot.wording import counted
 
 COLOUR = {Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67), Outcome.UNSURE: discord.Colour.from_rgb(230, 162, 60),
           Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120)}

@@ -1,0 +1,16 @@
+"""How counts and lists read to people, in summaries and replies alike."""
+
+from __future__ import annotations
+
+LISTED = 3  # entries named in a summary line at most (`first_few`), the others counted
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 image`, `2 images`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def first_few(entries: list[str]) -> str:
+    """The first `LISTED` entries, comma-separated, then "and N more" for the rest."""
+    more = f" and {len(entries) - LISTED} more" if len(entries) > LISTED else ""
+    return ", ".join(entries[:LISTED]) + more
