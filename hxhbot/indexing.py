@@ -43,8 +43,8 @@ class BuildSummary:
 
     def describe(self) -> str:
         """One line for people."""
-        line = (f"{counted(self.characters, 'character')}, {counted(self.images, 'image')}, {len(self.skipped)} skipped, "
-                f"{self.seconds:.1f} s")
+        line = (f"{counted(self.characters, 'character')}, {counted(self.images, 'image')}, "
+                f"{len(self.skipped)} skipped, {self.seconds:.1f} s")
         if self.few:
             named = first_few([f"{name} ({count})" for name, count in self.few.items()])
             line += f"; fewer than {FEW_PICTURES} images (more would rank them better): {named}"

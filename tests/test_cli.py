@@ -60,7 +60,8 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     assert lines[1] == {"image": str(junk), "error": "The file is empty (0 bytes)."}
     assert "No such file" in lines[2]["error"]
     assert [line["error"] for line in lines[3:]] == [
-        "This is a pipe, not an image file.", "This is a device, not an image file.", "This is a folder, not an image file."]
+        "This is a pipe, not an image file.", "This is a device, not an image file.",
+        "This is a folder, not an image file."]
 
     text = run("whois", str(query), env=env)
     assert text.returncode == 0 and "1. Leorio Paradinight" in text.stdout

@@ -54,7 +54,8 @@ class _Bot(commands.Bot):
     def __init__(self) -> None:
         intents = discord.Intents.default()
         intents.message_content = True
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, guild_ready_timeout=GUILD_READY_TIMEOUT)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents,
+                         guild_ready_timeout=GUILD_READY_TIMEOUT)
 
     async def setup_hook(self) -> None:
         self.tree.add_command(identify)

@@ -74,7 +74,8 @@ async def test_wrong_correction_review_approve_then_answered_right(
 
 async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDiscord, model_dir: Path,
                                                                 tmp_path: Path) -> None:
-    names = {name.ljust(MAX_NAME, "!"): colour for name, colour in COLOURS.items()}  # the fake refuses what Discord would
+    # the longest names a gallery takes; the fake refuses what Discord would
+    names = {name.ljust(MAX_NAME, "!"): colour for name, colour in COLOURS.items()}
     gallery = write_gallery(tmp_path / "gallery", characters=names)
     async with running(server, _settings(server, gallery, model_dir, tmp_path / "index")):
         gon = next(name for name in names if name.startswith("Gon"))

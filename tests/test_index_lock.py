@@ -33,7 +33,8 @@ def test_the_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 
 def test_an_index_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(GalleryIndexError, match=r"The index folder .*file cannot be written \(File exists\): set INDEX_DIR"):
+    with pytest.raises(GalleryIndexError,
+                       match=r"The index folder .*file cannot be written \(File exists\): set INDEX_DIR"):
         with index_writer(tmp_path / "file"):
             pass
 

@@ -39,8 +39,8 @@ def embed_pictures(embedder: Embedder, paths: list[str], detector: FaceDetector 
 
     def views(path: str) -> np.ndarray:
         try:
-            return load_views(read_image_file(path, TRUSTED_MAX_BYTES), embedder.input_size, detector, max_bytes=TRUSTED_MAX_BYTES,
-                              max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
+            return load_views(read_image_file(path, TRUSTED_MAX_BYTES), embedder.input_size, detector,
+                              max_bytes=TRUSTED_MAX_BYTES, max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
         except (OSError, ImageError) as error:
             raise ValueError(f"{path}: {error}") from error
 

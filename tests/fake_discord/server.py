@@ -1144,7 +1144,8 @@ def _over_limits(body: Any) -> str:
         parts.update({f"field {number} {key}": (field_.get(key), most) for number, field_ in enumerate(fields)
                       for key, most in (("name", 256), ("value", 1024))})
         problems += [f"embed {part} over {most}" for part, (text, most) in parts.items() if text and len(text) > most]
-        problems += [f"embed {part} empty" for part, (text, _) in parts.items() if part.startswith("field") and not text]
+        problems += [f"embed {part} empty" for part, (text, _) in parts.items()
+                     if part.startswith("field") and not text]
         if len(fields) > 25 or sum(len(text or "") for text, _ in parts.values()) > 6000:
             problems.append("embed over 25 fields or 6000 characters")
     problems += filter(None, (_over_limits(value) for key, value in body.items() if key != "embeds"))
