@@ -19,6 +19,7 @@ from hxhbot.index import GalleryIndex, GalleryIndexError
 from hxhbot.indexing import build_gallery_index
 from hxhbot.model_dir import ModelError
 from hxhbot.views import load_views
+from hxhbot.wording import counted
 
 log = logging.getLogger("hxhbot")
 
@@ -72,7 +73,7 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
         print(file=sys.stderr)  # ends the bar's line
     for path, reason in summary.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"indexed {summary.describe()} ({summary.reused} embeddings reused)")
+    print(f"indexed {summary.describe()} ({counted(summary.reused, 'embedding')} reused)")
     return 0
 
 

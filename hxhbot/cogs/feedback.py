@@ -15,6 +15,7 @@ from hxhbot.bot import HxhBot, owner_only, send_private
 from hxhbot.feedback import Correction
 from hxhbot.images import IMAGE_SUFFIXES, ImageError
 from hxhbot.replies import percent
+from hxhbot.wording import counted
 
 log = logging.getLogger(__name__)
 STATS_CHARACTERS = 20  # characters listed by /stats, most answered first
@@ -71,7 +72,8 @@ class Feedback(commands.Cog):
         confident = f"{percent(stats.confident / stats.answers)} confident" if stats.answers else "none yet"
         p50, p95 = stats.latency(50), stats.latency(95)
         latency = f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms" if p50 is not None else "no answers yet"
-        size = f"{len(index)} images, {len(index.characters())} characters" if index else "no index"
+        size = (f"{counted(len(index), 'image')}, {counted(len(index.characters()), 'character')}" if index
+                else "no index")
         embed = discord.Embed(title="Since start", description="\n".join([
             f"**Answers:** {stats.answers} ({confident})",
             f"**Latency:** {latency}",
