@@ -14,6 +14,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hxhbot.images import IMAGE_SUFFIXES
+from hxhbot.wording import code
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
 DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
@@ -61,13 +62,13 @@ def images_in(message: discord.Message) -> list[ImageSource]:
 def check(source: ImageSource, max_bytes: int) -> None:
     """Refuse, before downloading, what is declared too big or not an image in a format we read."""
     if not is_image(source):
-        raise AttachmentError(f"`{source.filename}` is not an image: attach a JPEG, PNG, WebP, GIF or BMP.")
+        raise AttachmentError(f"{code(source.filename)} is not an image: attach a JPEG, PNG, WebP, GIF or BMP.")
     kind = (source.content_type or "").split(";")[0].strip().lower()
     if kind and kind not in IMAGE_TYPES:
-        raise AttachmentError(f"`{source.filename}` is a {kind} image: send JPEG, PNG, WebP, GIF or BMP.")
+        raise AttachmentError(f"{code(source.filename)} is a {kind} image: send JPEG, PNG, WebP, GIF or BMP.")
     if source.size is not None and source.size > max_bytes:
         raise AttachmentError(
-            f"`{source.filename}` is {source.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
+            f"{code(source.filename)} is {source.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
         )
 
 
@@ -125,29 +126,29 @@ async def download(
     """Download an image from one of `hosts`, stopping at `max_bytes` and after `timeout` seconds in all."""
     url = yarl.URL(source.url)
     if url.scheme not in ("http", "https") or url.host not in hosts:
-        raise AttachmentError(f"`{source.filename}` is not on Discord; I only download images from Discord.")
+        raise AttachmentError(f"{code(source.filename)} is not on Discord; I only download images from Discord.")
     try:
         async with asyncio.timeout(timeout):
             async with session.get(url, allow_redirects=False) as response:
                 if response.status != 200:
-                    raise AttachmentError(f"Discord did not hand over `{source.filename}` (HTTP {response.status}).")
+                    raise AttachmentError(f"Discord did not hand over {code(source.filename)} (HTTP {response.status}).")
                 if (response.content_length or 0) > max_bytes:
-                    raise AttachmentError(f"`{source.filename}` is larger than the {max_bytes / 1048576:.1f} MB limit.")
+                    raise AttachmentError(f"{code(source.filename)} is larger than the {max_bytes / 1048576:.1f} MB limit.")
                 data = bytearray()
                 async for chunk in response.content.iter_chunked(65536):
                     data += chunk
                     if len(data) > max_bytes:
                         raise AttachmentError(
-                            f"`{source.filename}` is larger than the {max_bytes / 1048576:.1f} MB limit."
+                            f"{code(source.filename)} is larger than the {max_bytes / 1048576:.1f} MB limit."
                         )
                 return bytes(data)
     except TimeoutError:
-        raise AttachmentError(f"Downloading `{source.filename}` took too long; try again.") from None
+        raise AttachmentError(f"Downloading {code(source.filename)} took too long; try again.") from None
     except aiohttp.ClientConnectorError as error:
         if isinstance(error.os_error, PrivateAddressError):
             raise AttachmentError(
-                f"`{source.filename}` is not on a public address; I only download from Discord."
+                f"{code(source.filename)} is not on a public address; I only download from Discord."
             ) from None
-        raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None
+        raise AttachmentError(f"{code(source.filename)} could not be downloaded; try again.") from None
     except aiohttp.ClientError:
-        raise AttachmentError(f"`{source.filename}` could not be downloaded; try again.") from None
+        raise AttachmentError(f"{code(source.filename)} could not be downloaded; try again.") from None

@@ -46,6 +46,7 @@ class HxhBot(commands.AutoShardedBot):
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         allowed_mentions=discord.AllowedMentions.none(),  # a file name saying @everyone pings no one
                          shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None, **options)
         self.settings = settings
         self.search = search

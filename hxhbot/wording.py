@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 LISTED = 3  # entries named in a summary line at most (`first_few`), the others counted
+SHOWN_NAME = 60  # characters of a file name a message shows at most (`code`)
 
 
 def counted(number: int, noun: str) -> str:
@@ -14,3 +15,9 @@ def first_few(entries: list[str]) -> str:
     """The first `LISTED` entries, comma-separated, then "and N more" for the rest."""
     more = f" and {len(entries) - LISTED} more" if len(entries) > LISTED else ""
     return ", ".join(entries[:LISTED]) + more
+
+
+def code(name: str) -> str:
+    """A file name as inline code: its backticks made quotes, cut to `SHOWN_NAME` characters."""
+    name = name.replace("`", "'")
+    return f"`{name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME - 1] + '…'}`"

@@ -229,6 +229,21 @@ async def test_watched_channel_answers_each_picture_and_shrugs_at_the_unsure(
                 and str((r.json or {}).get("message_reference", {}).get("message_id")) == alone["id"]]
 
 
+async def test_file_names_members_choose_neither_ping_nor_overflow_the_reply(
+        server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    name = "@everyone `look` " + "x" * 300 + ".jpg"
+    broken = _image(gallery, "Kurapika")[:300]
+    images = [server.add_attachment(_image(gallery, "Gon Freecss"), "gon.jpg", "image/jpeg")]
+    images += [server.add_attachment(broken, f"{n} {name}", "image/jpeg") for n in range(9)]
+    message = await server.post_message(server.channel_ids[1], "ten pictures", attachments=images)
+    reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=120)
+    assert reply.status == 200, reply.response  # within Discord's 2000 characters of content
+    assert reply.json["allowed_mentions"] == {"parse": []}  # no one, nor the member replied to
+    lines = reply.json["content"].splitlines()
+    assert len(lines) == 9 and all(line.count("`") == 2 and len(line) < 150 for line in lines), lines
+    assert [e["title"] for e in reply.json["embeds"]] == ["Gon Freecss"]
+
+
 async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     refused = await server.send_slash_command("reindex")
     answer = await server.wait_for_callback(refused.token)

@@ -1,4 +1,4 @@
-"""How answers look, within what Discord accepts."""
+"""How answers and file names look, within what Discord accepts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from hxhbot.answers import Identification, Outcome, Sighting
 from hxhbot.detector import Box
 from hxhbot.index import CharacterMatch
 from hxhbot.replies import TITLE_LENGTH, answer
+from hxhbot.wording import SHOWN_NAME, code
 
 
 def _picture(*names: str) -> Identification:
@@ -28,3 +29,9 @@ def test_a_title_of_long_names_is_cut_to_what_discord_accepts() -> None:
     assert len(reply.embed.title) == TITLE_LENGTH and reply.embed.title.endswith("…")
     assert reply.embed.title.startswith(f"{names[0]}, {names[1]}, C")
     assert all(name in reply.embed.description for name in names)  # every name whole in its line
+
+
+def test_a_file_name_is_shown_as_one_short_code_span() -> None:
+    assert code("gon.jpg") == "`gon.jpg`"
+    shown = code("@everyone `look` " + "x" * 100)
+    assert shown.count("`") == 2 and len(shown) == SHOWN_NAME + 2 and shown.endswith("…`")

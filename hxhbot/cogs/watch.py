@@ -14,6 +14,7 @@ from hxhbot.bot import HxhBot
 from hxhbot.images import ImageError
 from hxhbot.search import BusyError, NotReadyError
 from hxhbot.teach import FeedbackView
+from hxhbot.wording import code
 
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
@@ -44,8 +45,11 @@ class Watch(commands.Cog):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
                 result, sha256 = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
-            except (AttachmentError, ImageError) as error:
-                problems.append(f"I couldn't read `{source.filename}`: {error}")
+            except AttachmentError as error:  # its sentence names the file
+                problems.append(str(error))
+                continue
+            except ImageError as error:
+                problems.append(f"I couldn't read {code(source.filename)}: {error}")
                 continue
             except (BusyError, NotReadyError) as error:
                 log.info("skipped an image in #%s: %s", message.channel, error)
@@ -58,13 +62,12 @@ class Watch(commands.Cog):
                 if reply.file:
                     files.append(reply.file)
             else:
-                unsure.append(f"{label or source.filename}: {UNSURE} {NOT_NAMED[reply.outcome]}.")
+                unsure.append(f"{label}: {UNSURE} {NOT_NAMED[reply.outcome]}.")  # shown beside another's answer
         if embeds or problems:
             content = "\n".join(problems + (unsure if embeds else [])) or None  # no reply for unsure pictures alone
             view = self.feedback_view(*answered[0], message.author.id) if len(answered) == 1 else None
             try:
-                sent = await message.reply(content=content, embeds=embeds, files=files, view=view,
-                                           mention_author=False)
+                sent = await message.reply(content=content, embeds=embeds, files=files, view=view)
                 if view is not None:
                     view.message = sent
             except discord.HTTPException as error:
