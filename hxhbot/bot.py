@@ -246,6 +246,11 @@ def main() -> int:
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: check the token in .env")
         return 2
+    except discord.PrivilegedIntentsRequired:
+        log.error("Discord refused the Message Content intent that WATCH_CHANNEL_IDS needs: turn it on "
+                  "(https://discord.com/developers/applications → your app → Bot → Privileged Gateway Intents), "
+                  "or leave WATCH_CHANNEL_IDS empty")
+        return 2
     except FeedbackError as error:
         log.error("%s", error)
         return 2

@@ -168,6 +168,28 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
                 if r.params.get("message_id") in ignored_ids or _replied_to(r) in ignored_ids]
 
 
+async def test_watched_channels_are_checked_once_connected(server: FakeDiscord, gallery: Path, model_dir: Path,
+                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hxhbot.cogs.watch")
+    general, hunters = server.channel_ids
+    server.deny(hunters, 1 << 6)  # Add Reactions
+    settings = dataclasses.replace(_settings(server, gallery, model_dir, tmp_path / "index"),
+                                   watch_channel_ids=frozenset({general, hunters, 1234}))
+
+    async def logged() -> list[str]:
+        while len(found := [r.getMessage() for r in caplog.records if r.name == "hxhbot.cogs.watch"]) < 3:
+            await asyncio.sleep(0.01)
+        return found
+
+    async with running(server, settings):
+        found = await asyncio.wait_for(logged(), 60)
+    assert sorted(found) == sorted([
+        "watching #general in Hunter Association",
+        "watching #hunters in Hunter Association, but I lack Add Reactions there: give me them, or I cannot answer",
+        "WATCH_CHANNEL_IDS: I see no channel 1234 in my servers; copy a channel's id (right-click it → Copy Channel "
+        "ID) and invite me to its server"])
+
+
 async def test_a_mention_is_no_command_error(server: FakeDiscord, bot: HxhBot, gallery: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     await server.post_message(server.channel_ids[0], f"<@{server.bot_user_id}> hi")

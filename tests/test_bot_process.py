@@ -118,6 +118,19 @@ async def test_imagenet_weights_offline_is_one_clear_line(server: FakeDiscord, t
     assert "ImageNet weights of MobileNetV2 could not be downloaded" in line and "MODEL_DIR" in line
 
 
+async def test_a_message_content_intent_left_off_is_one_clear_line(model_dir: Path, gallery: Path,
+                                                                    tmp_path: Path) -> None:
+    server = FakeDiscord(heartbeat_interval_ms=5000, message_content_intent=False)
+    await server.start()
+    try:
+        env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery),
+                   WATCH_CHANNEL_IDS=str(server.channel_ids[1]))
+        line = await _refused_start(env, tmp_path)
+    finally:
+        await server.stop()
+    assert "Message Content intent that WATCH_CHANNEL_IDS needs" in line and "Privileged Gateway Intents" in line
+
+
 async def test_sigterm_finishes_requests_in_flight_then_exits_0(
     server: FakeDiscord, model_dir: Path, gallery: Path, tmp_path: Path
 ) -> None:

@@ -22,6 +22,7 @@ UNSURE = "🤷"
 BUSY = "⏳"  # too many images waiting: not the same as unsure
 MAX_EMBEDS = 10  # Discord's limit per message
 NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
+NEEDED = ("view_channel", "read_message_history", "send_messages", "embed_links", "attach_files", "add_reactions")
 
 
 class Watch(commands.Cog):
@@ -29,6 +30,29 @@ class Watch(commands.Cog):
 
     def __init__(self, bot: HxhBot) -> None:
         self.bot = bot
+        self.checked = False  # the watched channels are checked at the first READY only
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Log each watched channel once: watched, missing a permission the replies need, or not to be seen."""
+        if self.checked:
+            return
+        self.checked = True
+        for channel_id in sorted(self.bot.settings.watch_channel_ids):
+            channel = self.bot.get_channel(channel_id)
+            guild = getattr(channel, "guild", None)
+            if channel is None or guild is None:
+                if not self.bot.settings.shard_ids:  # else it may be another process's shards' channel
+                    log.warning("WATCH_CHANNEL_IDS: I see no channel %d in my servers; copy a channel's id "
+                                "(right-click it → Copy Channel ID) and invite me to its server", channel_id)
+                continue
+            allowed = channel.permissions_for(guild.me)
+            missing = [name.replace("_", " ").title() for name in NEEDED if not getattr(allowed, name)]
+            if missing:
+                log.warning("watching #%s in %s, but I lack %s there: give me them, or I cannot answer",
+                            channel, guild, ", ".join(missing))
+            else:
+                log.info("watching #%s in %s", channel, guild)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:

@@ -4,7 +4,8 @@ Shapes follow what discord.py 2.7.1 reads (state.py, interactions.py, message.py
 Behaviours a test may rely on, as Discord has them: a REST body is JSON only under exactly `application/json`;
 an interaction must be answered within `interaction_deadline` seconds, once; the first follow-up after a
 deferral replaces the "thinking" message; MESSAGE_CREATE needs the GUILD_MESSAGES intent and carries content,
-embeds and attachments only with MESSAGE_CONTENT (or when the bot is mentioned); uploads over
+embeds and attachments only with MESSAGE_CONTENT (or when the bot is mentioned), and an IDENTIFY asking for that
+intent is closed with 4014 when the application has it off (`message_content_intent=False`); uploads over
 `ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events;
 a shard gets only its guilds' events, `(guild_id >> 22) % shard_count`; buttons and select menus are clicked with
 `send_component`.
@@ -181,8 +182,10 @@ class FakeDiscord:
         interaction_deadline: float = 3.0,
         channel_names: Sequence[str] = ("general", "hunters"),
         shard_count: int = 1,
+        message_content_intent: bool = True,
     ) -> None:
         self.token = token
+        self.message_content_intent = message_content_intent  # off: IDENTIFY asking for it is closed with 4014
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.interaction_deadline = interaction_deadline
         self.application_id = _snowflake()
@@ -297,6 +300,12 @@ class FakeDiscord:
         if declared_size is not None:
             attachment["size"] = declared_size
         return attachment
+
+    def deny(self, channel_id: int, permissions: int) -> None:
+        """Deny everyone (the bot included) `permissions` in a channel, as an overwrite; before the bot connects."""
+        everyone = self._channel_guild[channel_id]
+        self._channels[channel_id]["permission_overwrites"] = [
+            {"id": str(everyone), "type": 0, "allow": "0", "deny": str(permissions)}]
 
     async def post_message(
         self,
@@ -570,6 +579,9 @@ class FakeDiscord:
             return
         if shard_count != self.shard_count or not 0 <= shard_id < shard_count:
             await conn.ws.close(code=4010)  # Invalid shard
+            return
+        if data.get("intents", 0) & INTENT_MESSAGE_CONTENT and not self.message_content_intent:
+            await conn.ws.close(code=4014)  # Disallowed intent(s): not turned on in the developer portal
             return
         session = self._sessions[shard_id]
         async with session.lock:
