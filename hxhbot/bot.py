@@ -39,6 +39,10 @@ class ShuttingDownError(app_commands.CheckFailure):
     """The bot is stopping and takes no new requests."""
 
 
+class CommandSyncError(RuntimeError):
+    """Discord refused to register the bot's commands; `str()` says what to fix."""
+
+
 class HxhBot(commands.AutoShardedBot):
     """hxhbot: identifies Hunter × Hunter characters in images."""
 
@@ -76,7 +80,14 @@ class HxhBot(commands.AutoShardedBot):
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild:
             self.tree.copy_global_to(guild=guild)
-        synced = await self.tree.sync(guild=guild)
+        try:
+            synced = await self.tree.sync(guild=guild)
+        except discord.Forbidden as error:
+            where = f"in DEV_GUILD_ID {guild.id}" if guild else "globally"
+            raise CommandSyncError(
+                f"Discord refused to register the commands {where} ({error.text}): invite the bot "
+                f"{'to that server ' if guild else ''}with the bot and applications.commands scopes"
+                f"{', or fix the id (right-click the server → Copy Server ID)' if guild else ''}") from None
         log.info("synced %d commands %s", len(synced), f"to guild {guild.id}" if guild else "globally")
 
     async def on_message(self, message: discord.Message, /) -> None:
@@ -251,7 +262,7 @@ def main() -> int:
                   "(https://discord.com/developers/applications → your app → Bot → Privileged Gateway Intents), "
                   "or leave WATCH_CHANNEL_IDS empty")
         return 2
-    except FeedbackError as error:
+    except (FeedbackError, CommandSyncError) as error:
         log.error("%s", error)
         return 2
     except (aiohttp.ClientConnectionError, discord.GatewayNotFound) as error:

@@ -131,6 +131,13 @@ async def test_a_message_content_intent_left_off_is_one_clear_line(model_dir: Pa
     assert "Message Content intent that WATCH_CHANNEL_IDS needs" in line and "Privileged Gateway Intents" in line
 
 
+async def test_a_dev_guild_without_the_bot_is_one_clear_line(server: FakeDiscord, model_dir: Path, gallery: Path,
+                                                             tmp_path: Path) -> None:
+    env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery), DEV_GUILD_ID="123456789012345678")
+    line = await _refused_start(env, tmp_path)
+    assert "DEV_GUILD_ID 123456789012345678" in line and "applications.commands" in line
+
+
 async def test_sigterm_finishes_requests_in_flight_then_exits_0(
     server: FakeDiscord, model_dir: Path, gallery: Path, tmp_path: Path
 ) -> None:
