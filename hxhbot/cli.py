@@ -81,7 +81,7 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
     """Print every character found in each image, ranked, with its outcome."""
     from hxhbot.embedder import Embedder
 
-    top_k = args.top or settings.top_k
+    top_k = settings.top_k if args.top is None else args.top
     if top_k < 1:
         print("error: --top must be at least 1", file=sys.stderr)
         return 2

@@ -70,6 +70,9 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
 def test_clear_errors(gallery: Path, env: dict[str, str], tmp_path: Path) -> None:
     no_index = run("whois", str(gallery / "Kurapika" / "00.jpg"), env=env)
     assert no_index.returncode == 2 and "No index" in no_index.stderr and "Traceback" not in no_index.stderr
+    for top in ("0", "-3"):
+        no_answer = run("whois", str(gallery / "Kurapika" / "00.jpg"), "--top", top, env=env)
+        assert no_answer.returncode == 2 and no_answer.stderr.strip() == "error: --top must be at least 1"
     no_gallery = run("index", "--gallery", str(tmp_path / "nowhere"), env=env)
     assert no_gallery.returncode == 2 and "does not exist" in no_gallery.stderr
     bad_setting = run("index", env={**env, "TOP_K": "lots"})
