@@ -160,8 +160,15 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
     assert [e["title"] for e in reply.json["embeds"]] == ["Leorio Paradinight", "Kurapika"]
     assert len(reply.files) == 2 and not reply.json.get("content")
 
+    thread = await server.add_thread(watched, "fan art")
+    in_thread = await server.post_message(thread, "and this one", attachments=[images[1]])
+    reply = await server.wait_for(lambda r: _replied_to(r) == in_thread["id"], timeout=60)
+    assert reply.params["channel_id"] == str(thread) and reply.json["embeds"][0]["title"] == "Kurapika"
+
+    elsewhere = await server.add_thread(server.channel_ids[0], "off topic")
     ignored = [await server.post_message(watched, "bot art", attachments=[images[0]], bot=True),
-               await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]])]
+               await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]]),
+               await server.post_message(elsewhere, "unwatched thread", attachments=[images[0]])]
     await _processed(server, gallery)
     ignored_ids = {m["id"] for m in ignored}
     assert not [r for r in server.requests

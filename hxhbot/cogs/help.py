@@ -50,7 +50,8 @@ def help_embed(bot: HxhBot) -> discord.Embed:
     if settings.watch_channel_ids:
         channels = " ".join(f"<#{channel}>" for channel in sorted(settings.watch_channel_ids))
         embed.add_field(name="Watched channels", inline=False,
-                        value=f"In {channels} I look at every picture posted and answer when I'm sure.")
+                        value=f"In {channels} and their threads I look at every picture posted and answer when "
+                              "I'm sure.")
     embed.set_footer(text=f"Members wait {settings.cooldown_seconds:g} s between two commands.")
     return embed
 

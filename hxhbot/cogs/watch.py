@@ -22,11 +22,12 @@ UNSURE = "🤷"
 BUSY = "⏳"  # too many images waiting: not the same as unsure
 MAX_EMBEDS = 10  # Discord's limit per message
 NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
-NEEDED = ("view_channel", "read_message_history", "send_messages", "embed_links", "attach_files", "add_reactions")
+NEEDED = ("view_channel", "read_message_history", "send_messages", "send_messages_in_threads", "embed_links",
+          "attach_files", "add_reactions")  # what replying to a picture, in a watched channel or its threads, takes
 
 
 class Watch(commands.Cog):
-    """Answer images in WATCH_CHANNEL_IDS without being asked."""
+    """Answer images in WATCH_CHANNEL_IDS, and in their threads, without being asked."""
 
     def __init__(self, bot: HxhBot) -> None:
         self.bot = bot
@@ -56,8 +57,10 @@ class Watch(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """Identify every image of a human's message in a watched channel; name only the characters it is sure of."""
-        if message.author.bot or message.channel.id not in self.bot.settings.watch_channel_ids:
+        """Identify every image of a human's message in a watched channel (or a thread of one, a forum's posts
+        included); name only the characters it is sure of."""
+        watched = self.bot.settings.watch_channel_ids
+        if message.author.bot or not {message.channel.id, getattr(message.channel, "parent_id", None)} & watched:
             return
         sources = attachments.images_in(message)[:MAX_EMBEDS]
         if not sources or not self.bot.take_request():

@@ -39,8 +39,8 @@ API_PREFIX = "/api/v10"
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 DISCORD_EPOCH_MS = 1_420_070_400_000
 # The bot's (and everyone's) permissions: add reactions, view channel, send messages, embed links,
-# attach files, read message history, use application commands.
-PERMISSIONS = str(sum(1 << bit for bit in (6, 10, 11, 14, 15, 16, 31)))
+# attach files, read message history, use application commands, send messages in threads.
+PERMISSIONS = str(sum(1 << bit for bit in (6, 10, 11, 14, 15, 16, 31, 38)))
 # GATEWAY_PRESENCE_LIMITED | GATEWAY_GUILD_MEMBERS_LIMITED | GATEWAY_MESSAGE_CONTENT_LIMITED: privileged intents on.
 APPLICATION_FLAGS = (1 << 13) | (1 << 15) | (1 << 19)
 INTENT_GUILD_MESSAGES = 1 << 9
@@ -306,6 +306,22 @@ class FakeDiscord:
         everyone = self._channel_guild[channel_id]
         self._channels[channel_id]["permission_overwrites"] = [
             {"id": str(everyone), "type": 0, "allow": "0", "deny": str(permissions)}]
+
+    async def add_thread(self, parent_id: int, name: str = "thread") -> int:
+        """A member opens a public thread in a channel: dispatch THREAD_CREATE and return the thread's id."""
+        guild_id = self._channel_guild[parent_id]
+        self._require_session(guild_id)
+        thread_id = _snowflake()
+        self._channel_guild[thread_id] = guild_id
+        self._channels[thread_id] = {
+            "id": str(thread_id), "guild_id": str(guild_id), "parent_id": str(parent_id), "owner_id": str(self.member_id),
+            "name": name, "type": 11, "last_message_id": None, "rate_limit_per_user": 0, "message_count": 0,
+            "member_count": 1, "flags": 0, "newly_created": True,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": _now(),
+                                "locked": False},
+        }
+        await self._dispatch("THREAD_CREATE", self._channels[thread_id])
+        return thread_id
 
     async def post_message(
         self,
