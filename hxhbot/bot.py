@@ -29,6 +29,7 @@ from hxhbot.stats import AnswerStats
 log = logging.getLogger(__name__)
 COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
+PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
 
 
 class NotOwnerError(app_commands.CheckFailure):
@@ -59,6 +60,7 @@ class HxhBot(commands.AutoShardedBot):
         self.preparing: asyncio.Task | None = None  # the first start's gallery collection
         self.session: aiohttp.ClientSession | None = None
         self.download_hosts = attachments.download_hosts(settings.discord_api_base)
+        self.download_slots = asyncio.Semaphore(PARALLEL_DOWNLOADS)
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
         self.in_flight: set[asyncio.Task] = set()  # the tasks handling requests taken
         self.draining = False
@@ -148,12 +150,16 @@ class HxhBot(commands.AutoShardedBot):
         return user.id in self.settings.owner_ids or await super().is_owner(user)
 
     async def download(self, source: ImageSource) -> bytes:
-        """Check and download one image (at most MAX_IMAGE_BYTES, within DOWNLOAD_TIMEOUT)."""
+        """Check and download one image (at most MAX_IMAGE_BYTES, within DOWNLOAD_TIMEOUT), `PARALLEL_DOWNLOADS` at
+        a time; refused as busy, before a byte is fetched, while QUEUE_SIZE images are being identified."""
         attachments.check(source, self.settings.max_image_bytes)
-        assert self.session is not None
-        return await attachments.download(
-            self.session, source, self.settings.max_image_bytes, self.settings.download_timeout, self.download_hosts
-        )
+        assert self.session is not None and self.search is not None
+        self.search.check_room()
+        async with self.download_slots:
+            self.search.check_room()  # it may have filled up during the wait
+            return await attachments.download(
+                self.session, source, self.settings.max_image_bytes, self.settings.download_timeout,
+                self.download_hosts)
 
     async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
         """Check, download and identify one image, logging and counting its top answer; also the image's SHA-256."""

@@ -132,12 +132,16 @@ class SearchService:
         """The characters the bot knows, with their gallery image counts."""
         return self.index.characters() if self.index else {}
 
+    def check_room(self) -> None:
+        """Raise `BusyError` when QUEUE_SIZE images are already being identified."""
+        if self._in_flight >= self.settings.queue_size:
+            raise BusyError("The bot is busy with other images right now; try again in a few seconds.")
+
     async def identify(self, data: bytes, top_k: int | None = None) -> Identification:
         """Every character found in image bytes, each ranked; raises `ImageError`, `BusyError` or `NotReadyError`."""
         if self.index is None or len(self.index) == 0:
             raise NotReadyError("The gallery has not been indexed yet: the owner can run /reindex.")
-        if self._in_flight >= self.settings.queue_size:
-            raise BusyError("The bot is busy with other images right now; try again in a few seconds.")
+        self.check_room()
         await self.start()
         self._in_flight += 1
         try:

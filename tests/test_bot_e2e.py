@@ -17,7 +17,7 @@ import discord.http
 import pytest
 from PIL import Image
 
-from hxhbot.bot import HxhBot
+from hxhbot.bot import PARALLEL_DOWNLOADS, HxhBot
 from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
@@ -213,6 +213,14 @@ async def test_watched_channel_says_busy(server: FakeDiscord, bot: HxhBot, galle
                                        and r.params["emoji"] == emoji, timeout=60) for emoji in ("🔍", "⏳")]
     assert len(reactions) == 2
     assert not [r for r in server.requests if r.route == REACTION and r.params["emoji"] == "🤷"]
+    assert not [r for r in server.requests if r.route.startswith("/attachments/")], "busy: nothing downloaded"
+
+
+async def test_images_download_a_few_at_a_time(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    asked = [await _whois(server, _image(gallery, "Kurapika"), body_delay=2.0) for _ in range(3 * PARALLEL_DOWNLOADS)]
+    for interaction in asked:
+        assert _embed(await server.wait_for_followup(interaction.token, timeout=120))["title"] == "Kurapika"
+    assert 1 <= server.most_downloading <= PARALLEL_DOWNLOADS
 
 
 async def _processed(server: FakeDiscord, gallery: Path) -> None:

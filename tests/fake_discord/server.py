@@ -207,6 +207,7 @@ class FakeDiscord:
         self.commands: dict[int | None, list[Json]] = {}  # synced commands by guild id; None holds the global ones
         self.messages: dict[int, Json] = {}
         self.interactions: dict[str, FakeInteraction] = {}
+        self.downloading = self.most_downloading = 0  # attachment downloads under way, and the most at once
         self.port = 0
         self._users: dict[int, Json] = {}
         self._user(self.bot_user_id, "hxhbot-test", bot=True)
@@ -928,9 +929,14 @@ class FakeDiscord:
             return web.Response(status=404)
         response = web.StreamResponse(headers={"Content-Type": stored.content_type})
         response.content_length = len(stored.data) if stored.content_length is None else stored.content_length
-        await response.prepare(request)
-        await asyncio.sleep(stored.body_delay)
-        await response.write(stored.data)
+        self.downloading += 1
+        self.most_downloading = max(self.most_downloading, self.downloading)
+        try:
+            await response.prepare(request)
+            await asyncio.sleep(stored.body_delay)
+            await response.write(stored.data)
+        finally:
+            self.downloading -= 1
         return response
 
     # ---- REST handlers
