@@ -131,9 +131,13 @@ async def download(
         async with asyncio.timeout(timeout):
             async with session.get(url, allow_redirects=False) as response:
                 if response.status != 200:
-                    raise AttachmentError(f"Discord did not hand over {code(source.filename)} (HTTP {response.status}).")
+                    raise AttachmentError(
+                        f"Discord did not hand over {code(source.filename)} (HTTP {response.status})."
+                    )
                 if (response.content_length or 0) > max_bytes:
-                    raise AttachmentError(f"{code(source.filename)} is larger than the {max_bytes / 1048576:.1f} MB limit.")
+                    raise AttachmentError(
+                        f"{code(source.filename)} is larger than the {max_bytes / 1048576:.1f} MB limit."
+                    )
                 data = bytearray()
                 async for chunk in response.content.iter_chunked(65536):
                     data += chunk

@@ -315,9 +315,9 @@ class FakeDiscord:
         thread_id = _snowflake()
         self._channel_guild[thread_id] = guild_id
         self._channels[thread_id] = {
-            "id": str(thread_id), "guild_id": str(guild_id), "parent_id": str(parent_id), "owner_id": str(self.member_id),
-            "name": name, "type": 11, "last_message_id": None, "rate_limit_per_user": 0, "message_count": 0,
-            "member_count": 1, "flags": 0, "newly_created": True,
+            "id": str(thread_id), "guild_id": str(guild_id), "parent_id": str(parent_id),
+            "owner_id": str(self.member_id), "name": name, "type": 11, "last_message_id": None,
+            "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0, "newly_created": True,
             "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": _now(),
                                 "locked": False},
         }
