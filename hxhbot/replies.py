@@ -14,6 +14,7 @@ COLOUR = {Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67), Outcome.UNSURE: d
           Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120)}
 PREVIEW = "picture.jpg"
 TITLE_LENGTH = 256  # Discord refuses a longer embed title
+DESCRIPTION_LENGTH = 4096  # ... and a longer description
 TITLE = {Outcome.UNSURE: "Not sure who this is", Outcome.UNKNOWN: "No character I know"}
 
 
@@ -106,9 +107,13 @@ def characters_embed(counts: dict[str, int]) -> discord.Embed:
         return discord.Embed(title="No characters yet",
                              description="The gallery has not been indexed: the owner can run /reindex.")
     lines = [f"{name} — {count}" for name, count in counts.items()]
-    text = "\n".join(lines)
-    if len(text) > 4000:
-        text = text[:3990].rsplit("\n", 1)[0] + "\n…"
+    room, shown = DESCRIPTION_LENGTH - len("\n… and 99999 more"), 0
+    for line in lines:
+        room -= len(line) + 1
+        if room < 0:
+            break
+        shown += 1
+    text = "\n".join(lines[:shown]) + (f"\n… and {len(lines) - shown} more" if shown < len(lines) else "")
     return discord.Embed(title=f"{counted(len(counts), 'character')}, {counted(sum(counts.values()), 'gallery image')}",
                          description=text)
 

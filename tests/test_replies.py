@@ -5,7 +5,7 @@ from __future__ import annotations
 from hxhbot.answers import Identification, Outcome, Sighting
 from hxhbot.detector import Box
 from hxhbot.index import CharacterMatch
-from hxhbot.replies import TITLE_LENGTH, answer
+from hxhbot.replies import DESCRIPTION_LENGTH, TITLE_LENGTH, answer, characters_embed
 from hxhbot.wording import SHOWN_NAME, code
 
 
@@ -35,3 +35,12 @@ def test_a_file_name_is_shown_as_one_short_code_span() -> None:
     assert code("gon.jpg") == "`gon.jpg`"
     shown = code("@everyone `look` " + "x" * 100)
     assert shown.count("`") == 2 and len(shown) == SHOWN_NAME + 2 and shown.endswith("…`")
+
+
+def test_a_long_list_of_characters_ends_with_how_many_more() -> None:
+    counts = {f"{number:03d} " + "x" * 96: 25 for number in range(300)}
+    embed = characters_embed(counts)
+    lines = embed.description.splitlines()
+    assert len(embed.description) <= DESCRIPTION_LENGTH and embed.title == "300 characters, 7500 gallery images"
+    assert lines[-1] == f"… and {300 - len(lines[:-1])} more" and lines[0] == f"000 {'x' * 96} — 25"
+    assert characters_embed({"Gon": 4}).description == "Gon — 4"
