@@ -47,15 +47,16 @@ def is_image(source: ImageSource) -> bool:
 
 
 def images_in(message: discord.Message) -> list[ImageSource]:
-    """Every image of a message: its image attachments, then its embeds' images."""
-    sources = [from_attachment(a) for a in message.attachments]
-    found = [source for source in sources if is_image(source)]
-    for embed in message.embeds:
-        for media in (embed.image, embed.thumbnail):
-            url = media.proxy_url or media.url
-            if url:
-                found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image"))
-                break
+    """Every image of a message: its image attachments, then its embeds' images; those of a forwarded message too."""
+    found = []
+    for part in (message, *message.message_snapshots):
+        found += [source for source in map(from_attachment, part.attachments) if is_image(source)]
+        for embed in part.embeds:
+            for media in (embed.image, embed.thumbnail):
+                url = media.proxy_url or media.url
+                if url:
+                    found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image"))
+                    break
     return found
 
 

@@ -143,6 +143,9 @@ async def test_context_menu_on_a_message_with_an_image(server: FakeDiscord, bot:
     interaction = await server.send_message_command("Who is this?", message)
     followup = await server.wait_for_followup(interaction.token, timeout=60)
     assert _embed(followup)["title"] == "Gon Freecss"
+    forwarded = await server.post_message(server.channel_ids[0], forward=message)
+    interaction = await server.send_message_command("Who is this?", forwarded)
+    assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Gon Freecss"
     text_only = await server.post_message(server.channel_ids[0], "no picture here")
     refused = await server.send_message_command("Who is this?", text_only)
     answer = await server.wait_for_callback(refused.token)
@@ -159,6 +162,11 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
     reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
     assert [e["title"] for e in reply.json["embeds"]] == ["Leorio Paradinight", "Kurapika"]
     assert len(reply.files) == 2 and not reply.json.get("content")
+
+    forwarded = await server.post_message(watched, forward=await server.post_message(
+        server.channel_ids[0], "elsewhere", attachments=[images[0]]))
+    reply = await server.wait_for(lambda r: _replied_to(r) == forwarded["id"], timeout=60)
+    assert reply.json["embeds"][0]["title"] == "Leorio Paradinight"
 
     thread = await server.add_thread(watched, "fan art")
     in_thread = await server.post_message(thread, "and this one", attachments=[images[1]])

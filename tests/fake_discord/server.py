@@ -4,7 +4,7 @@ Shapes follow what discord.py 2.7.1 reads (state.py, interactions.py, message.py
 Behaviours a test may rely on, as Discord has them: a REST body is JSON only under exactly `application/json`;
 an interaction must be answered within `interaction_deadline` seconds, once; the first follow-up after a
 deferral replaces the "thinking" message; MESSAGE_CREATE needs the GUILD_MESSAGES intent and carries content,
-embeds and attachments only with MESSAGE_CONTENT (or when the bot is mentioned), and an IDENTIFY asking for that
+embeds, attachments and a forward's snapshot only with MESSAGE_CONTENT (or when the bot is mentioned), and an IDENTIFY asking for that
 intent is closed with 4014 when the application has it off (`message_content_intent=False`); uploads over
 `ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events;
 a shard gets only its guilds' events, `(guild_id >> 22) % shard_count`; buttons and select menus are clicked with
@@ -46,6 +46,9 @@ APPLICATION_FLAGS = (1 << 13) | (1 << 15) | (1 << 19)
 INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_MESSAGE_CONTENT = 1 << 15
 EPHEMERAL = 1 << 6
+# what a forwarded message's snapshot keeps of the original
+SNAPSHOT_KEYS = ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags", "mentions",
+                 "mention_roles", "components")
 LOADING = 1 << 7
 _MENTION = re.compile(r"<@!?(\d+)>")
 # discord.py waits this long after the last GUILD_CREATE before `on_ready` (2 s by default, for real Discord's
@@ -334,8 +337,10 @@ class FakeDiscord:
         embeds: Sequence[Json] = (),
         bot: bool = False,
         reply_to: Json | None = None,
+        forward: Json | None = None,
     ) -> Json:
-        """A user (the default member unless `author_id`) posts a message; dispatch MESSAGE_CREATE and return it."""
+        """A user (the default member unless `author_id`) posts a message, or forwards one (its content, attachments
+        and embeds then come as a snapshot); dispatch MESSAGE_CREATE and return it."""
         self._require_session(self._channel_guild[channel_id])
         author = self._user(author_id or self.member_id)
         if bot:
@@ -343,6 +348,8 @@ class FakeDiscord:
         body: Json = {"content": content, "embeds": list(embeds)}
         if reply_to is not None:
             body["message_reference"] = {"message_id": reply_to["id"], "channel_id": reply_to["channel_id"]}
+        if forward is not None:
+            body["message_reference"] = {"type": 1, "message_id": forward["id"], "channel_id": forward["channel_id"]}
         return await self._create_message(channel_id, body, author=author, attachments=list(attachments))
 
     async def send_slash_command(
@@ -681,7 +688,7 @@ class FakeDiscord:
         data = {**message, "member": self._member(int(message["author"]["id"]), with_user=False)}
         involved = {int(message["author"]["id"]), *(int(user["id"]) for user in message["mentions"])}
         if not intents & INTENT_MESSAGE_CONTENT and self.bot_user_id not in involved:
-            data.update(content="", embeds=[], attachments=[], components=[])
+            data.update(content="", embeds=[], attachments=[], components=[], message_snapshots=[])
         await self._dispatch(event, data)
 
     async def _interact(
@@ -812,7 +819,12 @@ class FakeDiscord:
             "flags": flags,
         }
         reference = body.get("message_reference")
-        if reference is not None:
+        if reference is not None and reference.get("type") == 1:  # a forward: type DEFAULT, the original as snapshot
+            original = self.messages[int(reference["message_id"])]
+            message["message_reference"] = {"type": 1, "message_id": original["id"],
+                                            "channel_id": original["channel_id"], "guild_id": original["guild_id"]}
+            message["message_snapshots"] = [{"message": {key: original[key] for key in SNAPSHOT_KEYS}}]
+        elif reference is not None:
             message["type"] = 19
             referenced = self.messages.get(int(reference["message_id"]))
             message["message_reference"] = {
