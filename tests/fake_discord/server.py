@@ -4,11 +4,11 @@ Shapes follow what discord.py 2.7.1 reads (state.py, interactions.py, message.py
 Behaviours a test may rely on, as Discord has them: a REST body is JSON only under exactly `application/json`;
 an interaction must be answered within `interaction_deadline` seconds, once; the first follow-up after a
 deferral replaces the "thinking" message; MESSAGE_CREATE needs the GUILD_MESSAGES intent and carries content,
-embeds, attachments and a forward's snapshot only with MESSAGE_CONTENT (or when the bot is mentioned), and an IDENTIFY asking for that
-intent is closed with 4014 when the application has it off (`message_content_intent=False`); uploads over
-`ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the missed events;
-a shard gets only its guilds' events, `(guild_id >> 22) % shard_count`; buttons and select menus are clicked with
-`send_component`.
+embeds, attachments and a forward's snapshot only with MESSAGE_CONTENT (or when the bot is mentioned), and an
+IDENTIFY asking for that intent is closed with 4014 when the application has it off (`message_content_intent=False`);
+uploads over `ATTACHMENT_SIZE_LIMIT` are refused with 413; a dropped gateway connection can RESUME and gets the
+missed events; a shard gets only its guilds' events, `(guild_id >> 22) % shard_count`; buttons and select menus are
+clicked with `send_component`.
 """
 
 from __future__ import annotations
