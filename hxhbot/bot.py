@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
+EXPIRED = "These buttons no longer work (I have restarted, or they were left too long): ask me again."
 
 
 class NotOwnerError(app_commands.CheckFailure):
@@ -94,6 +95,15 @@ class HxhBot(commands.AutoShardedBot):
 
     async def on_message(self, message: discord.Message, /) -> None:
         """No prefix commands: messages go to the cogs' listeners only, so "@hxhbot hi" is no command error."""
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A button or menu that no live view answers (one from before a restart): say so, privately."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        custom_id = (interaction.data or {}).get("custom_id")
+        live = (item for view in list(self.open_views) if not view.is_finished() for item in view.children)
+        if not any(getattr(item, "custom_id", None) == custom_id for item in live):
+            await send_private(interaction, EXPIRED)
 
     async def on_ready(self) -> None:
         """Log who we are once connected."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hxhbot.bot import HxhBot
+from hxhbot.bot import EXPIRED, HxhBot
 from hxhbot.gallery import MAX_NAME
 from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord, FakeInteraction
@@ -90,6 +90,17 @@ async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDisc
         assert (await server.wait_for_callback(listed.token)).status == 200
     assert all(request.status < 400 for request in server.requests), [
         (request.route, request.response) for request in server.requests if request.status >= 400]
+
+
+async def test_buttons_from_before_a_restart_say_they_no_longer_work(server: FakeDiscord, gallery: Path,
+                                                                     model_dir: Path, tmp_path: Path) -> None:
+    settings = _settings(server, gallery, model_dir, tmp_path / "index")
+    async with running(server, settings):
+        _, _, message = await _answer(server, (gallery / "Kurapika" / "01.jpg").read_bytes())
+    async with running(server, settings):
+        click = await server.send_component(_components(message)["Right"]["custom_id"], message)
+        data = (await server.wait_for_callback(click.token)).json["data"]
+    assert data["flags"] & EPHEMERAL and data["content"] == EXPIRED
 
 
 async def test_right_is_counted_once_and_stats_show_it(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
