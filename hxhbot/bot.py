@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
+STATUS = "Who is this hunter? /whois"  # the bot's custom status, under its name in the member list
 EXPIRED = "These buttons no longer work (I have restarted, or they were left too long): ask me again."
 
 
@@ -53,6 +54,7 @@ class HxhBot(commands.AutoShardedBot):
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(),  # a file name saying @everyone pings no one
+                         activity=discord.CustomActivity(STATUS),
                          shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None, **options)
         self.settings = settings
         self.search = search

@@ -17,7 +17,7 @@ import discord.http
 import pytest
 from PIL import Image
 
-from hxhbot.bot import PARALLEL_DOWNLOADS, HxhBot
+from hxhbot.bot import PARALLEL_DOWNLOADS, STATUS, HxhBot
 from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
 from hxhbot.discord_api import point_discord_at
@@ -91,6 +91,8 @@ def _embed(request) -> dict:
 
 
 async def test_commands_are_synced(server: FakeDiscord, bot: HxhBot) -> None:
+    identify = next(payload["d"] for payload in server.gateway_received if payload["op"] == 2)
+    assert identify["presence"]["game"] == {"type": 4, "state": STATUS, "name": "Custom Status"}  # discord.py's key
     names = {(c["name"], c["type"]) for c in server.commands[None]}
     assert names == {("whois", 1), ("Who is this?", 3), ("characters", 1), ("reindex", 1), ("review", 1),
                      ("stats", 1), ("help", 1)}
