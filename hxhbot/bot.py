@@ -99,12 +99,14 @@ class HxhBot(commands.AutoShardedBot):
         """No prefix commands: messages go to the cogs' listeners only, so "@hxhbot hi" is no command error."""
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """A button or menu that no live view answers (one from before a restart): say so, privately."""
+        """A button or menu of no view this process made (one from before a restart): say so, privately.
+
+        A view that answers a click is still in `open_views` (its callback holds it), even once it has stopped."""
         if interaction.type is not discord.InteractionType.component:
             return
         custom_id = (interaction.data or {}).get("custom_id")
-        live = (item for view in list(self.open_views) if not view.is_finished() for item in view.children)
-        if not any(getattr(item, "custom_id", None) == custom_id for item in live):
+        items = (item for view in list(self.open_views) for item in view.children)
+        if not any(getattr(item, "custom_id", None) == custom_id for item in items):
             await send_private(interaction, EXPIRED)
 
     async def on_ready(self) -> None:
