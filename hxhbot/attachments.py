@@ -32,11 +32,13 @@ class ImageSource:
     filename: str
     size: int | None = None
     content_type: str | None = None
+    spoiler: bool = False  # marked as a spoiler by whoever posted it
 
 
 def from_attachment(attachment: discord.Attachment) -> ImageSource:
     """The image source of an attachment."""
-    return ImageSource(attachment.url, attachment.filename, attachment.size, attachment.content_type)
+    return ImageSource(attachment.url, attachment.filename, attachment.size, attachment.content_type,
+                       attachment.is_spoiler())
 
 
 def is_image(source: ImageSource) -> bool:

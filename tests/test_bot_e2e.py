@@ -114,6 +114,20 @@ async def test_whois_names_the_character_with_a_thumbnail(server: FakeDiscord, b
     assert "Also possible" in [field["name"] for field in embed["fields"]]
 
 
+async def test_a_spoiler_is_answered_privately_and_left_alone_in_watched_channels(
+        server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    interaction = await _whois(server, _image(gallery, "Gon Freecss"), "SPOILER_gon.jpg")
+    deferred = (await server.wait_for_callback(interaction.token)).json
+    answer = (await server.wait_for_followup(interaction.token, timeout=60)).json
+    assert deferred["data"]["flags"] & EPHEMERAL and answer["flags"] & EPHEMERAL
+    assert answer["embeds"][0]["title"] == "Gon Freecss"
+    spoiler = server.add_attachment(_image(gallery, "Kurapika"), "SPOILER_k.jpg", "image/jpeg")
+    message = await server.post_message(server.channel_ids[1], "guess who", attachments=[spoiler])
+    await _processed(server, gallery)
+    assert not [r for r in server.requests if r.params.get("message_id") == message["id"]
+                or _replied_to(r) == message["id"] or r.route.endswith("/SPOILER_k.jpg")]
+
+
 async def test_unsure_answer_reveals_candidates_to_the_asker_only(server: FakeDiscord, bot: HxhBot,
                                                                   gallery: Path) -> None:
     bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)

@@ -58,11 +58,11 @@ class Watch(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """Identify every image of a human's message in a watched channel (or a thread of one, a forum's posts
-        included); name only the characters it is sure of."""
+        included) but those marked as spoilers; name only the characters it is sure of."""
         watched = self.bot.settings.watch_channel_ids
         if message.author.bot or not {message.channel.id, getattr(message.channel, "parent_id", None)} & watched:
             return
-        sources = attachments.images_in(message)[:MAX_EMBEDS]
+        sources = [source for source in attachments.images_in(message) if not source.spoiler][:MAX_EMBEDS]
         if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)

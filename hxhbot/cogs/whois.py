@@ -41,15 +41,16 @@ class Whois(commands.Cog):
         await self.respond(interaction, found[0], "who-is-this")
 
     async def respond(self, interaction: discord.Interaction, source: ImageSource, command: str) -> None:
-        """Check the image, defer within Discord's 3 s, then follow up with the answer and its feedback buttons."""
+        """Check the image, defer within Discord's 3 s, then follow up with the answer and its feedback buttons
+        (privately for a picture marked as a spoiler: the answer shows it and names who is in it)."""
         attachments.check(source, self.bot.settings.max_image_bytes)  # refuse before deferring: privately
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=source.spoiler)
         result, sha256 = await self.bot.identify(source, command, interaction.guild_id)
         reply = self.bot.render(result)
         view = FeedbackView(self.bot, result, source, sha256, reply.outcome is Outcome.NAMED, interaction.user.id)
         self.bot.open_views.add(view)
         view.message = await interaction.followup.send(
-            embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, wait=True)
+            embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, ephemeral=source.spoiler, wait=True)
 
 
 async def setup(bot: HxhBot) -> None:
