@@ -33,7 +33,7 @@ def help_embed(bot: HxhBot) -> discord.Embed:
                     f"numbered on a thumbnail of your picture.",
     )
     embed.add_field(name="Commands", inline=False, value="\n".join([
-        "`/whois image:` — who is in the attached picture",
+        "`/whois image:` — who is in the attached picture (a spoiler's answer is for you only)",
         "**Apps → Who is this?** (right-click a message) — the same for a message's first picture",
         "`/characters` — the characters I know",
         "`/help` — this page",
@@ -50,8 +50,8 @@ def help_embed(bot: HxhBot) -> discord.Embed:
     if settings.watch_channel_ids:
         channels = " ".join(f"<#{channel}>" for channel in sorted(settings.watch_channel_ids))
         embed.add_field(name="Watched channels", inline=False,
-                        value=f"In {channels} and their threads I look at every picture posted and answer when "
-                              "I'm sure.")
+                        value=f"In {channels} and their threads I look at every picture posted (not those marked "
+                              "as spoilers) and answer when I'm sure.")
     embed.set_footer(text=f"Members wait {settings.cooldown_seconds:g} s between two commands.")
     return embed
 
