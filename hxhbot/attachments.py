@@ -17,7 +17,9 @@ from hxhbot.images import IMAGE_SUFFIXES
 from hxhbot.wording import code
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
-DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
+# attachments, and Discord's proxy of the pictures that links preview (an embed's image `proxy_url`)
+DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net",
+                               "images-ext-2.discordapp.net"})
 
 
 class AttachmentError(ValueError):

@@ -101,6 +101,14 @@ async def test_only_discord_hosts(server: Server, session: aiohttp.ClientSession
     assert server.sent == 0
 
 
+async def test_link_previews_come_through_discords_image_proxy(server: Server) -> None:
+    hosts = ("cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net", "images-ext-2.discordapp.net")
+    resolver = PublicResolver(frozenset(hosts), inner=StubResolver("127.0.0.1"))  # every name: this local server
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver)) as session:
+        for host in hosts:
+            assert await download(session, _source(server.url("/picture.png", host=host)), LIMIT, 10) == PICTURE
+
+
 class StubResolver(PublicResolver):
     """Resolves every name to one chosen address (no DNS)."""
 
