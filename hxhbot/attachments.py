@@ -35,6 +35,7 @@ class ImageSource:
     size: int | None = None
     content_type: str | None = None
     spoiler: bool = False  # marked as a spoiler by whoever posted it
+    preview: bool = False  # a link's preview picture: an image by Discord's word, often with no type in its name
 
 
 def from_attachment(attachment: discord.Attachment) -> ImageSource:
@@ -44,7 +45,9 @@ def from_attachment(attachment: discord.Attachment) -> ImageSource:
 
 
 def is_image(source: ImageSource) -> bool:
-    """Whether the attachment says it is an image (by content type, else by file name)."""
+    """Whether the attachment says it is an image (by content type, else by file name); a link's preview is one."""
+    if source.preview:
+        return True
     if source.content_type:
         return source.content_type.split(";")[0].strip().lower().startswith("image/")
     return PurePosixPath(source.filename.lower()).suffix in IMAGE_SUFFIXES
@@ -59,7 +62,7 @@ def images_in(message: discord.Message) -> list[ImageSource]:
             for media in (embed.image, embed.thumbnail):
                 url = media.proxy_url or media.url
                 if url:
-                    found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image"))
+                    found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image", preview=True))
                     break
     return found
 

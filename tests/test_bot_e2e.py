@@ -168,6 +168,19 @@ async def test_context_menu_on_a_message_with_an_image(server: FakeDiscord, bot:
     assert answer.json["data"]["flags"] & EPHEMERAL and "no image" in answer.json["data"]["content"]
 
 
+async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
+    proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]
+    preview = {"type": "image", "url": "https://pbs.twimg.com/media/F3xYz",
+               "thumbnail": {"url": "https://pbs.twimg.com/media/F3xYz", "proxy_url": proxied, "width": 96,
+                             "height": 96}}
+    message = await server.post_message(server.channel_ids[1], "https://pbs.twimg.com/media/F3xYz", embeds=[preview])
+    reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
+    assert reply.json["embeds"][0]["title"] == "Kurapika"
+    interaction = await server.send_message_command("Who is this?", message)
+    assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Kurapika"
+
+
 async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     watched = server.channel_ids[1]
     images = [server.add_attachment(_image(gallery, name), f"{n}.jpg", "image/jpeg")
