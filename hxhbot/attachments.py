@@ -73,7 +73,8 @@ def check(source: ImageSource, max_bytes: int) -> None:
         raise AttachmentError(f"{code(source.filename)} is not an image: attach a JPEG, PNG, WebP, GIF or BMP.")
     kind = (source.content_type or "").split(";")[0].strip().lower()
     if kind and kind not in IMAGE_TYPES:
-        raise AttachmentError(f"{code(source.filename)} is a {kind} image: send JPEG, PNG, WebP, GIF or BMP.")
+        raise AttachmentError(f"{code(source.filename)} is {kind}, which I can't read: send a JPEG, PNG, WebP, GIF or "
+                              "BMP.")
     if source.size is not None and source.size > max_bytes:
         raise AttachmentError(
             f"{code(source.filename)} is {source.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."

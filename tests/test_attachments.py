@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from hxhbot.attachments import (
-    DISCORD_CDN_HOSTS, AttachmentError, ImageSource, PublicResolver, download, download_hosts,
+    DISCORD_CDN_HOSTS, AttachmentError, ImageSource, PublicResolver, check, download, download_hosts,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,6 +85,20 @@ async def session():
 
 def _source(url: str) -> ImageSource:
     return ImageSource(url, url.rsplit("/", 1)[1])
+
+
+def test_refused_before_download_with_a_sentence() -> None:
+    for source, sentence in [
+        (ImageSource("u", "photo.heic", 10, "image/heic"),
+         "`photo.heic` is image/heic, which I can't read: send a JPEG, PNG, WebP, GIF or BMP."),
+        (ImageSource("u", "notes.txt", 10, "text/plain"),
+         "`notes.txt` is not an image: attach a JPEG, PNG, WebP, GIF or BMP."),
+        (ImageSource("u", "big.png", 3 * LIMIT, "image/png"), "`big.png` is 0.2 MB; the limit is 0.1 MB."),
+    ]:
+        with pytest.raises(AttachmentError) as refused:
+            check(source, LIMIT)
+        assert str(refused.value) == sentence
+    check(ImageSource("u", "gon.jpg", 10, "image/jpeg"), LIMIT)
 
 
 async def test_downloads_from_an_allowed_host(server: Server, session: aiohttp.ClientSession) -> None:
