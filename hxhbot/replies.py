@@ -20,11 +20,13 @@ TITLE = {Outcome.UNSURE: "Not sure who this is", Outcome.UNKNOWN: "No character 
 
 @dataclass
 class Answer:
-    """An embed, the preview file it shows, and the picture's outcome (named when any character is)."""
+    """An embed, the preview file it shows, the picture's outcome (named when any character is), and whether some
+    character in it is not named (its candidates are then offered behind Show candidates)."""
 
     embed: discord.Embed
     file: discord.File | None
     outcome: Outcome
+    unnamed: bool
 
 
 def percent(score: float) -> str:
@@ -52,15 +54,16 @@ def answer(result: Identification, threshold: float, unknown: float, filename: s
         named = [s.best.character for _, s in numbered if s.outcome(threshold, unknown) is Outcome.NAMED]
         embed = discord.Embed(title=_shortened(", ".join(named)) if named else TITLE[outcome], colour=COLOUR[outcome],
                               description="\n".join(_line(n, s, threshold, unknown) for n, s in numbered))
-        if any(s.outcome(threshold, unknown) is Outcome.UNSURE for _, s in numbered):
-            embed.set_footer(text="Show candidates reveals my guesses for the others.")
+        if any(s.outcome(threshold, unknown) is not Outcome.NAMED for _, s in numbered):
+            embed.set_footer(text="Show candidates reveals my guesses for those I can't name.")
     if label:
         embed.set_author(name=label)
     file = None
     if result.preview:
         file = discord.File(io.BytesIO(result.preview), filename=filename)
         embed.set_thumbnail(url=f"attachment://{filename}")
-    return Answer(embed, file, outcome)
+    unnamed = any(s.outcome(threshold, unknown) is not Outcome.NAMED for s in result.sightings)
+    return Answer(embed, file, outcome, unnamed)
 
 
 def _single(sighting: Sighting, outcome: Outcome, threshold: float) -> discord.Embed:

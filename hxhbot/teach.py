@@ -27,15 +27,15 @@ def candidates(ranked: Identification, answer: str, known: list[str]) -> list[st
 
 
 class FeedbackView(RevealCandidates):
-    """Right / Wrong under an answer (about the picture's top answer), plus "Show candidates" when none is named."""
+    """Right / Wrong under an answer (about the picture's top answer), plus "Show candidates" when `reveal`."""
 
-    def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, confident: bool,
+    def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, reveal: bool,
                  asker_id: int, timeout: float = 900) -> None:
         super().__init__(result, asker_id, timeout)
         self.bot = bot
         self.source = source  # the picture's bytes are not kept: "Wrong" downloads them again
         self.sha256 = sha256
-        if confident:
+        if not reveal:
             self.remove_item(self.reveal)
 
     @discord.ui.button(label="Right", style=discord.ButtonStyle.success, emoji="✅")

@@ -23,6 +23,17 @@ def test_the_names_of_several_characters_are_the_title() -> None:
     assert reply.embed.description == "**1.** Gon Freecss — 90%\n**2.** Killua Zoldyck — 90%"
 
 
+def test_a_character_not_named_beside_a_named_one_is_offered_behind_the_button() -> None:
+    picture = _picture("Gon Freecss", "Killua Zoldyck")
+    unsure = Sighting(picture.sightings[1].box, [CharacterMatch("Killua Zoldyck", 0.5, 0.4, "k.jpg")])
+    reply = answer(Identification([picture.sightings[0], unsure]), 0.7, 0.2)
+    assert reply.outcome is Outcome.NAMED and reply.unnamed and reply.embed.title == "Gon Freecss"
+    assert reply.embed.footer.text == "Show candidates reveals my guesses for those I can't name."
+    watched = answer(Identification([picture.sightings[0], unsure]), 0.7, 0.2, only_named=True)
+    assert watched.embed.description == "**1.** Gon Freecss — 90%" and not watched.embed.footer.text
+    assert not answer(picture, 0.7, 0.2).unnamed
+
+
 def test_a_title_of_long_names_is_cut_to_what_discord_accepts() -> None:
     names = [letter * 100 for letter in "ABC"]  # the longest names a gallery takes
     reply = answer(_picture(*names), 0.7, 0.2)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
-from tests.fake_discord.server import FakeDiscord
+from tests.fake_discord.server import EPHEMERAL, FakeDiscord
 from tests.test_bot_e2e import _whois, bot, server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(300)
@@ -85,6 +85,24 @@ async def test_both_characters_through_discord(server: FakeDiscord, bot: HxhBot,
         lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
         and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=60)
     assert [e["title"] for e in reply.json["embeds"]] == ["Gon Freecss, Kurapika"]
+
+
+async def test_one_character_named_beside_one_it_cannot_name(server: FakeDiscord, bot: HxhBot,
+                                                             composite: tuple[bytes, float]) -> None:
+    scores = sorted(s.best.score for s in (await bot.search.identify(composite[0])).sightings)
+    assert scores[0] < scores[1]
+    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=sum(scores) / 2, unknown_threshold=0.0)
+    interaction = await _whois(server, composite[0], "two.jpg")
+    followup = await server.wait_for_followup(interaction.token, timeout=60)
+    embed = followup.json["embeds"][0]
+    assert "not sure (best guess" in embed["description"] and embed["title"] in RIGHT[0] + LEFT[0]
+    assert embed["footer"]["text"] == "Show candidates reveals my guesses for those I can't name."
+    buttons = {item["label"]: item for row in followup.json["components"] for item in row["components"]}
+    assert set(buttons) == {"Show candidates", "Right", "Wrong"}
+    message = server.messages[max(interaction.message_ids)]
+    click = await server.send_component(buttons["Show candidates"]["custom_id"], message)
+    revealed = (await server.wait_for_callback(click.token)).json["data"]
+    assert revealed["flags"] & EPHEMERAL and [f["name"] for f in revealed["embeds"][0]["fields"]] == ["1.", "2."]
 
 
 def test_both_characters_through_the_command_line(gallery: Path, composite: tuple[bytes, float], model_dir: Path,

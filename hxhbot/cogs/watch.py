@@ -106,7 +106,7 @@ class Watch(commands.Cog):
 
     def feedback_view(self, result: Identification, source: ImageSource, sha256: str, asker_id: int) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
-        view = FeedbackView(self.bot, result, source, sha256, confident=True, asker_id=asker_id)
+        view = FeedbackView(self.bot, result, source, sha256, reveal=False, asker_id=asker_id)
         self.bot.open_views.add(view)
         return view
 

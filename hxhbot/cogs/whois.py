@@ -7,7 +7,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot import attachments
-from hxhbot.answers import Outcome
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot, member_cooldown
 from hxhbot.teach import FeedbackView
@@ -47,7 +46,7 @@ class Whois(commands.Cog):
         await interaction.response.defer(thinking=True, ephemeral=source.spoiler)
         result, sha256 = await self.bot.identify(source, command, interaction.guild_id)
         reply = self.bot.render(result)
-        view = FeedbackView(self.bot, result, source, sha256, reply.outcome is Outcome.NAMED, interaction.user.id)
+        view = FeedbackView(self.bot, result, source, sha256, reply.unnamed, interaction.user.id)
         self.bot.open_views.add(view)
         view.message = await interaction.followup.send(
             embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, ephemeral=source.spoiler, wait=True)
