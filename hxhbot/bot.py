@@ -20,7 +20,6 @@ from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord_api import point_discord_at
 from hxhbot.feedback import FeedbackError, FeedbackStore
-from hxhbot.images import ImageError
 from hxhbot.model_dir import ModelError, WeightsUnavailableError
 from hxhbot.replies import Answer, answer
 from hxhbot.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
@@ -201,11 +200,8 @@ class HxhBot(commands.AutoShardedBot):
     ) -> None:
         """Every command error ends here: a short private message, and a log line for the unexpected."""
         cause = getattr(error, "original", error)
-        if isinstance(cause, (AttachmentError, ImageError, BusyError, NotReadyError, ReindexError,
-                              ReindexInProgressError)):
+        if isinstance(cause, (AttachmentError, BusyError, NotReadyError, ReindexError, ReindexInProgressError)):
             text = str(cause)
-            if isinstance(cause, ImageError):
-                text = f"I couldn't read that image: {cause}"
         elif isinstance(error, ShuttingDownError):
             text = "I'm restarting right now; try again in a minute."
         elif isinstance(error, NotOwnerError):

@@ -93,14 +93,16 @@ def _line(number: int, sighting: Sighting, threshold: float, unknown: float) -> 
     return f"**{number}.** no character I know"
 
 
-def candidates_embed(result: Identification) -> discord.Embed:
-    """Every character's candidates, revealed on request."""
+def candidates_embed(result: Identification, label: str = "") -> discord.Embed:
+    """Every character's candidates, revealed on request (`label` names the picture when a message has several)."""
     embed = discord.Embed(title="Low-confidence candidates", colour=COLOUR[Outcome.UNSURE])
     if len(result.sightings) == 1:
         embed.description = _candidates(result.sightings[0].matches)
     else:
         for number, sighting in enumerate(result.sightings, 1):
             embed.add_field(name=f"{number}.", value=_candidates(sighting.matches), inline=False)
+    if label:
+        embed.set_author(name=label)
     return embed
 
 
@@ -132,11 +134,12 @@ def _candidates(matches: list) -> str:
 
 
 class RevealCandidates(discord.ui.View):
-    """A button under an answer that shows its candidates, privately, to the member who asked."""
+    """A button under an answer that shows its candidates, privately, to the member who asked: those of each
+    picture in `results` (label, picture: the label names it when a message has several)."""
 
-    def __init__(self, result: Identification, asker_id: int, timeout: float = 900) -> None:
+    def __init__(self, results: list[tuple[str, Identification]], asker_id: int, timeout: float = 900) -> None:
         super().__init__(timeout=timeout)
-        self.result = result
+        self.results = results
         self.asker_id = asker_id
         self.message: discord.Message | discord.WebhookMessage | None = None
 
@@ -147,7 +150,8 @@ class RevealCandidates(discord.ui.View):
             await interaction.response.send_message("Only the member who asked can see the candidates.",
                                                     ephemeral=True)
             return
-        await interaction.response.send_message(embed=candidates_embed(self.result), ephemeral=True)
+        embeds = [candidates_embed(result, label) for label, result in self.results]
+        await interaction.response.send_message(embeds=embeds, ephemeral=True)
 
     async def on_timeout(self) -> None:
         """Grey the button out once it stops working."""

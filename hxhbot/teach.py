@@ -31,8 +31,9 @@ class FeedbackView(RevealCandidates):
 
     def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, reveal: bool,
                  asker_id: int, timeout: float = 900) -> None:
-        super().__init__(result, asker_id, timeout)
+        super().__init__([("", result)], asker_id, timeout)
         self.bot = bot
+        self.result = result
         self.source = source  # the picture's bytes are not kept: "Wrong" downloads them again
         self.sha256 = sha256
         if not reveal:

@@ -168,6 +168,44 @@ async def test_context_menu_on_a_message_with_an_image(server: FakeDiscord, bot:
     assert answer.json["data"]["flags"] & EPHEMERAL and "no image" in answer.json["data"]["content"]
 
 
+async def test_context_menu_answers_every_picture_of_a_message(server: FakeDiscord, bot: HxhBot,
+                                                               gallery: Path) -> None:
+    images = [server.add_attachment(_image(gallery, "Gon Freecss", 3), "gon.jpg", "image/jpeg"),
+              server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg"),
+              server.add_attachment(_image(gallery, "Kurapika", 2), "kurapika.jpg", "image/jpeg")]
+    message = await server.post_message(server.channel_ids[0], "three pictures", attachments=images)
+    interaction = await server.send_message_command("Who is this?", message)
+    answer = (await server.wait_for_followup(interaction.token, timeout=120)).json
+    assert [(e["author"]["name"], e["title"]) for e in answer["embeds"]] == [("Image 1", "Gon Freecss"),
+                                                                              ("Image 3", "Kurapika")]
+    assert {e["thumbnail"]["url"] for e in answer["embeds"]} == {"attachment://picture1.jpg",
+                                                                 "attachment://picture3.jpg"}
+    assert answer["content"].startswith("I couldn't read `broken.jpg`: ") and not answer.get("components")
+
+    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
+    interaction = await server.send_message_command("Who is this?", message)
+    followup = await server.wait_for_followup(interaction.token, timeout=120)
+    assert [e["title"] for e in followup.json["embeds"]] == ["Not sure who this is"] * 2
+    buttons = [item for row in followup.json["components"] for item in row["components"]]
+    assert [button["label"] for button in buttons] == ["Show candidates"]  # Right / Wrong: for one picture only
+    click = await server.send_component(buttons[0]["custom_id"], server.messages[max(interaction.message_ids)])
+    revealed = (await server.wait_for_callback(click.token)).json["data"]
+    assert revealed["flags"] & EPHEMERAL and [e["author"]["name"] for e in revealed["embeds"]] == ["Image 1", "Image 3"]
+    assert "Kurapika" in revealed["embeds"][1]["description"]
+
+    spoiler = server.add_attachment(_image(gallery, "Gon Freecss"), "SPOILER_gon.jpg", "image/jpeg")
+    hidden = await server.post_message(server.channel_ids[0], "one hidden", attachments=[images[2], spoiler])
+    interaction = await server.send_message_command("Who is this?", hidden)
+    deferred = (await server.wait_for_callback(interaction.token)).json
+    answer = (await server.wait_for_followup(interaction.token, timeout=120)).json
+    assert deferred["data"]["flags"] & EPHEMERAL and answer["flags"] & EPHEMERAL and len(answer["embeds"]) == 2
+
+    bot.search.settings = dataclasses.replace(bot.search.settings, queue_size=0)  # every image: BusyError
+    interaction = await server.send_message_command("Who is this?", message)
+    busy = (await server.wait_for_followup(interaction.token, timeout=60)).json
+    assert busy["flags"] & EPHEMERAL and busy["content"].startswith("The bot is busy with other images")
+
+
 async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]

@@ -8,19 +8,16 @@ import discord
 from discord.ext import commands
 
 from hxhbot import attachments
-from hxhbot.answers import Identification, Outcome
-from hxhbot.attachments import AttachmentError, ImageSource
+from hxhbot.answers import Outcome
 from hxhbot.bot import HxhBot
-from hxhbot.images import ImageError
-from hxhbot.search import BusyError, NotReadyError
+from hxhbot.pictures import Answered, answer_each
+from hxhbot.search import BusyError
 from hxhbot.teach import FeedbackView
-from hxhbot.wording import code
 
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
 UNSURE = "🤷"
 BUSY = "⏳"  # too many images waiting: not the same as unsure
-MAX_EMBEDS = 10  # Discord's limit per message
 NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
 NEEDED = ("view_channel", "read_message_history", "send_messages", "send_messages_in_threads", "embed_links",
           "attach_files", "add_reactions")  # what replying to a picture, in a watched channel or its threads, takes
@@ -62,51 +59,36 @@ class Watch(commands.Cog):
         watched = self.bot.settings.watch_channel_ids
         if message.author.bot or not {message.channel.id, getattr(message.channel, "parent_id", None)} & watched:
             return
-        sources = [source for source in attachments.images_in(message) if not source.spoiler][:MAX_EMBEDS]
+        sources = [source for source in attachments.images_in(message) if not source.spoiler]
         if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)
-        embeds, files, problems, unsure, answered = [], [], [], [], []
-        busy = False
-        for number, source in enumerate(sources, 1):
-            label = f"Image {number}" if len(sources) > 1 else ""
+        done = await answer_each(self.bot, sources, "watch", message.guild.id if message.guild else None,
+                                 only_named=True)
+        named = [answered for answered in done.answered if answered.reply.outcome is Outcome.NAMED]
+        unsure = [f"{answered.label}: {UNSURE} {NOT_NAMED[answered.reply.outcome]}."  # shown beside another's answer
+                  for answered in done.answered if answered.reply.outcome is not Outcome.NAMED]
+        if named or done.problems:
+            content = "\n".join(done.problems + (unsure if named else [])) or None  # no reply for unsure alone
+            view = self.feedback_view(named[0], message.author.id) if len(named) == 1 else None
             try:
-                result, sha256 = await self.bot.identify(source, "watch", message.guild.id if message.guild else None)
-            except AttachmentError as error:  # its sentence names the file
-                problems.append(str(error))
-                continue
-            except ImageError as error:
-                problems.append(f"I couldn't read {code(source.filename)}: {error}")
-                continue
-            except (BusyError, NotReadyError) as error:
-                log.info("skipped an image in #%s: %s", message.channel, error)
-                busy = busy or isinstance(error, BusyError)
-                continue
-            reply = self.bot.render(result, filename=f"picture{number}.jpg", label=label, only_named=True)
-            if reply.outcome is Outcome.NAMED:
-                embeds.append(reply.embed)
-                answered.append((result, source, sha256))
-                if reply.file:
-                    files.append(reply.file)
-            else:
-                unsure.append(f"{label}: {UNSURE} {NOT_NAMED[reply.outcome]}.")  # shown beside another's answer
-        if embeds or problems:
-            content = "\n".join(problems + (unsure if embeds else [])) or None  # no reply for unsure pictures alone
-            view = self.feedback_view(*answered[0], message.author.id) if len(answered) == 1 else None
-            try:
-                sent = await message.reply(content=content, embeds=embeds, files=files, view=view)
+                sent = await message.reply(content=content, embeds=[answered.reply.embed for answered in named],
+                                           files=[answered.reply.file for answered in named if answered.reply.file],
+                                           view=view)
                 if view is not None:
                     view.message = sent
             except discord.HTTPException as error:
                 log.warning("could not reply in #%s: %s", message.channel, error)
         if unsure:
             await _react(message, UNSURE)
-        elif not embeds:
+        elif not named:
+            busy = any(isinstance(error, BusyError) for error in done.skipped)
             await _react(message, BUSY if busy else UNSURE)
 
-    def feedback_view(self, result: Identification, source: ImageSource, sha256: str, asker_id: int) -> FeedbackView:
+    def feedback_view(self, answered: Answered, asker_id: int) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
-        view = FeedbackView(self.bot, result, source, sha256, reveal=False, asker_id=asker_id)
+        view = FeedbackView(self.bot, answered.result, answered.source, answered.sha256, reveal=False,
+                            asker_id=asker_id)
         self.bot.open_views.add(view)
         return view
 

@@ -9,7 +9,10 @@ from discord.ext import commands
 from hxhbot import attachments
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot, member_cooldown
+from hxhbot.pictures import answer_each
+from hxhbot.replies import RevealCandidates
 from hxhbot.teach import FeedbackView
+from hxhbot.wording import counted
 
 
 class Whois(commands.Cog):
@@ -30,26 +33,46 @@ class Whois(commands.Cog):
     @app_commands.checks.dynamic_cooldown(member_cooldown)
     async def whois(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         """Answer with the best matching characters for the attached image."""
-        await self.respond(interaction, attachments.from_attachment(image), "whois")
+        await self.respond(interaction, [attachments.from_attachment(image)], "whois")
 
     async def whois_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """Answer for the first image of the chosen message."""
+        """Answer for each image of the chosen message."""
         found = attachments.images_in(message)
         if not found:
             raise AttachmentError("That message has no image attachment or image embed.")
-        await self.respond(interaction, found[0], "who-is-this")
+        await self.respond(interaction, found, "who-is-this")
 
-    async def respond(self, interaction: discord.Interaction, source: ImageSource, command: str) -> None:
-        """Check the image, defer within Discord's 3 s, then follow up with the answer and its feedback buttons
-        (privately for a picture marked as a spoiler: the answer shows it and names who is in it)."""
-        attachments.check(source, self.bot.settings.max_image_bytes)  # refuse before deferring: privately
-        await interaction.response.defer(thinking=True, ephemeral=source.spoiler)
-        result, sha256 = await self.bot.identify(source, command, interaction.guild_id)
-        reply = self.bot.render(result)
-        view = FeedbackView(self.bot, result, source, sha256, reply.unnamed, interaction.user.id)
-        self.bot.open_views.add(view)
-        view.message = await interaction.followup.send(
-            embed=reply.embed, file=reply.file or discord.utils.MISSING, view=view, ephemeral=source.spoiler, wait=True)
+    async def respond(self, interaction: discord.Interaction, sources: list[ImageSource], command: str) -> None:
+        """Defer within Discord's 3 s, then answer the pictures (their first `MAX_PICTURES`) in one reply: an embed
+        each, a line for each that could not be looked at; Right / Wrong when one is answered, Show candidates for
+        those with a character not named. Privately when any picture is marked as a spoiler: the answer shows it."""
+        if len(sources) == 1:
+            attachments.check(sources[0], self.bot.settings.max_image_bytes)  # refuse before deferring: privately
+        private = any(source.spoiler for source in sources)
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        done = await answer_each(self.bot, sources, command, interaction.guild_id)
+        if not done.answered:  # said privately
+            raise AttachmentError("\n".join(done.problems)) if done.problems else done.skipped[0]
+        lines = list(done.problems)
+        if done.skipped:
+            lines.append(f"{counted(len(done.skipped), 'picture')} not looked at. {done.skipped[0]}")
+        unnamed = [(answered.label, answered.result) for answered in done.answered if answered.reply.unnamed]
+        view: RevealCandidates | None = None
+        if len(done.answered) == 1:
+            first = done.answered[0]
+            view = FeedbackView(self.bot, first.result, first.source, first.sha256, first.reply.unnamed,
+                                interaction.user.id)
+        elif unnamed:
+            view = RevealCandidates(unnamed, interaction.user.id)
+        if view is not None:
+            self.bot.open_views.add(view)
+        sent = await interaction.followup.send(
+            content="\n".join(lines) or discord.utils.MISSING,
+            embeds=[answered.reply.embed for answered in done.answered],
+            files=[answered.reply.file for answered in done.answered if answered.reply.file],
+            view=view or discord.utils.MISSING, ephemeral=private, wait=True)
+        if view is not None:
+            view.message = sent
 
 
 async def setup(bot: HxhBot) -> None:

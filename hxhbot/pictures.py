@@ -1,0 +1,63 @@
+"""The pictures of one message, answered in turn: an embed each, and a sentence for each that could not be."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hxhbot.answers import Identification
+from hxhbot.attachments import AttachmentError, ImageSource
+from hxhbot.bot import HxhBot
+from hxhbot.images import ImageError
+from hxhbot.replies import Answer
+from hxhbot.search import BusyError, NotReadyError
+from hxhbot.wording import code
+
+log = logging.getLogger(__name__)
+MAX_PICTURES = 10  # Discord's limit of embeds per message
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One picture's answer: `Image N` when the message has several, its embed, the identification behind it."""
+
+    label: str
+    reply: Answer
+    result: Identification
+    source: ImageSource
+    sha256: str
+
+
+@dataclass
+class MessageAnswers:
+    """What the bot made of a message's pictures."""
+
+    answered: list[Answered] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # a sentence per picture that could not be read
+    skipped: list[BusyError | NotReadyError] = field(default_factory=list)  # not looked at: busy, or not ready
+
+
+async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None,
+                      only_named: bool = False) -> MessageAnswers:
+    """Identify a message's first `MAX_PICTURES` pictures one after another (`only_named`: as watched channels show
+    them)."""
+    sources = sources[:MAX_PICTURES]
+    done = MessageAnswers()
+    for number, source in enumerate(sources, 1):
+        label = f"Image {number}" if len(sources) > 1 else ""
+        try:
+            result, sha256 = await bot.identify(source, command, guild_id)
+        except AttachmentError as error:  # its sentence names the file
+            done.problems.append(str(error))
+            continue
+        except ImageError as error:
+            done.problems.append(f"I couldn't read {code(source.filename)}: {error}")
+            continue
+        except (BusyError, NotReadyError) as error:
+            log.info("skipped %s of a message (%s): %s", label or "the image", command, error)
+            done.skipped.append(error)
+            continue
+        filename = f"picture{number}.jpg" if label else "picture.jpg"
+        reply = bot.render(result, filename=filename, label=label, only_named=only_named)
+        done.answered.append(Answered(label, reply, result, source, sha256))
+    return done
