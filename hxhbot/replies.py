@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import discord
 
 from hxhbot.answers import Identification, Outcome, Sighting
-from hxhbot.wording import counted
+from hxhbot.wording import counted, cut
 
 COLOUR = {Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67), Outcome.UNSURE: discord.Colour.from_rgb(230, 162, 60),
           Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120)}
 PREVIEW = "picture.jpg"
 TITLE_LENGTH = 256  # Discord refuses a longer embed title
 DESCRIPTION_LENGTH = 4096  # ... and a longer description
+EMBEDS_LENGTH = 6000  # ... and more characters across a message's embeds
 TITLE = {Outcome.UNSURE: "Not sure who this is", Outcome.UNKNOWN: "No character I know"}
 
 
@@ -52,7 +53,8 @@ def answer(result: Identification, threshold: float, unknown: float, filename: s
         embed = _single(result.sightings[0], outcome, threshold)
     else:
         named = [s.best.character for _, s in numbered if s.outcome(threshold, unknown) is Outcome.NAMED]
-        embed = discord.Embed(title=_shortened(", ".join(named)) if named else TITLE[outcome], colour=COLOUR[outcome],
+        title = cut(", ".join(named), TITLE_LENGTH) if named else TITLE[outcome]
+        embed = discord.Embed(title=title, colour=COLOUR[outcome],
                               description="\n".join(_line(n, s, threshold, unknown) for n, s in numbered))
         if any(s.outcome(threshold, unknown) is not Outcome.NAMED for _, s in numbered):
             embed.set_footer(text="Show candidates reveals my guesses for those I can't name.")
@@ -123,9 +125,26 @@ def characters_embed(counts: dict[str, int]) -> discord.Embed:
                          description=text)
 
 
-def _shortened(title: str) -> str:
-    """A title cut to Discord's length, with an ellipsis when cut."""
-    return title if len(title) <= TITLE_LENGTH else title[:TITLE_LENGTH - 1] + "…"
+def fitted(embeds: list[discord.Embed]) -> list[discord.Embed]:
+    """A message's embeds, each cut to an equal share of Discord's `EMBEDS_LENGTH` when together they exceed it:
+    footer dropped, title, description and field values shortened, labels and field names kept."""
+    if sum(map(len, embeds)) <= EMBEDS_LENGTH:
+        return embeds
+    share = EMBEDS_LENGTH // len(embeds)
+    for embed in embeds:
+        if len(embed) <= share:
+            continue
+        embed.remove_footer()
+        embed.title = cut(embed.title, share // 4) if embed.title else embed.title
+        names = sum(len(field.name or "") for field in embed.fields)
+        room = share - len(embed.title or "") - len(embed.author.name or "") - names
+        each = max(room // max(int(bool(embed.description)) + len(embed.fields), 1), 1)
+        if embed.description:
+            embed.description = cut(embed.description, each)
+        for number, field in enumerate(embed.fields):
+            embed.set_field_at(number, name=field.name, value=cut(field.value or "", each),
+                               inline=bool(field.inline))
+    return embeds
 
 
 def _candidates(matches: list) -> str:
@@ -150,7 +169,7 @@ class RevealCandidates(discord.ui.View):
             await interaction.response.send_message("Only the member who asked can see the candidates.",
                                                     ephemeral=True)
             return
-        embeds = [candidates_embed(result, label) for label, result in self.results]
+        embeds = fitted([candidates_embed(result, label) for label, result in self.results])
         await interaction.response.send_message(embeds=embeds, ephemeral=True)
 
     async def on_timeout(self) -> None:

@@ -17,7 +17,11 @@ def first_few(entries: list[str]) -> str:
     return ", ".join(entries[:LISTED]) + more
 
 
+def cut(text: str, most: int) -> str:
+    """`text` in at most `most` characters (at least one), ending with an ellipsis when cut."""
+    return text if len(text) <= most else text[:max(most, 1) - 1] + "…"
+
+
 def code(name: str) -> str:
     """A file name as inline code: its backticks made quotes, cut to `SHOWN_NAME` characters."""
-    name = name.replace("`", "'")
-    return f"`{name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME - 1] + '…'}`"
+    return "`" + cut(name.replace("`", "'"), SHOWN_NAME) + "`"

@@ -222,8 +222,10 @@ async def test_messages_over_discords_limits_are_refused_like_discord_does(serve
     too_long = {
         "embed title over 256": {"embeds": [{"title": "T" * 257}]},
         "embed field 0 value over 1024": {"embeds": [{"title": "ok", "fields": [{"name": "n", "value": "v" * 1025}]}]},
-        "embed over 25 fields or 6000 characters": {"embeds": [{"description": "d" * 4000, "fields": [
+        "embeds over 6000 characters together (7003)": {"embeds": [{"description": "d" * 4000, "fields": [
             {"name": "n", "value": "v" * 1000}] * 3}]},
+        "embeds over 6000 characters together (6002)": {"embeds": [{"title": "t", "description": "d" * 3000}] * 2},
+        "embed over 25 fields": {"embeds": [{"fields": [{"name": "n", "value": "v"}] * 26}]},
         "select option label not 1 to 100": {"components": [{**menu, "components": [
             {"type": 3, "custom_id": "who", "options": [{"label": "L" * 101, "value": "1"}]}]}]},
         "content over 2000": {"content": "c" * 2001},

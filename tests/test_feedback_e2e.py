@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from hxhbot.bot import EXPIRED, HxhBot
 from hxhbot.gallery import MAX_NAME
 from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord, FakeInteraction
-from tests.test_bot_e2e import WEBHOOK_MESSAGE, _settings, _whois, bot, running, server  # noqa: F401 (fixtures)
+from tests.test_bot_e2e import (WEBHOOK_MESSAGE, _replied_to, _settings, _whois, bot, running,  # noqa: F401 (fixtures)
+                                server)
 
 pytestmark = pytest.mark.timeout(120)
 BUTTON, SELECT = 2, 3
@@ -90,6 +92,27 @@ async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDisc
         assert (await server.wait_for_callback(listed.token)).status == 200
     assert all(request.status < 400 for request in server.requests), [
         (request.route, request.response) for request in server.requests if request.status >= 400]
+
+
+async def test_ten_pictures_of_long_names_fit_one_reply(server: FakeDiscord, model_dir: Path, tmp_path: Path) -> None:
+    # twelve characters of the longest names, TOP_K at its most: ten answers' candidates exceed what one message holds
+    colours = {f"{n:02d} ".ljust(MAX_NAME, "x"): (20 * n, 255 - 20 * n, 97 * n % 256) for n in range(12)}
+    gallery = write_gallery(tmp_path / "gallery", characters=colours)
+    settings = dataclasses.replace(_settings(server, gallery, model_dir, tmp_path / "index"), top_k=25)
+    async with running(server, settings) as bot:
+        images = [server.add_attachment(encode(character_image(colour, 99)), f"{n}.jpg", "image/jpeg")
+                  for n, colour in enumerate(list(colours.values())[:10])]
+        message = await server.post_message(server.channel_ids[1], "ten pictures", attachments=images)
+        reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=120)
+        assert reply.status == 200 and len(reply.json["embeds"]) == 10, reply.response
+        bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
+        interaction = await server.send_message_command("Who is this?", message)
+        answer = await server.wait_for_followup(interaction.token, timeout=120)
+        assert answer.status == 200 and len(answer.json["embeds"]) == 10
+        click = await server.send_component(_components(answer.json)["Show candidates"]["custom_id"],
+                                            server.messages[max(interaction.message_ids)])
+        revealed = await server.wait_for_callback(click.token)
+        assert revealed.status == 200 and len(revealed.json["data"]["embeds"]) == 10, revealed.response
 
 
 async def test_buttons_from_before_a_restart_say_they_no_longer_work(server: FakeDiscord, gallery: Path,

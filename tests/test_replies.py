@@ -5,7 +5,8 @@ from __future__ import annotations
 from hxhbot.answers import Identification, Outcome, Sighting
 from hxhbot.detector import Box
 from hxhbot.index import CharacterMatch
-from hxhbot.replies import DESCRIPTION_LENGTH, TITLE_LENGTH, answer, characters_embed
+from hxhbot.replies import (DESCRIPTION_LENGTH, EMBEDS_LENGTH, TITLE_LENGTH, answer, candidates_embed,
+                            characters_embed, fitted)
 from hxhbot.wording import SHOWN_NAME, code
 
 
@@ -55,3 +56,19 @@ def test_a_long_list_of_characters_ends_with_how_many_more() -> None:
     assert len(embed.description) <= DESCRIPTION_LENGTH and embed.title == "300 characters, 7500 gallery images"
     assert lines[-1] == f"… and {300 - len(lines[:-1])} more" and lines[0] == f"000 {'x' * 96} — 25"
     assert characters_embed({"Gon": 4}).description == "Gon — 4"
+
+
+def test_ten_pictures_of_long_names_fit_in_one_message() -> None:
+    names = [f"{number:02d} " + "x" * 97 for number in range(25)]  # the longest names, TOP_K at its most
+    matches = [CharacterMatch(name, 0.5, 0.4, f"{name}.jpg") for name in names]
+    picture = Identification([Sighting(Box(n / 3, 0, (n + 1) / 3, 1), matches) for n in range(3)])
+    revealed = fitted([candidates_embed(picture, f"Image {n}") for n in range(1, 11)])
+    answers = fitted([answer(picture, 0.4, 0.2, label=f"Image {n}").embed for n in range(1, 11)])
+    for embeds in (revealed, answers):
+        assert sum(map(len, embeds)) <= EMBEDS_LENGTH and [e.author.name for e in embeds][-1] == "Image 10"
+        assert all(len(field.value) >= 1 for embed in embeds for field in embed.fields)
+    assert [field.name for field in revealed[0].fields] == ["1.", "2.", "3."]
+    assert revealed[0].fields[0].value.startswith(names[0]) and revealed[0].fields[0].value.endswith("…")
+    assert answers[0].description.startswith(f"**1.** {names[0]}")
+    few = [answer(picture, 0.4, 0.2).embed]
+    assert fitted(few)[0].description == answer(picture, 0.4, 0.2).embed.description  # within the limit: untouched

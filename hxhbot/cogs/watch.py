@@ -11,6 +11,7 @@ from hxhbot import attachments
 from hxhbot.answers import Outcome
 from hxhbot.bot import HxhBot
 from hxhbot.pictures import Answered, answer_each
+from hxhbot.replies import fitted
 from hxhbot.search import BusyError
 from hxhbot.teach import FeedbackView
 
@@ -71,10 +72,10 @@ class Watch(commands.Cog):
         if named or done.problems:
             content = "\n".join(done.problems + (unsure if named else [])) or None  # no reply for unsure alone
             view = self.feedback_view(named[0], message.author.id) if len(named) == 1 else None
+            embeds = fitted([answered.reply.embed for answered in named])
             try:
-                sent = await message.reply(content=content, embeds=[answered.reply.embed for answered in named],
-                                           files=[answered.reply.file for answered in named if answered.reply.file],
-                                           view=view)
+                sent = await message.reply(content=content, embeds=embeds, view=view,
+                                           files=[answered.reply.file for answered in named if answered.reply.file])
                 if view is not None:
                     view.message = sent
             except discord.HTTPException as error:

@@ -10,7 +10,7 @@ from hxhbot import attachments
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot, member_cooldown
 from hxhbot.pictures import answer_each
-from hxhbot.replies import RevealCandidates
+from hxhbot.replies import RevealCandidates, fitted
 from hxhbot.teach import FeedbackView
 from hxhbot.wording import counted
 
@@ -68,7 +68,7 @@ class Whois(commands.Cog):
             self.bot.open_views.add(view)
         sent = await interaction.followup.send(
             content="\n".join(lines) or discord.utils.MISSING,
-            embeds=[answered.reply.embed for answered in done.answered],
+            embeds=fitted([answered.reply.embed for answered in done.answered]),
             files=[answered.reply.file for answered in done.answered if answered.reply.file],
             view=view or discord.utils.MISSING, ephemeral=private, wait=True)
         if view is not None:

@@ -1182,6 +1182,7 @@ def _over_limits(body: Any) -> str:
     embeds = body.get("embeds") or []
     if len(embeds) > 10:
         problems.append("over 10 embeds")
+    total = 0  # Discord's 6000 characters count across a message's embeds
     for embed in embeds:
         fields = embed.get("fields") or []
         parts = {"title": (embed.get("title"), 256), "description": (embed.get("description"), 4096),
@@ -1192,8 +1193,11 @@ def _over_limits(body: Any) -> str:
         problems += [f"embed {part} over {most}" for part, (text, most) in parts.items() if text and len(text) > most]
         problems += [f"embed {part} empty" for part, (text, _) in parts.items()
                      if part.startswith("field") and not text]
-        if len(fields) > 25 or sum(len(text or "") for text, _ in parts.values()) > 6000:
-            problems.append("embed over 25 fields or 6000 characters")
+        total += sum(len(text or "") for text, _ in parts.values())
+        if len(fields) > 25:
+            problems.append("embed over 25 fields")
+    if total > 6000:
+        problems.append(f"embeds over 6000 characters together ({total})")
     problems += filter(None, (_over_limits(value) for key, value in body.items() if key != "embeds"))
     return "; ".join(problems)
 
