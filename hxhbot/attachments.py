@@ -17,6 +17,7 @@ from hxhbot.images import IMAGE_SUFFIXES
 from hxhbot.wording import code
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
+STICKER_TYPES = {"png": "image/png", "gif": "image/gif"}  # by discord.py's file extension of a sticker's format
 # attachments, and Discord's proxy of the pictures that links preview (an embed's image `proxy_url`)
 DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net",
                                "images-ext-2.discordapp.net"})
@@ -65,6 +66,15 @@ def images_in(message: discord.Message) -> list[ImageSource]:
                     found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image", preview=True))
                     break
     return found
+
+
+def stickers_in(message: discord.Message) -> list[ImageSource]:
+    """A message's stickers drawn as pictures (PNG, APNG, GIF; a Lottie sticker is vector animation, not a picture),
+    a forwarded message's too."""
+    stickers = [sticker for part in (message, *message.message_snapshots) for sticker in part.stickers]
+    return [ImageSource(sticker.url, f"{sticker.name}.{sticker.format.file_extension}",
+                        content_type=STICKER_TYPES[sticker.format.file_extension])
+            for sticker in stickers if sticker.format.file_extension in STICKER_TYPES]
 
 
 def check(source: ImageSource, max_bytes: int) -> None:

@@ -18,7 +18,7 @@ from hxhbot import attachments, first_run
 from hxhbot.answers import Identification
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
-from hxhbot.discord_api import point_discord_at
+from hxhbot.discord_api import pointed_at
 from hxhbot.feedback import FeedbackError, FeedbackStore
 from hxhbot.model_dir import ModelError, WeightsUnavailableError
 from hxhbot.replies import Answer, answer
@@ -250,12 +250,12 @@ def member_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown |
 
 async def run(settings: Settings) -> None:
     """Run the bot until it is closed or the process gets SIGINT/SIGTERM."""
-    point_discord_at(settings.discord_api_base)
-    async with HxhBot(settings) as bot:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.shutdown()))
-        await bot.start(settings.discord_token)
+    with pointed_at(settings.discord_api_base):
+        async with HxhBot(settings) as bot:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.shutdown()))
+            await bot.start(settings.discord_token)
     log.info("shut down cleanly")
 
 

@@ -12,15 +12,13 @@ import threading
 from pathlib import Path
 from typing import AsyncIterator
 
-import discord.gateway
-import discord.http
 import pytest
 from PIL import Image
 
 from hxhbot.bot import PARALLEL_DOWNLOADS, STATUS, HxhBot
 from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
-from hxhbot.discord_api import point_discord_at
+from hxhbot.discord_api import pointed_at
 from hxhbot.index_lock import index_writer
 from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 from tests.conftest import SHAPES, encode, shape_image, write_shape_gallery
@@ -45,20 +43,18 @@ async def server():
 @contextlib.asynccontextmanager
 async def running(server: FakeDiscord, settings: Settings) -> AsyncIterator[HxhBot]:
     """The bot connected to `server` with `settings`, closed on leaving."""
-    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    point_discord_at(settings.discord_api_base)
-    client = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
-    try:
-        await client.login(server.token)  # runs setup_hook: model, index, cogs, command sync
-        runner = asyncio.create_task(client.connect(reconnect=True))
-        await server.wait_until_ready(timeout=60)
-        await bot_ready(client)
-        yield client
-        await client.close()
-        await asyncio.wait_for(runner, 60)
-    finally:
-        await client.close()
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+    with pointed_at(settings.discord_api_base):
+        client = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
+        try:
+            await client.login(server.token)  # runs setup_hook: model, index, cogs, command sync
+            runner = asyncio.create_task(client.connect(reconnect=True))
+            await server.wait_until_ready(timeout=60)
+            await bot_ready(client)
+            yield client
+            await client.close()
+            await asyncio.wait_for(runner, 60)
+        finally:
+            await client.close()
 
 
 def _settings(server: FakeDiscord, gallery: Path, model_dir: Path, index_dir: Path) -> Settings:
@@ -162,10 +158,16 @@ async def test_context_menu_on_a_message_with_an_image(server: FakeDiscord, bot:
     forwarded = await server.post_message(server.channel_ids[0], forward=message)
     interaction = await server.send_message_command("Who is this?", forwarded)
     assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Gon Freecss"
-    text_only = await server.post_message(server.channel_ids[0], "no picture here")
-    refused = await server.send_message_command("Who is this?", text_only)
-    answer = await server.wait_for_callback(refused.token)
-    assert answer.json["data"]["flags"] & EPHEMERAL and "no image" in answer.json["data"]["content"]
+    sticker = server.add_sticker(encode(Image.open(io.BytesIO(_image(gallery, "Kurapika"))), "PNG"), "kurapika")
+    posted = await server.post_message(server.channel_ids[0], stickers=[sticker])
+    interaction = await server.send_message_command("Who is this?", posted)
+    assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Kurapika"
+    assert [r.path for r in server.requests if r.route.startswith("/stickers/")] == [f"/stickers/{sticker['id']}.png"]
+    lottie = await server.post_message(server.channel_ids[0], stickers=[server.add_sticker(b"{}", "wave", 3)])
+    for unanswerable in (lottie, await server.post_message(server.channel_ids[0], "no picture here")):
+        refused = await server.send_message_command("Who is this?", unanswerable)
+        answer = await server.wait_for_callback(refused.token)
+        assert answer.json["data"]["flags"] & EPHEMERAL and "no image" in answer.json["data"]["content"]
 
 
 async def test_context_menu_answers_every_picture_of_a_message(server: FakeDiscord, bot: HxhBot,

@@ -14,7 +14,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot.discord_api import point_discord_at
+from hxhbot.discord_api import pointed_at
 from tests.fake_discord import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)  # a hang guard, generous for a loaded machine
@@ -71,12 +71,10 @@ class _Bot(commands.Bot):
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeDiscord]:
-    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     fake = FakeDiscord()
     await fake.start()
-    point_discord_at(fake.api_base)
-    yield fake
-    discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+    with pointed_at(fake.api_base):
+        yield fake
     await fake.stop()
 
 
@@ -91,20 +89,23 @@ async def bot(server: FakeDiscord) -> AsyncIterator[_Bot]:
     await asyncio.wait_for(connection, 5)
 
 
-def test_point_discord_at_derives_the_gateway() -> None:
-    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    try:
-        point_discord_at("https://discord.com/api/v10")
-        assert saved == (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
-        point_discord_at("http://127.0.0.1:8123/api/v10/")
+def test_pointed_at_derives_the_gateway_and_the_assets_then_restores_them() -> None:
+    def now() -> tuple:
+        return discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY, discord.Asset.BASE
+
+    saved = now()
+    with pointed_at("https://discord.com/api/v10"):
+        assert now() == saved
+    with pointed_at("http://127.0.0.1:8123/api/v10/"):
         assert discord.http.Route.BASE == "http://127.0.0.1:8123/api/v10"
         assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "ws://127.0.0.1:8123/gateway"
-        point_discord_at("https://example.test/api/v10")
+        assert discord.Asset.BASE == "http://127.0.0.1:8123"
+    with pointed_at("https://example.test/api/v10"):
         assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "wss://example.test/gateway"
-        with pytest.raises(ValueError):
-            point_discord_at("ftp://example.test/api")
-    finally:
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+    with pytest.raises(ValueError):
+        with pointed_at("ftp://example.test/api"):
+            pass
+    assert now() == saved
 
 
 async def test_bot_logs_in_syncs_and_caches_the_guild(server: FakeDiscord, bot: _Bot) -> None:

@@ -7,13 +7,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import discord.gateway
-import discord.http
 import pytest
 
 from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
-from hxhbot.discord_api import point_discord_at
+from hxhbot.discord_api import pointed_at
 from hxhbot.first_run import MARKER, needs_collection
 from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
@@ -53,34 +51,34 @@ async def test_first_start_collects_indexes_then_serves(
         feedback_db=tmp_path / "feedback.sqlite3", discord_api_base=server.api_base, confidence_threshold=0.0,
         cooldown_seconds=0, collect_base_url=fake.url("/v4"), collect_per_character=3,
     )
-    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    point_discord_at(server.api_base)
-    bot = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
-    await bot.login(server.token)
-    runner = asyncio.create_task(bot.connect(reconnect=True))
-    try:
-        await bot_ready(bot, 20)
-        await asyncio.wait_for(fake.entered_hang.wait(), 20)  # collecting: Gon done, Killua under way
-        early = server.add_attachment(encode(character_image(COLOURS["Kurapika"], 1)), "k.jpg", "image/jpeg")
-        asked = await server.send_slash_command("whois", {"image": early})
-        told = (await server.wait_for_followup(asked.token, timeout=20)).json
-        assert told["flags"] & EPHEMERAL and "still preparing" in told["content"]
-        assert (gallery / MARKER).exists()
+    with pointed_at(server.api_base):
+        bot = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
+        await bot.login(server.token)
+        runner = asyncio.create_task(bot.connect(reconnect=True))
+        try:
+            await bot_ready(bot, 20)
+            await asyncio.wait_for(fake.entered_hang.wait(), 20)  # collecting: Gon done, Killua under way
+            early = server.add_attachment(encode(character_image(COLOURS["Kurapika"], 1)), "k.jpg", "image/jpeg")
+            asked = await server.send_slash_command("whois", {"image": early})
+            told = (await server.wait_for_followup(asked.token, timeout=20)).json
+            assert told["flags"] & EPHEMERAL and "still preparing" in told["content"]
+            assert (gallery / MARKER).exists()
 
-        fake.release.set()
-        await asyncio.wait_for(bot.preparing, 60)
-        assert not (gallery / MARKER).exists()
-        assert sorted(bot.search.characters().items()) == [("Gon Freecss", 3), ("Killua Zoldyck", 3), ("Kurapika", 3)]
-        for name in ("Kurapika", "Killua Zoldyck"):
-            picture = server.add_attachment(encode(character_image(COLOURS[name], 2)), "q.jpg", "image/jpeg")
-            interaction = await server.send_slash_command("whois", {"image": picture})
-            assert (await server.wait_for_followup(interaction.token, timeout=20)).json["embeds"][0]["title"] == name
-    finally:
-        fake.release.set()
-        await bot.close()
-        await asyncio.wait_for(runner, 10)
-        await server.stop()
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+            fake.release.set()
+            await asyncio.wait_for(bot.preparing, 60)
+            assert not (gallery / MARKER).exists()
+            assert sorted(bot.search.characters().items()) == [("Gon Freecss", 3), ("Killua Zoldyck", 3),
+                                                               ("Kurapika", 3)]
+            for name in ("Kurapika", "Killua Zoldyck"):
+                picture = server.add_attachment(encode(character_image(COLOURS[name], 2)), "q.jpg", "image/jpeg")
+                interaction = await server.send_slash_command("whois", {"image": picture})
+                answer = (await server.wait_for_followup(interaction.token, timeout=20)).json
+                assert answer["embeds"][0]["title"] == name
+        finally:
+            fake.release.set()
+            await bot.close()
+            await asyncio.wait_for(runner, 10)
+            await server.stop()
     lines = [record.getMessage() for record in caplog.records if record.name == "hxhbot.first_run"]
     assert lines[0].startswith("first start: collecting the default Hunter × Hunter gallery")
     assert "collecting the gallery: [2/3] Killua Zoldyck" in lines

@@ -8,13 +8,11 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import discord.gateway
-import discord.http
 import pytest
 
 from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
-from hxhbot.discord_api import point_discord_at
+from hxhbot.discord_api import pointed_at
 from tests.fake_discord.server import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,11 +22,9 @@ pytestmark = pytest.mark.timeout(120)
 async def server() -> AsyncIterator[FakeDiscord]:
     fake = FakeDiscord(heartbeat_interval_ms=500, shard_count=2)
     await fake.start()
-    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    point_discord_at(fake.api_base)
-    yield fake
+    with pointed_at(fake.api_base):
+        yield fake
     await fake.stop()
-    discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
 
 
 @pytest.fixture

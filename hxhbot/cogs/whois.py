@@ -36,10 +36,10 @@ class Whois(commands.Cog):
         await self.respond(interaction, [attachments.from_attachment(image)], "whois")
 
     async def whois_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """Answer for each image of the chosen message."""
-        found = attachments.images_in(message)
+        """Answer for each image of the chosen message, its stickers included."""
+        found = attachments.images_in(message) + attachments.stickers_in(message)
         if not found:
-            raise AttachmentError("That message has no image attachment or image embed.")
+            raise AttachmentError("That message has no image attachment, image embed or sticker I can read.")
         await self.respond(interaction, found, "who-is-this")
 
     async def respond(self, interaction: discord.Interaction, sources: list[ImageSource], command: str) -> None:

@@ -48,7 +48,7 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 EPHEMERAL = 1 << 6
 # what a forwarded message's snapshot keeps of the original
 SNAPSHOT_KEYS = ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags", "mentions",
-                 "mention_roles", "components")
+                 "mention_roles", "components", "sticker_items")
 LOADING = 1 << 7
 _MENTION = re.compile(r"<@!?(\d+)>")
 # discord.py waits this long after the last GUILD_CREATE before `on_ready` (2 s by default, for real Discord's
@@ -247,6 +247,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=4 * ATTACHMENT_SIZE_LIMIT, middlewares=[self._middleware])
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{attachment_id}/{filename}", self._download)
+        app.router.add_get(r"/stickers/{attachment_id:\d+}.{extension:[a-z]+}", self._download)  # Asset.BASE's
         for method, path, handler in self._api_routes():
             app.router.add_route(method, API_PREFIX + path, handler)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._unknown_route)
@@ -305,6 +306,12 @@ class FakeDiscord:
             attachment["size"] = declared_size
         return attachment
 
+    def add_sticker(self, data: bytes, name: str, format_type: int = 1) -> Json:
+        """Serve `data` as a sticker's image (format 1 PNG, 2 APNG, 3 Lottie) and return its sticker item."""
+        sticker_id = _snowflake()
+        self._files[sticker_id] = _StoredFile(data, "application/json" if format_type == 3 else "image/png", None, 0.0)
+        return {"id": str(sticker_id), "name": name, "format_type": format_type}
+
     def deny(self, channel_id: int, permissions: int) -> None:
         """Deny everyone (the bot included) `permissions` in a channel, as an overwrite; before the bot connects."""
         everyone = self._channel_guild[channel_id]
@@ -335,17 +342,19 @@ class FakeDiscord:
         author_id: int | None = None,
         attachments: Sequence[Json] = (),
         embeds: Sequence[Json] = (),
+        stickers: Sequence[Json] = (),
         bot: bool = False,
         reply_to: Json | None = None,
         forward: Json | None = None,
     ) -> Json:
-        """A user (the default member unless `author_id`) posts a message, or forwards one (its content, attachments
-        and embeds then come as a snapshot); dispatch MESSAGE_CREATE and return it."""
+        """A user (the default member unless `author_id`) posts a message (`stickers`: `add_sticker` items), or
+        forwards one (its content, attachments, embeds and stickers then come as a snapshot); dispatch MESSAGE_CREATE
+        and return it."""
         self._require_session(self._channel_guild[channel_id])
         author = self._user(author_id or self.member_id)
         if bot:
             author = {**author, "bot": True}
-        body: Json = {"content": content, "embeds": list(embeds)}
+        body: Json = {"content": content, "embeds": list(embeds), "sticker_items": list(stickers)}
         if reply_to is not None:
             body["message_reference"] = {"message_id": reply_to["id"], "channel_id": reply_to["channel_id"]}
         if forward is not None:
@@ -814,6 +823,7 @@ class FakeDiscord:
             "mention_roles": [],
             "attachments": attachments if attachments is not None else self._attachments(body, files or [], []),
             "embeds": body.get("embeds") or [],
+            "sticker_items": body.get("sticker_items") or [],
             "components": body.get("components") or [],
             "pinned": False,
             "flags": flags,
@@ -892,13 +902,13 @@ class FakeDiscord:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """Record the request, check auth and upload size, and turn a handler's crash into a 400."""
-        if not request.path.startswith((API_PREFIX + "/", "/attachments/")):
+        if not request.path.startswith((API_PREFIX + "/", "/attachments/", "/stickers/")):
             return await handler(request)
         recorded = await _read_request(request)
         request["recorded"] = recorded
         log.debug("%s %s %s", recorded.method, recorded.path, recorded.json)
         # Webhook and interaction routes authenticate by their token, attachment downloads not at all.
-        needs_auth = not recorded.route.startswith(("/webhooks/", "/interactions/", "/attachments/"))
+        needs_auth = not recorded.route.startswith(("/webhooks/", "/interactions/", "/attachments/", "/stickers/"))
         response: web.StreamResponse
         try:
             if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
