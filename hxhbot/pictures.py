@@ -11,7 +11,7 @@ from hxhbot.bot import HxhBot
 from hxhbot.images import ImageError
 from hxhbot.replies import Answer
 from hxhbot.search import BusyError, NotReadyError
-from hxhbot.wording import code
+from hxhbot.wording import code, counted
 
 log = logging.getLogger(__name__)
 MAX_PICTURES = 10  # Discord's limit of embeds per message
@@ -40,9 +40,10 @@ class MessageAnswers:
 async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None,
                       only_named: bool = False) -> MessageAnswers:
     """Identify a message's first `MAX_PICTURES` pictures one after another (`only_named`: as watched channels show
-    them)."""
-    sources = sources[:MAX_PICTURES]
+    them); a sentence says how many were left."""
     done = MessageAnswers()
+    left = max(0, len(sources) - MAX_PICTURES)  # attachments, link previews and stickers together can pass 10
+    sources = sources[:MAX_PICTURES]
     for number, source in enumerate(sources, 1):
         label = f"Image {number}" if len(sources) > 1 else ""
         try:
@@ -60,4 +61,7 @@ async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, gui
         filename = f"picture{number}.jpg" if label else "picture.jpg"
         reply = bot.render(result, filename=filename, label=label, only_named=only_named)
         done.answered.append(Answered(label, reply, result, source, sha256))
+    if left:
+        done.problems.append(f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a "
+                             "message at most.")
     return done

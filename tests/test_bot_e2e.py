@@ -208,6 +208,22 @@ async def test_context_menu_answers_every_picture_of_a_message(server: FakeDisco
     assert busy["flags"] & EPHEMERAL and busy["content"].startswith("The bot is busy with other images")
 
 
+async def test_pictures_beyond_ten_are_counted_not_dropped(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    # ten attachments and two link previews: a reply holds ten embeds, so two are left, and the member is told
+    broken = server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg")
+    gon = server.add_attachment(_image(gallery, "Gon Freecss", 3), "gon.jpg", "image/jpeg")
+    preview = {"type": "image", "url": "https://example.com/k.jpg",
+               "thumbnail": {"url": "https://example.com/k.jpg", "proxy_url": gon["proxy_url"], "width": 96,
+                             "height": 96}}
+    message = await server.post_message(server.channel_ids[0], "twelve", attachments=[gon] + [broken] * 9,
+                                        embeds=[preview, preview])
+    interaction = await server.send_message_command("Who is this?", message)
+    answer = (await server.wait_for_followup(interaction.token, timeout=120)).json
+    assert [(e["author"]["name"], e["title"]) for e in answer["embeds"]] == [("Image 1", "Gon Freecss")]
+    lines = answer["content"].splitlines()
+    assert len(lines) == 10 and lines[-1] == "2 more pictures not looked at: I answer 10 pictures of a message at most."
+
+
 async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]
