@@ -24,6 +24,7 @@ from hxhbot.model_dir import ModelError, WeightsUnavailableError
 from hxhbot.replies import Answer, answer
 from hxhbot.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
 from hxhbot.stats import AnswerStats
+from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
 COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
@@ -207,7 +208,7 @@ class HxhBot(commands.AutoShardedBot):
         elif isinstance(error, NotOwnerError):
             text = "Only the bot's owner can do that."
         elif isinstance(error, app_commands.CommandOnCooldown):
-            text = f"Slow down a little: try again in {error.retry_after:.0f} s."
+            text = slow_down(error.retry_after)
         elif isinstance(error, app_commands.CheckFailure):
             text = "You can't use this command here."
         else:
@@ -242,10 +243,15 @@ def owner_only():
     return app_commands.check(predicate)
 
 
-def member_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:
-    """Per-user cooldown of COOLDOWN_SECONDS (none when 0)."""
-    per = interaction.client.settings.cooldown_seconds  # type: ignore[attr-defined]
+def cooldown(settings: Settings) -> app_commands.Cooldown | None:
+    """One request per COOLDOWN_SECONDS (none when 0)."""
+    per = settings.cooldown_seconds
     return app_commands.Cooldown(1, per) if per > 0 else None
+
+
+def member_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:
+    """Per-user cooldown of an app command."""
+    return cooldown(interaction.client.settings)  # type: ignore[attr-defined]
 
 
 async def run(settings: Settings) -> None:

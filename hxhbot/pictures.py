@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import discord
+
 from hxhbot.answers import Identification
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot
 from hxhbot.images import ImageError
-from hxhbot.replies import Answer
+from hxhbot.replies import Answer, RevealCandidates, fitted
 from hxhbot.search import BusyError, NotReadyError
+from hxhbot.teach import FeedbackView
 from hxhbot.wording import code, counted
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,16 @@ class MessageAnswers:
     answered: list[Answered] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # a sentence per picture that could not be read
     skipped: list[BusyError | NotReadyError] = field(default_factory=list)  # not looked at: busy, or not ready
+
+
+@dataclass
+class Reply:
+    """A reply answering a member's question about a message's pictures."""
+
+    content: str | None
+    embeds: list[discord.Embed]
+    files: list[discord.File]
+    view: RevealCandidates | None  # registered in the bot's open views; its `message` is for the sender to set
 
 
 async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None,
@@ -65,3 +78,22 @@ async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, gui
         done.problems.append(f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a "
                              "message at most.")
     return done
+
+
+def full_reply(bot: HxhBot, done: MessageAnswers, asker_id: int) -> Reply:
+    """Every answered picture's embed and a line for each of the others; Right / Wrong when one picture is answered,
+    else Show candidates for those with a character not named, for `asker_id` only."""
+    lines = list(done.problems)
+    if done.skipped:
+        lines.append(f"{counted(len(done.skipped), 'picture')} not looked at. {done.skipped[0]}")
+    unnamed = [(answered.label, answered.result) for answered in done.answered if answered.reply.unnamed]
+    view: RevealCandidates | None = None
+    if len(done.answered) == 1:
+        first = done.answered[0]
+        view = FeedbackView(bot, first.result, first.source, first.sha256, first.reply.unnamed, asker_id)
+    elif unnamed:
+        view = RevealCandidates(unnamed, asker_id)
+    if view is not None:
+        bot.open_views.add(view)
+    return Reply("\n".join(lines) or None, fitted([answered.reply.embed for answered in done.answered]),
+                 [answered.reply.file for answered in done.answered if answered.reply.file], view)

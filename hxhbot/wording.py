@@ -11,6 +11,11 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def slow_down(retry_after: float) -> str:
+    """What a member who asks again within COOLDOWN_SECONDS is told."""
+    return f"Slow down a little: try again in {retry_after:.0f} s."
+
+
 def first_few(entries: list[str]) -> str:
     """The first `LISTED` entries, comma-separated, then "and N more" for the rest."""
     more = f" and {len(entries) - LISTED} more" if len(entries) > LISTED else ""

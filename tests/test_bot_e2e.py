@@ -224,6 +224,29 @@ async def test_pictures_beyond_ten_are_counted_not_dropped(server: FakeDiscord, 
     assert len(lines) == 10 and lines[-1] == "2 more pictures not looked at: I answer 10 pictures of a message at most."
 
 
+async def test_a_picture_sent_in_a_direct_message_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    dm = server.open_dm()
+    picture = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")
+    message = await server.post_message(dm, "who is this?", attachments=[picture])
+    reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
+    assert [e["title"] for e in reply.json["embeds"]] == ["Kurapika"] and len(reply.files) == 1
+    assert [item["label"] for row in reply.json["components"] for item in row["components"]] == ["Right", "Wrong"]
+    assert any(r.route == "/channels/{channel_id}/typing" and r.params["channel_id"] == str(dm)
+               for r in server.requests)
+
+    broken = server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg")
+    message = await server.post_message(dm, "", attachments=[broken])
+    reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
+    assert reply.json["content"].startswith("I couldn't read `broken.jpg`: ") and not reply.json.get("embeds")
+
+    await server.post_message(dm, "just words")  # no picture: no answer
+    bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=60)
+    first, second = [await server.post_message(dm, "", attachments=[picture]) for _ in range(2)]
+    replies = [await server.wait_for(lambda r, m=m: _replied_to(r) == m["id"], timeout=60) for m in (first, second)]
+    assert replies[0].json["embeds"] and replies[1].json["content"].startswith("Slow down a little: try again in ")
+    assert sum(_replied_to(r) is not None for r in server.requests) == 4
+
+
 async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]

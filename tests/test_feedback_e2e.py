@@ -74,6 +74,32 @@ async def test_wrong_correction_review_approve_then_answered_right(
     assert len(list((gallery / chosen).glob("*.jpg"))) == 5 and (gallery / "manifest.json").is_file()
 
 
+async def test_direct_messages_answer_and_take_a_correction(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    # global commands are offered in the bot's DMs: no guild, no member, the user alone
+    dm = server.open_dm()
+    picture = encode(character_image(COLOURS["Gon Freecss"], 98))
+    interaction = await server.send_slash_command("whois", {"image": server.add_attachment(picture, "q.png",
+                                                                                           "image/png")}, channel_id=dm)
+    first = (await server.wait_for_followup(interaction.token, timeout=20)).json["embeds"][0]["title"]
+    message = server.messages[max(interaction.message_ids)]
+    assert "guild_id" not in message and set(_components(message)) == {"Right", "Wrong"}
+    wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+    menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
+    chosen = next(option for option in menu["options"] if option["label"] not in (first, "Someone else"))
+    pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
+                                       component_type=SELECT, values=[chosen["value"]])
+    assert chosen["label"] in (await server.wait_for_callback(pick.token)).json["data"]["content"]
+    review = await server.send_slash_command("review", user_id=server.owner_id)  # in the server
+    page = (await server.wait_for_callback(review.token)).json["data"]
+    embed = page["embeds"][0]
+    assert embed["title"] == f"Is this {chosen['label']}?" and "server DM" in embed["footer"]["text"]
+
+    posted = await server.post_message(dm, "and this one?", attachments=[
+        server.add_attachment((gallery / "Kurapika" / "01.jpg").read_bytes(), "k.jpg", "image/jpeg")])
+    asked = await server.send_message_command("Who is this?", posted)
+    assert (await server.wait_for_followup(asked.token, timeout=20)).json["embeds"][0]["title"] == "Kurapika"
+
+
 async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDiscord, model_dir: Path,
                                                                 tmp_path: Path) -> None:
     # the longest names a gallery takes; the fake refuses what Discord would

@@ -35,6 +35,7 @@ def help_embed(bot: HxhBot) -> discord.Embed:
     embed.add_field(name="Commands", inline=False, value="\n".join([
         "`/whois image:` — who is in the attached picture (a spoiler's answer is for you only)",
         "**Apps → Who is this?** (right-click a message) — the same for every picture or sticker of a message",
+        "Or send me the picture in a direct message.",
         "`/characters` — the characters I know",
         "`/help` — this page",
         "Owners: `/reindex` rebuilds the index, `/review` checks members' corrections, `/stats` shows how I do.",

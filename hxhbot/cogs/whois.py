@@ -1,6 +1,9 @@
-"""`/whois image:` and the "Who is this?" message command."""
+"""`/whois image:`, the "Who is this?" message command, and pictures sent to the bot in a direct message."""
 
 from __future__ import annotations
+
+import contextlib
+import logging
 
 import discord
 from discord import app_commands
@@ -8,11 +11,11 @@ from discord.ext import commands
 
 from hxhbot import attachments
 from hxhbot.attachments import AttachmentError, ImageSource
-from hxhbot.bot import HxhBot, member_cooldown
-from hxhbot.pictures import answer_each
-from hxhbot.replies import RevealCandidates, fitted
-from hxhbot.teach import FeedbackView
-from hxhbot.wording import counted
+from hxhbot.bot import HxhBot, cooldown, member_cooldown
+from hxhbot.pictures import Reply, answer_each, full_reply
+from hxhbot.wording import slow_down
+
+log = logging.getLogger(__name__)
 
 
 class Whois(commands.Cog):
@@ -20,6 +23,8 @@ class Whois(commands.Cog):
 
     def __init__(self, bot: HxhBot) -> None:
         self.bot = bot
+        self.cooldowns = commands.DynamicCooldownMapping(lambda message: cooldown(bot.settings),  # direct messages
+                                                         commands.BucketType.user)
         self.menu = app_commands.ContextMenu(name="Who is this?", callback=self.whois_message)
         app_commands.checks.dynamic_cooldown(member_cooldown)(self.menu)
         bot.tree.add_command(self.menu)
@@ -53,26 +58,45 @@ class Whois(commands.Cog):
         done = await answer_each(self.bot, sources, command, interaction.guild_id)
         if not done.answered:  # said privately
             raise AttachmentError("\n".join(done.problems)) if done.problems else done.skipped[0]
-        lines = list(done.problems)
-        if done.skipped:
-            lines.append(f"{counted(len(done.skipped), 'picture')} not looked at. {done.skipped[0]}")
-        unnamed = [(answered.label, answered.result) for answered in done.answered if answered.reply.unnamed]
-        view: RevealCandidates | None = None
-        if len(done.answered) == 1:
-            first = done.answered[0]
-            view = FeedbackView(self.bot, first.result, first.source, first.sha256, first.reply.unnamed,
-                                interaction.user.id)
-        elif unnamed:
-            view = RevealCandidates(unnamed, interaction.user.id)
-        if view is not None:
-            self.bot.open_views.add(view)
-        sent = await interaction.followup.send(
-            content="\n".join(lines) or discord.utils.MISSING,
-            embeds=fitted([answered.reply.embed for answered in done.answered]),
-            files=[answered.reply.file for answered in done.answered if answered.reply.file],
-            view=view or discord.utils.MISSING, ephemeral=private, wait=True)
-        if view is not None:
-            view.message = sent
+        reply = full_reply(self.bot, done, interaction.user.id)
+        sent = await interaction.followup.send(content=reply.content or discord.utils.MISSING, embeds=reply.embeds,
+                                               files=reply.files, view=reply.view or discord.utils.MISSING,
+                                               ephemeral=private, wait=True)
+        if reply.view is not None:
+            reply.view.message = sent
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """A picture sent to the bot in a direct message is a question: answered in full, as Who is this? answers."""
+        if message.guild is not None or message.author.bot:
+            return
+        found = attachments.images_in(message) + attachments.stickers_in(message)
+        if not found or not self.bot.take_request():
+            return
+        bucket = self.cooldowns.get_bucket(message, message.created_at.timestamp())
+        retry_after = bucket.update_rate_limit(message.created_at.timestamp()) if bucket else None
+        if retry_after:
+            await _reply(message, Reply(slow_down(retry_after), [], [], None))
+            return
+        with contextlib.suppress(discord.HTTPException):  # "hxhbot is typing…" while the pictures are read
+            await message.channel.typing()
+        done = await answer_each(self.bot, found, "direct-message", None)
+        if done.answered:
+            await _reply(message, full_reply(self.bot, done, message.author.id))
+        else:
+            await _reply(message, Reply("\n".join(done.problems) or str(done.skipped[0]), [], [], None))
+
+
+async def _reply(message: discord.Message, reply: Reply) -> None:
+    """Reply to a direct message, tolerating a member who has closed their DMs since."""
+    try:
+        sent = await message.reply(content=reply.content, embeds=reply.embeds, files=reply.files,
+                                   view=reply.view or discord.utils.MISSING)
+    except discord.HTTPException as error:
+        log.info("could not answer %s's direct message: %s", message.author, error)
+        return
+    if reply.view is not None:
+        reply.view.message = sent
 
 
 async def setup(bot: HxhBot) -> None:

@@ -44,8 +44,10 @@ PERMISSIONS = str(sum(1 << bit for bit in (6, 10, 11, 14, 15, 16, 31, 38)))
 # GATEWAY_PRESENCE_LIMITED | GATEWAY_GUILD_MEMBERS_LIMITED | GATEWAY_MESSAGE_CONTENT_LIMITED: privileged intents on.
 APPLICATION_FLAGS = (1 << 13) | (1 << 15) | (1 << 19)
 INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 EPHEMERAL = 1 << 6
+BOT_DM = 1  # an interaction context: the bot's direct messages (0 a guild, 2 other private channels)
 # what a forwarded message's snapshot keeps of the original
 SNAPSHOT_KEYS = ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags", "mentions",
                  "mention_roles", "components", "sticker_items")
@@ -170,7 +172,8 @@ class _Session:
 
 
 class FakeDiscord:
-    """Discord's REST API and gateway for one bot in one guild with a few text channels (one guild per shard).
+    """Discord's REST API and gateway for one bot in one guild with a few text channels (one guild per shard), and its
+    direct messages with users (`open_dm`).
 
     With `shard_count` > 1, GET /gateway/bot recommends that many shards, IDENTIFY must name `[id, count]`,
     and each shard gets its own guild (`guild_ids[shard]`, with one channel, `guild_channel_ids[guild]`) and
@@ -201,8 +204,8 @@ class FakeDiscord:
         self.channel_ids = [_snowflake() for _ in channel_names]
         self.guild_channel_ids = {self.guild_id: self.channel_ids}
         self.guild_channel_ids.update({guild_id: [_snowflake()] for guild_id in self.guild_ids[1:]})
-        self._channel_guild = {channel: guild for guild, channels in self.guild_channel_ids.items()
-                               for channel in channels}
+        self._channel_guild: dict[int, int | None] = {  # None: a direct message channel
+            channel: guild for guild, channels in self.guild_channel_ids.items() for channel in channels}
         names = {channel: name for channel, name in zip(self.channel_ids, channel_names, strict=True)}
         self.requests: list[RecordedRequest] = []
         self.gateway_connections: list[dict[str, str]] = []  # each websocket's query: v, encoding, compress
@@ -334,6 +337,18 @@ class FakeDiscord:
         await self._dispatch("THREAD_CREATE", self._channels[thread_id])
         return thread_id
 
+    def open_dm(self, user_id: int | None = None) -> int:
+        """The direct message channel between the bot and a user (the default member unless `user_id`)."""
+        user = self._user(user_id or self.member_id)
+        for channel_id, channel in self._channels.items():
+            if channel["type"] == 1 and channel["recipients"][0]["id"] == user["id"]:
+                return channel_id
+        channel_id = _snowflake()
+        self._channel_guild[channel_id] = None
+        self._channels[channel_id] = {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0,
+                                      "recipients": [user]}
+        return channel_id
+
     async def post_message(
         self,
         channel_id: int,
@@ -396,7 +411,8 @@ class FakeDiscord:
         self, name: str, target_message: Json, *, user_id: int | None = None
     ) -> FakeInteraction:
         """Run the synced message context-menu command `name` on `target_message`."""
-        scope, command = self._find_command(name, 3, int(target_message["guild_id"]))
+        guild_id = target_message.get("guild_id")
+        scope, command = self._find_command(name, 3, int(guild_id) if guild_id else None)
         data: Json = {
             "id": command["id"],
             "name": name,
@@ -553,11 +569,15 @@ class FakeDiscord:
             "soundboard_sounds": [],
         }
 
-    def _find_command(self, name: str, kind: int, guild_id: int) -> tuple[int | None, Json]:
-        """The synced command `name` of type `kind` in a guild, and its scope (None if global); guild ones win."""
-        for scope in (guild_id, None):
+    def _find_command(self, name: str, kind: int, guild_id: int | None) -> tuple[int | None, Json]:
+        """The synced command `name` of type `kind` in a guild (None: the bot's DMs, where only global commands
+        allowed there are offered), and its scope (None if global); guild ones win."""
+        for scope in (guild_id, None) if guild_id else (None,):
             for command in self.commands.get(scope, []):
                 if command["name"] == name and command["type"] == kind:
+                    if guild_id is None and (command.get("dm_permission") is False
+                                             or BOT_DM not in (command.get("contexts") or [BOT_DM])):
+                        raise LookupError(f"the command {name!r} is not offered in direct messages")
                     return scope, command
         raise LookupError(f"the bot has not synced a command {name!r} of type {kind}")
 
@@ -681,18 +701,23 @@ class FakeDiscord:
         except ConnectionError:
             conn.live = False  # the event stays logged for the RESUME
 
-    def _session(self, guild_id: int) -> _Session:
+    def _session(self, guild_id: int | None) -> _Session:
         """The gateway session of the shard that carries `guild_id`."""
         return self._sessions[_shard_of(guild_id, self.shard_count)]
 
-    def _require_session(self, guild_id: int) -> None:
+    def _require_session(self, guild_id: int | None) -> None:
         if self._session(guild_id).session_id is None:
             raise RuntimeError("the bot has not identified on the gateway yet (for that guild's shard)")
 
     async def _dispatch_message(self, event: str, message: Json) -> None:
         """MESSAGE_CREATE/UPDATE as the bot's intents let it see the message."""
-        intents = self._session(int(message["guild_id"])).intents
-        if message["flags"] & EPHEMERAL or not intents & INTENT_GUILD_MESSAGES:
+        guild_id = message.get("guild_id")
+        intents = self._session(int(guild_id) if guild_id else None).intents
+        needed = INTENT_GUILD_MESSAGES if guild_id else INTENT_DIRECT_MESSAGES
+        if message["flags"] & EPHEMERAL or not intents & needed:
+            return
+        if not guild_id:  # a DM: no member, and its content is the bot's to read without the intent
+            await self._dispatch(event, message)
             return
         data = {**message, "member": self._member(int(message["author"]["id"]), with_user=False)}
         involved = {int(message["author"]["id"]), *(int(user["id"]) for user in message["mentions"])}
@@ -723,19 +748,22 @@ class FakeDiscord:
             "data": data,
             "token": token,
             "version": 1,
-            "guild_id": str(guild_id),
-            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
-            "guild_locale": "en-US",
             "channel_id": str(channel_id),
-            "channel": {**self._channels[channel_id], "guild_id": str(guild_id), "permissions": PERMISSIONS},
-            "member": {**self._member(user_id or self.member_id), "permissions": PERMISSIONS},
+            "channel": {**self._channels[channel_id], "permissions": PERMISSIONS},
             "app_permissions": PERMISSIONS,
             "locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild_id)},
+            "authorizing_integration_owners": {"0": str(guild_id or 0)},  # a guild install; "0" in the bot's DMs
             "context": 0,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
+        if guild_id is None:
+            payload.update(user=self._user(user_id or self.member_id), context=BOT_DM)
+        else:
+            payload.update(guild_id=str(guild_id), guild={"id": str(guild_id), "locale": "en-US", "features": []},
+                           guild_locale="en-US",
+                           member={**self._member(user_id or self.member_id), "permissions": PERMISSIONS})
+            payload["channel"]["guild_id"] = str(guild_id)
         if message is not None:
             payload["message"] = message
         interaction = FakeInteraction(interaction_id, token, payload)
@@ -812,7 +840,6 @@ class FakeDiscord:
             "id": str(_snowflake()),
             "type": 0,
             "channel_id": str(channel_id),
-            "guild_id": str(self._channel_guild[channel_id]),
             "author": author or self._users[self.bot_user_id],
             "content": content,
             "timestamp": _now(),
@@ -828,11 +855,13 @@ class FakeDiscord:
             "pinned": False,
             "flags": flags,
         }
+        if self._channel_guild[channel_id] is not None:
+            message["guild_id"] = str(self._channel_guild[channel_id])
         reference = body.get("message_reference")
         if reference is not None and reference.get("type") == 1:  # a forward: type DEFAULT, the original as snapshot
             original = self.messages[int(reference["message_id"])]
             message["message_reference"] = {"type": 1, "message_id": original["id"],
-                                            "channel_id": original["channel_id"], "guild_id": original["guild_id"]}
+                                            "channel_id": original["channel_id"], "guild_id": original.get("guild_id")}
             message["message_snapshots"] = [{"message": {key: original[key] for key in SNAPSHOT_KEYS}}]
         elif reference is not None:
             message["type"] = 19
@@ -841,7 +870,7 @@ class FakeDiscord:
                 "type": 0,
                 "message_id": str(reference["message_id"]),
                 "channel_id": str(reference.get("channel_id", channel_id)),
-                "guild_id": message["guild_id"],
+                "guild_id": message.get("guild_id"),
             }
             message["referenced_message"] = referenced
         if interaction is not None:
@@ -851,7 +880,8 @@ class FakeDiscord:
             message["interaction_metadata"] = {
                 "id": str(interaction.id),
                 "type": interaction.payload["type"],
-                "user": interaction.payload["member"]["user"],
+                "user": interaction.payload["member"]["user"] if "member" in interaction.payload
+                else interaction.payload["user"],
                 "authorizing_integration_owners": interaction.payload["authorizing_integration_owners"],
             }
             interaction.message_ids.add(int(message["id"]))
@@ -1131,7 +1161,7 @@ class FakeDiscord:
             return message
         del self.messages[int(message["id"])]
         if not message["flags"] & EPHEMERAL:
-            deleted = {"id": message["id"], "channel_id": message["channel_id"], "guild_id": message["guild_id"]}
+            deleted = {"id": message["id"], "channel_id": message["channel_id"], "guild_id": message.get("guild_id")}
             await self._dispatch("MESSAGE_DELETE", deleted)
         return web.Response(status=204)
 
