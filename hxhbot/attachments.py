@@ -13,10 +13,10 @@ import discord
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from hxhbot.images import IMAGE_SUFFIXES
+from hxhbot.images import IMAGE_SUFFIXES, READABLE
 from hxhbot.wording import code
 
-IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"})
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif", "image/bmp"})
 STICKER_TYPES = {"png": "image/png", "gif": "image/gif"}  # by discord.py's file extension of a sticker's format
 # attachments, and Discord's proxy of the pictures that links preview (an embed's image `proxy_url`)
 DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net",
@@ -80,11 +80,10 @@ def stickers_in(message: discord.Message) -> list[ImageSource]:
 def check(source: ImageSource, max_bytes: int) -> None:
     """Refuse, before downloading, what is declared too big or not an image in a format we read."""
     if not is_image(source):
-        raise AttachmentError(f"{code(source.filename)} is not an image: attach a JPEG, PNG, WebP, GIF or BMP.")
+        raise AttachmentError(f"{code(source.filename)} is not an image: attach a {READABLE}.")
     kind = (source.content_type or "").split(";")[0].strip().lower()
     if kind and kind not in IMAGE_TYPES:
-        raise AttachmentError(f"{code(source.filename)} is {kind}, which I can't read: send a JPEG, PNG, WebP, GIF or "
-                              "BMP.")
+        raise AttachmentError(f"{code(source.filename)} is {kind}, which I can't read: send a {READABLE}.")
     if source.size is not None and source.size > max_bytes:
         raise AttachmentError(
             f"{code(source.filename)} is {source.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."

@@ -44,5 +44,5 @@ def scan_gallery(root: str | Path) -> tuple[list[GalleryFile], list[tuple[Path, 
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(GalleryFile(character, path))
             else:
-                skipped.append((path, "not an image file name (expected .jpg, .png, .webp, .gif or .bmp)"))
+                skipped.append((path, "not an image file name (expected .jpg, .png, .webp, .avif, .gif or .bmp)"))
     return files, skipped

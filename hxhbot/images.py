@@ -9,10 +9,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import AvifImagePlugin, Image, UnidentifiedImageError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})  # file names we treat as images
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP")
+READABLE = "JPEG, PNG, WebP, AVIF, GIF or BMP"  # the formats above, as members read them
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp"})  # names we treat as images
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 TRUSTED_MAX_BYTES = 256 * 1024 * 1024  # one file of the owner's gallery or of a data set
@@ -22,8 +23,10 @@ MAX_ASPECT_RATIO = 20  # longer side / shorter side: beyond, the picture is a sl
 MAX_JPEG_SCANS = 100  # a progressive JPEG re-reads its whole picture per scan: ~10 scans is usual
 BAND_BYTES = 4 * 1024 * 1024  # pixels converted to RGB at a time while shrinking
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+AVIF_BRANDS = (b"ftypavif", b"ftypavis")  # an AVIF file's first box, after its 4-byte length
 BACKGROUND = (128, 128, 128)  # neutral grey behind transparency and around letterboxed images
 PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # Pillow's; others 4
+AvifImagePlugin.DEFAULT_MAX_THREADS = 1  # libavif's decoding memory, bounded below, grows with its threads
 ORIENTATION = 0x0112  # the EXIF tag saying how to turn the picture upright
 TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -210,7 +213,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise TooManyPixelsError("The image has far too many pixels to open safely.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        if data.startswith(SIGNATURES):
+        if data.startswith(SIGNATURES) or data[4:12] in AVIF_BRANDS:
             raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
     try:
         with warnings.catch_warnings():
@@ -219,15 +222,16 @@ def _open(data: bytes) -> Image.Image:
     except Exception:  # any decoder failure means: not an image we can recognise
         raise NotAnImageError("This file is not an image.") from None
     raise UnsupportedFormatError(
-        f"{other.format or 'This'} images are not supported; send JPEG, PNG, WebP, GIF or BMP."
+        f"{other.format or 'This'} images are not supported; send {READABLE}."
     )
 
 
 def _decoding_bytes(image: Image.Image, width: int, height: int, factor: int) -> int:
     """Bytes of pixels decoding `image` (drafted, not loaded) and shrinking it by `factor` take at most."""
     decoded = image.width * image.height * PIXEL_BYTES.get(image.mode, 4)
-    if image.format == "WEBP":
-        decoded *= 4  # libwebp's two canvases, the bytes handed to Pillow, Pillow's copy (measured: ~16 B/pixel)
+    if image.format in ("WEBP", "AVIF"):
+        decoded *= 4  # libwebp's two canvases, the bytes handed to Pillow, Pillow's copy (measured: ~16 B/pixel);
+        # libavif's YUV planes and RGBA frame, Pillow's copy (measured: up to 11 B/pixel, 8-bit 4:4:4)
     if image.format == "JPEG" and image.info.get("progressive"):  # all DCT coefficients, at full scale
         layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
         most = max(h * v for _, h, v, _ in layers)

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--size", type=int, default=224, help="model input side to decode for")
     args = parser.parse_args()
-    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP"):  # first use loads each decoder: not the decoding's cost
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP"):  # first use loads each decoder: not the decoding's cost
         load_image(encode(character_image((200, 40, 40), 0), fmt), args.size)
     for path in args.files:
         outcome, grown = peak_above_idle(path.read_bytes(), args.size)

@@ -109,6 +109,14 @@ def big_webp(side: int) -> bytes:
     return out.getvalue()
 
 
+def big_avif(side: int, noise: bool = False) -> bytes:
+    """A `side`×`side` 8-bit AVIF: a grey gradient, or noise in full colour resolution (4:4:4, the dearest to decode)."""
+    picture = Image.effect_noise((side, side), 40) if noise else Image.linear_gradient("L").resize((side, side))
+    out = io.BytesIO()
+    picture.convert("RGB").save(out, "AVIF", quality=30, speed=10, subsampling="4:4:4" if noise else "4:2:0")
+    return out.getvalue()
+
+
 def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (64, 48), **params: object) -> bytes:
     out = io.BytesIO()
     Image.new(mode, size, "red" if mode == "RGB" else 1).save(out, fmt, **params)
@@ -125,6 +133,7 @@ def _noisy_jpeg() -> bytes:
 def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
     """Every hostile file: (name, bytes, the ImageError subclass it must raise); each under `SMALL_LIMIT` bytes."""
     jpeg, png, webp, gif, bmp = (_noisy_jpeg(), _encoded("PNG"), _encoded("WEBP"), _encoded("GIF"), _encoded("BMP"))
+    avif = big_avif(64, noise=True)
     broken_png = bytearray(png)
     broken_png[-20] ^= 0xFF  # inside IDAT: CRC and data both wrong
     return [
@@ -141,6 +150,7 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("truncated.webp", webp[: len(webp) // 2], images.TruncatedImageError),
         ("truncated.gif", gif[: len(gif) - 12], images.TruncatedImageError),
         ("truncated.bmp", bmp[: len(bmp) // 2], images.TruncatedImageError),
+        ("truncated.avif", avif[: len(avif) // 2], images.TruncatedImageError),
         ("corrupt-idat.png", bytes(broken_png), images.TruncatedImageError),
         ("bomb.png", png_bomb(), images.TooManyPixelsError),
         ("bomb-100mp.png", png_bomb(10_000), images.TooManyPixelsError),
@@ -157,6 +167,7 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("tall-1x40000.png", png_of(1, 40_000), images.AspectRatioError),
         ("rgb-6000x5000.png", png_of(6000, 5000), images.TooManyPixelsError),  # 30 MP: too many to read as RGB
         ("rgb-2400x2400.webp", big_webp(2400), images.TooManyPixelsError),  # 5.8 MP would take ~90 MB
+        ("rgb-2000x2000.avif", big_avif(2000), images.TooManyPixelsError),  # 4 MP: up to ~45 MB, over the budget
         ("text-bomb.png", png_text_bomb(), images.TruncatedImageError),
         ("many-scans.jpg", many_scans_jpeg(), images.TooManyScansError),
     ]
@@ -176,4 +187,5 @@ def heavy() -> list[tuple[str, bytes]]:
         ("palette-6000x6000.png", png_of(6000, 6000, colour_type=3)),
         ("wide-20to1-12000x600.png", png_of(12_000, 600)),
         ("rgb-1700x1700.webp", big_webp(1700)),
+        ("noise-444-1700x1700.avif", big_avif(1700, noise=True)),
     ]

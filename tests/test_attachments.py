@@ -90,9 +90,9 @@ def _source(url: str) -> ImageSource:
 def test_refused_before_download_with_a_sentence() -> None:
     for source, sentence in [
         (ImageSource("u", "photo.heic", 10, "image/heic"),
-         "`photo.heic` is image/heic, which I can't read: send a JPEG, PNG, WebP, GIF or BMP."),
+         "`photo.heic` is image/heic, which I can't read: send a JPEG, PNG, WebP, AVIF, GIF or BMP."),
         (ImageSource("u", "notes.txt", 10, "text/plain"),
-         "`notes.txt` is not an image: attach a JPEG, PNG, WebP, GIF or BMP."),
+         "`notes.txt` is not an image: attach a JPEG, PNG, WebP, AVIF, GIF or BMP."),
         (ImageSource("u", "big.png", 3 * LIMIT, "image/png"), "`big.png` is 0.2 MB; the limit is 0.1 MB."),
     ]:
         with pytest.raises(AttachmentError) as refused:

@@ -247,6 +247,14 @@ async def test_a_picture_sent_in_a_direct_message_is_answered(server: FakeDiscor
     assert sum(_replied_to(r) is not None for r in server.requests) == 4
 
 
+async def test_an_avif_picture_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    # browsers save much of the web's art as AVIF; Discord sends it as image/avif
+    out = io.BytesIO()
+    Image.open(io.BytesIO(_image(gallery, "Killua Zoldyck", 2))).save(out, "AVIF", quality=90)
+    interaction = await _whois(server, out.getvalue(), "art.avif", "image/avif")
+    assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Killua Zoldyck"
+
+
 async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]

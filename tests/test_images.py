@@ -90,7 +90,7 @@ def test_corpus_is_large_and_varied() -> None:
     }
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP"])
 def test_supported_formats_decode_to_rgb(fmt: str) -> None:
     array = images.load_image(encode(Image.new("RGB", (40, 40), RED), fmt), 16)
     assert array.shape == (16, 16, 3) and array.dtype == np.float32
