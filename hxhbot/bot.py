@@ -52,6 +52,10 @@ class HxhBot(commands.AutoShardedBot):
     def __init__(self, settings: Settings, search: SearchService | None = None, **options: object) -> None:
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
+        if settings.user_install:  # members may add the app to their account and ask wherever they are
+            options.update(allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+                           allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True,
+                                                                           private_channel=True))
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(),  # a file name saying @everyone pings no one
                          activity=discord.CustomActivity(STATUS),

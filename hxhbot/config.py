@@ -38,6 +38,7 @@ class Settings:
     watch_channel_ids: frozenset[int] = field(default_factory=frozenset)
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     dev_guild_id: int | None = None
+    user_install: bool = False
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     workers: int = 2
@@ -75,6 +76,7 @@ def load_settings(
         watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),
         owner_ids=read("OWNER_IDS", _id_set, frozenset()),
         dev_guild_id=read("DEV_GUILD_ID", _snowflake, None),
+        user_install=read("USER_INSTALL", _flag, False),
         shard_count=read("SHARD_COUNT", _ranged(int, 1, 100_000), None),
         shard_ids=read("SHARD_IDS", _shard_ids, None),
         workers=read("WORKERS", _ranged(int, 1, 64), 2),

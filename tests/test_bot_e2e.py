@@ -255,6 +255,26 @@ async def test_an_avif_picture_is_answered(server: FakeDiscord, bot: HxhBot, gal
     assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Killua Zoldyck"
 
 
+async def test_user_install_lets_members_ask_where_the_bot_is_not(server: FakeDiscord, gallery: Path, model_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    elsewhere = server.add_foreign_channel()  # a server the bot was never invited to
+    picture = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")
+    settings = _settings(server, gallery, model_dir, tmp_path / "index")
+    async with running(server, settings):  # by default the app is installed to servers only
+        with pytest.raises(LookupError, match="member's account"):
+            await server.send_slash_command("whois", {"image": picture}, channel_id=elsewhere)
+    async with running(server, dataclasses.replace(settings, user_install=True)):
+        installs = {command["name"]: command.get("integration_types") for command in server.commands[None]}
+        assert installs == {"whois": [0, 1], "Who is this?": [0, 1], "characters": [0, 1], "help": [0, 1],
+                            "reindex": [0], "review": [0], "stats": [0]}  # the owner's commands: servers only
+        interaction = await server.send_slash_command("whois", {"image": picture}, channel_id=elsewhere)
+        assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Kurapika"
+        message = await server.post_message(elsewhere, "who is this?", attachments=[picture])
+        asked = await server.send_message_command("Who is this?", message)
+        followup = await server.wait_for_followup(asked.token, timeout=60)
+        assert _embed(followup)["title"] == "Kurapika" and not any(_replied_to(r) for r in server.requests)
+
+
 async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]

@@ -33,6 +33,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="reindex", description="Rebuild the index from the gallery (owner only)")
     @app_commands.default_permissions(manage_guild=True)  # hidden from members; server managers see it
+    @app_commands.allowed_installs(guilds=True, users=False)  # never on a member's account (USER_INSTALL)
     @owner_only()
     async def reindex(self, interaction: discord.Interaction) -> None:
         """Rebuild in the background, report progress, swap the new index in."""

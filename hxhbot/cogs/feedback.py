@@ -29,6 +29,7 @@ class Feedback(commands.Cog):
 
     @app_commands.command(name="review", description="Approve or reject members' corrections (owner only)")
     @app_commands.default_permissions()
+    @app_commands.allowed_installs(guilds=True, users=False)  # never on a member's account (USER_INSTALL)
     @owner_only()
     async def review(self, interaction: discord.Interaction) -> None:
         """Show the oldest pending correction with Approve / Reject."""
@@ -60,6 +61,7 @@ class Feedback(commands.Cog):
 
     @app_commands.command(name="stats", description="Answers, confidence, feedback and latency (owner only)")
     @app_commands.default_permissions()
+    @app_commands.allowed_installs(guilds=True, users=False)  # never on a member's account (USER_INSTALL)
     @owner_only()
     async def stats(self, interaction: discord.Interaction) -> None:
         """Answers since start, share confident, feedback per character, latency, index size."""

@@ -48,6 +48,7 @@ INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 EPHEMERAL = 1 << 6
 BOT_DM = 1  # an interaction context: the bot's direct messages (0 a guild, 2 other private channels)
+USER_INSTALL = 1  # an integration type: the app added to a member's account (0: to a server, with its bot)
 # what a forwarded message's snapshot keeps of the original
 SNAPSHOT_KEYS = ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags", "mentions",
                  "mention_roles", "components", "sticker_items")
@@ -321,6 +322,16 @@ class FakeDiscord:
         self._channels[channel_id]["permission_overwrites"] = [
             {"id": str(everyone), "type": 0, "allow": "0", "deny": str(permissions)}]
 
+    def add_foreign_channel(self) -> int:
+        """A text channel of a server the bot was never invited to, where a member who added the app to their
+        account may still use its commands (a user install); its messages never reach the bot's gateway."""
+        guild_id, channel_id = _snowflake(), _snowflake()
+        self._channel_guild[channel_id] = guild_id
+        self._channels[channel_id] = {"id": str(channel_id), "type": 0, "name": "elsewhere", "position": 0,
+                                      "parent_id": None, "nsfw": False, "last_message_id": None, "flags": 0,
+                                      "rate_limit_per_user": 0, "permission_overwrites": []}
+        return channel_id
+
     async def add_thread(self, parent_id: int, name: str = "thread") -> int:
         """A member opens a public thread in a channel: dispatch THREAD_CREATE and return the thread's id."""
         guild_id = self._channel_guild[parent_id]
@@ -572,12 +583,15 @@ class FakeDiscord:
     def _find_command(self, name: str, kind: int, guild_id: int | None) -> tuple[int | None, Json]:
         """The synced command `name` of type `kind` in a guild (None: the bot's DMs, where only global commands
         allowed there are offered), and its scope (None if global); guild ones win."""
-        for scope in (guild_id, None) if guild_id else (None,):
+        installed = guild_id is None or guild_id in self.guild_ids  # else: only through a member's user install
+        for scope in (guild_id, None) if guild_id and installed else (None,):
             for command in self.commands.get(scope, []):
                 if command["name"] == name and command["type"] == kind:
                     if guild_id is None and (command.get("dm_permission") is False
                                              or BOT_DM not in (command.get("contexts") or [BOT_DM])):
                         raise LookupError(f"the command {name!r} is not offered in direct messages")
+                    if not installed and USER_INSTALL not in (command.get("integration_types") or []):
+                        raise LookupError(f"the command {name!r} cannot be added to a member's account")
                     return scope, command
         raise LookupError(f"the bot has not synced a command {name!r} of type {kind}")
 
@@ -712,6 +726,8 @@ class FakeDiscord:
     async def _dispatch_message(self, event: str, message: Json) -> None:
         """MESSAGE_CREATE/UPDATE as the bot's intents let it see the message."""
         guild_id = message.get("guild_id")
+        if guild_id and int(guild_id) not in self.guild_ids:  # a server the bot is not in
+            return
         intents = self._session(int(guild_id) if guild_id else None).intents
         needed = INTENT_GUILD_MESSAGES if guild_id else INTENT_DIRECT_MESSAGES
         if message["flags"] & EPHEMERAL or not intents & needed:
@@ -764,6 +780,8 @@ class FakeDiscord:
                            guild_locale="en-US",
                            member={**self._member(user_id or self.member_id), "permissions": PERMISSIONS})
             payload["channel"]["guild_id"] = str(guild_id)
+            if guild_id not in self.guild_ids:  # a server without the bot: the member's own install answers
+                payload["authorizing_integration_owners"] = {str(USER_INSTALL): str(user_id or self.member_id)}
         if message is not None:
             payload["message"] = message
         interaction = FakeInteraction(interaction_id, token, payload)
