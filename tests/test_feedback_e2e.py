@@ -178,6 +178,9 @@ async def test_help_and_one_log_line_per_answer(
     data = (await server.wait_for_callback(interaction.token)).json["data"]
     page = str(data["embeds"][0])
     assert data["flags"] & EPHEMERAL and "/whois" in page and "/review" in page and "**0%**" in page
+    assert f"<#{server.channel_ids[1]}>" in page  # this server's watched channel
+    elsewhere = await server.send_slash_command("help", channel_id=server.open_dm())
+    assert "Watched channels" not in str((await server.wait_for_callback(elsewhere.token)).json["data"]["embeds"])
 
     picture = (gallery / "Gon Freecss" / "02.jpg").read_bytes()
     await _answer(server, picture)

@@ -19,11 +19,11 @@ class Help(commands.Cog):
     @app_commands.command(name="help", description="What I do and how to use me")
     async def help(self, interaction: discord.Interaction) -> None:
         """Explain the bot privately."""
-        await interaction.response.send_message(embed=help_embed(self.bot), ephemeral=True)
+        await interaction.response.send_message(embed=help_embed(self.bot, interaction.guild_id), ephemeral=True)
 
 
-def help_embed(bot: HxhBot) -> discord.Embed:
-    """The help page, with this bot's settings."""
+def help_embed(bot: HxhBot, guild_id: int | None) -> discord.Embed:
+    """The help page, with this bot's settings and the watched channels of the server asking (none in a DM)."""
     settings = bot.settings
     known = len(bot.search.characters()) if bot.search else 0
     embed = discord.Embed(
@@ -48,8 +48,10 @@ def help_embed(bot: HxhBot) -> discord.Embed:
     embed.add_field(name="Teach me", inline=False, value=(
         "Press **Right** or **Wrong** under an answer. After **Wrong**, pick who it really is: once the owner "
         "approves, I recognise that picture from then on."))
-    if settings.watch_channel_ids:
-        channels = " ".join(f"<#{channel}>" for channel in sorted(settings.watch_channel_ids))
+    guilds = {channel: getattr(bot.get_channel(channel), "guild", None) for channel in settings.watch_channel_ids}
+    here = sorted(channel for channel, guild in guilds.items() if guild is not None and guild.id == guild_id)
+    if here:  # another server's channels are not this one's business
+        channels = " ".join(f"<#{channel}>" for channel in here)
         embed.add_field(name="Watched channels", inline=False,
                         value=f"In {channels} and their threads I look at every picture posted (not those marked "
                               "as spoilers) and answer when I'm sure.")
