@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import discord
@@ -48,6 +49,25 @@ class Reply:
     embeds: list[discord.Embed]
     files: list[discord.File]
     view: RevealCandidates | None  # registered in the bot's open views; its `message` is for the sender to set
+
+
+class Taken:
+    """The images of recent messages already answered: an edit adding a link's preview is asked about once, even when
+    discord.py has updated the message before its `on_message` ran."""
+
+    def __init__(self, messages: int = 1000) -> None:
+        self.messages = messages
+        self.urls: OrderedDict[int, set[str]] = OrderedDict()
+
+    def new(self, message_id: int, found: list[ImageSource]) -> list[ImageSource]:
+        """Those of `found` not taken yet for this message; they are taken now."""
+        taken = self.urls.setdefault(message_id, set())
+        self.urls.move_to_end(message_id)
+        while len(self.urls) > self.messages:
+            self.urls.popitem(last=False)
+        fresh = [source for source in found if source.url not in taken]
+        taken.update(source.url for source in fresh)
+        return fresh
 
 
 async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None,

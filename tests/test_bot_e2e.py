@@ -288,6 +288,32 @@ async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gall
     assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Kurapika"
 
 
+async def test_a_link_preview_that_comes_later_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    # a link Discord has not seen yet: the message comes without its preview, which an update adds a moment later
+    proxied = server.add_attachment(_image(gallery, "Kurapika"), "1.jpg", "image/jpeg")["proxy_url"]
+    preview = {"type": "image", "url": "https://example.com/art/1.jpg",
+               "thumbnail": {"url": "https://example.com/art/1.jpg", "proxy_url": proxied, "width": 96, "height": 96}}
+
+    async def handled(channel: int) -> None:  # the bot takes events in order: it has read every one before this
+        interaction = await server.send_slash_command("help", channel_id=channel)
+        await server.wait_for_callback(interaction.token)
+
+    for channel in (server.channel_ids[1], server.open_dm()):  # a watched channel, a direct message
+        message = await server.post_message(channel, "https://example.com/art/1.jpg")
+        await handled(channel)
+        await server.unfurl(message, [preview])
+        reply = await server.wait_for(lambda r, m=message: _replied_to(r) == m["id"], timeout=60)
+        assert reply.json["embeds"][0]["title"] == "Kurapika"
+        await server.unfurl(message, [])  # an update adding no picture is no new question
+        await handled(channel)
+    # the preview may also come before the bot has read the message, which discord.py then shows updated: one answer
+    message = await server.post_message(server.channel_ids[1], "https://example.com/art/1.jpg")
+    await server.unfurl(message, [preview])
+    await handled(server.channel_ids[1])
+    await asyncio.wait_for(_idle(bot), 60)
+    assert sum(_replied_to(r) is not None for r in server.requests) == 3
+
+
 async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     watched = server.channel_ids[1]
     images = [server.add_attachment(_image(gallery, name), f"{n}.jpg", "image/jpeg")
@@ -376,6 +402,12 @@ async def _processed(server: FakeDiscord, gallery: Path) -> None:
     image = server.add_attachment(_image(gallery, "Gon Freecss"), "sentinel.jpg", "image/jpeg")
     sentinel = await server.post_message(server.channel_ids[1], "sentinel", attachments=[image])
     await server.wait_for(lambda r: _replied_to(r) == sentinel["id"], timeout=60)
+
+
+async def _idle(bot: HxhBot) -> None:
+    """Until no request the bot has taken is still being answered."""
+    while bot.in_flight:
+        await asyncio.sleep(0.05)
 
 
 def _replied_to(request) -> str | None:

@@ -10,7 +10,7 @@ from discord.ext import commands
 from hxhbot import attachments
 from hxhbot.answers import Outcome
 from hxhbot.bot import HxhBot
-from hxhbot.pictures import Answered, answer_each
+from hxhbot.pictures import Answered, Taken, answer_each
 from hxhbot.replies import fitted
 from hxhbot.search import BusyError
 from hxhbot.teach import FeedbackView
@@ -30,6 +30,7 @@ class Watch(commands.Cog):
     def __init__(self, bot: HxhBot) -> None:
         self.bot = bot
         self.checked = False  # the watched channels are checked at the first READY only
+        self.taken = Taken()
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -57,10 +58,23 @@ class Watch(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         """Identify every image of a human's message in a watched channel (or a thread of one, a forum's posts
         included) but those marked as spoilers; name only the characters it is sure of."""
-        watched = self.bot.settings.watch_channel_ids
-        if message.author.bot or not {message.channel.id, getattr(message.channel, "parent_id", None)} & watched:
-            return
-        sources = [source for source in attachments.images_in(message) if not source.spoiler]
+        if self.watched(message):
+            await self.answer(message, attachments.images_in(message))
+
+    @commands.Cog.listener()
+    async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
+        """The same for the images an edit adds: a link's preview comes so when Discord has not seen the link yet."""
+        if self.watched(after):
+            await self.answer(after, attachments.added_images(before, after))
+
+    def watched(self, message: discord.Message) -> bool:
+        """A human's message in a watched channel or in a thread of one."""
+        channels = {message.channel.id, getattr(message.channel, "parent_id", None)}
+        return not message.author.bot and bool(channels & self.bot.settings.watch_channel_ids)
+
+    async def answer(self, message: discord.Message, found: list[attachments.ImageSource]) -> None:
+        """React, identify the images not marked as spoilers, and reply for the characters named."""
+        sources = self.taken.new(message.id, [source for source in found if not source.spoiler])
         if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)

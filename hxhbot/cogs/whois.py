@@ -12,7 +12,7 @@ from discord.ext import commands
 from hxhbot import attachments
 from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.bot import HxhBot, cooldown, member_cooldown
-from hxhbot.pictures import Reply, answer_each, full_reply
+from hxhbot.pictures import Reply, Taken, answer_each, full_reply
 from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ class Whois(commands.Cog):
         self.bot = bot
         self.cooldowns = commands.DynamicCooldownMapping(lambda message: cooldown(bot.settings),  # direct messages
                                                          commands.BucketType.user)
+        self.taken = Taken()  # direct messages' pictures answered
         self.menu = app_commands.ContextMenu(name="Who is this?", callback=self.whois_message)
         app_commands.checks.dynamic_cooldown(member_cooldown)(self.menu)
         bot.tree.add_command(self.menu)
@@ -68,9 +69,18 @@ class Whois(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """A picture sent to the bot in a direct message is a question: answered in full, as Who is this? answers."""
-        if message.guild is not None or message.author.bot:
-            return
-        found = attachments.images_in(message) + attachments.stickers_in(message)
+        if message.guild is None and not message.author.bot:
+            await self.answer_direct(message, attachments.images_in(message) + attachments.stickers_in(message))
+
+    @commands.Cog.listener()
+    async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
+        """The same for the pictures an edit adds to a direct message (a link's preview, mostly)."""
+        if after.guild is None and not after.author.bot:
+            await self.answer_direct(after, attachments.added_images(before, after))
+
+    async def answer_direct(self, message: discord.Message, found: list[ImageSource]) -> None:
+        """Answer a direct message's pictures in a reply, one message every COOLDOWN_SECONDS per member."""
+        found = self.taken.new(message.id, found)
         if not found or not self.bot.take_request():
             return
         bucket = self.cooldowns.get_bucket(message, message.created_at.timestamp())

@@ -387,6 +387,12 @@ class FakeDiscord:
             body["message_reference"] = {"type": 1, "message_id": forward["id"], "channel_id": forward["channel_id"]}
         return await self._create_message(channel_id, body, author=author, attachments=list(attachments))
 
+    async def unfurl(self, message: Json, embeds: Sequence[Json]) -> None:
+        """Add a link's preview to a posted message, as Discord does a moment later when it had not seen the link:
+        MESSAGE_UPDATE with the embeds, and no edit time."""
+        message["embeds"] = list(message["embeds"]) + list(embeds)
+        await self._dispatch_message("MESSAGE_UPDATE", message)
+
     async def send_slash_command(
         self,
         name: str,
