@@ -244,7 +244,12 @@ async def test_a_picture_sent_in_a_direct_message_is_answered(server: FakeDiscor
     first, second = [await server.post_message(dm, "", attachments=[picture]) for _ in range(2)]
     replies = [await server.wait_for(lambda r, m=m: _replied_to(r) == m["id"], timeout=60) for m in (first, second)]
     assert replies[0].json["embeds"] and replies[1].json["content"].startswith("Slow down a little: try again in ")
-    assert sum(_replied_to(r) is not None for r in server.requests) == 4
+    proxied = server.add_attachment(_image(gallery, "Kurapika", 2), "2.jpg", "image/jpeg")["proxy_url"]
+    await server.unfurl(first, [{"type": "image", "url": "https://example.com/2.jpg",  # the same question, later
+                                 "thumbnail": {"url": "https://example.com/2.jpg", "proxy_url": proxied}}])
+    later = await server.wait_for(lambda r: _replied_to(r) == first["id"] and r is not replies[0], timeout=60)
+    assert later.json["embeds"][0]["title"] == "Kurapika"  # not told to slow down
+    assert sum(_replied_to(r) is not None for r in server.requests) == 5
 
 
 async def test_an_avif_picture_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:

@@ -76,14 +76,15 @@ class Whois(commands.Cog):
     async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
         """The same for the pictures an edit adds to a direct message (a link's preview, mostly)."""
         if after.guild is None and not after.author.bot:
-            await self.answer_direct(after, attachments.added_images(before, after))
+            await self.answer_direct(after, attachments.added_images(before, after), new_message=False)
 
-    async def answer_direct(self, message: discord.Message, found: list[ImageSource]) -> None:
-        """Answer a direct message's pictures in a reply, one message every COOLDOWN_SECONDS per member."""
+    async def answer_direct(self, message: discord.Message, found: list[ImageSource], new_message: bool = True) -> None:
+        """Answer a direct message's pictures in a reply, one new message every COOLDOWN_SECONDS per member (what an
+        edit adds belongs to a question already let through)."""
         found = self.taken.new(message.id, found)
         if not found or not self.bot.take_request():
             return
-        bucket = self.cooldowns.get_bucket(message, message.created_at.timestamp())
+        bucket = self.cooldowns.get_bucket(message, message.created_at.timestamp()) if new_message else None
         retry_after = bucket.update_rate_limit(message.created_at.timestamp()) if bucket else None
         if retry_after:
             await _reply(message, Reply(slow_down(retry_after), [], [], None))
