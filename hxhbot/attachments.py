@@ -68,12 +68,6 @@ def images_in(message: discord.Message) -> list[ImageSource]:
     return found
 
 
-def added_images(before: discord.Message, after: discord.Message) -> list[ImageSource]:
-    """The images an edit added: a link's preview mostly, which Discord adds a moment after the message was posted."""
-    seen = {source.url for source in images_in(before)}
-    return [source for source in images_in(after) if source.url not in seen]
-
-
 def stickers_in(message: discord.Message) -> list[ImageSource]:
     """A message's stickers drawn as pictures (PNG, APNG, GIF; a Lottie sticker is vector animation, not a picture),
     a forwarded message's too."""

@@ -46,14 +46,15 @@ class Reply:
     """A reply answering a member's question about a message's pictures."""
 
     content: str | None
-    embeds: list[discord.Embed]
-    files: list[discord.File]
-    view: RevealCandidates | None  # registered in the bot's open views; its `message` is for the sender to set
+    embeds: list[discord.Embed] = field(default_factory=list)
+    files: list[discord.File] = field(default_factory=list)
+    view: RevealCandidates | None = None  # registered in the bot's open views; its `message` is for the sender to set
 
 
 class Taken:
     """The images of recent messages already answered: an edit adding a link's preview is asked about once, even when
-    discord.py has updated the message before its `on_message` ran."""
+    discord.py has updated the message before its `on_message` ran. Every message watched is remembered, so its
+    1000 outlast discord.py's cache of 1000 messages of every kind, outside which no edit is dispatched."""
 
     def __init__(self, messages: int = 1000) -> None:
         self.messages = messages

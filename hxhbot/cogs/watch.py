@@ -63,9 +63,10 @@ class Watch(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
-        """The same for the images an edit adds: a link's preview comes so when Discord has not seen the link yet."""
+        """The same for the images an edit adds (those answered are taken): a link's preview comes so when Discord
+        has not seen the link yet."""
         if self.watched(after):
-            await self.answer(after, attachments.added_images(before, after))
+            await self.answer(after, attachments.images_in(after))
 
     def watched(self, message: discord.Message) -> bool:
         """A human's message in a watched channel or in a thread of one."""

@@ -74,9 +74,10 @@ class Whois(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
-        """The same for the pictures an edit adds to a direct message (a link's preview, mostly)."""
+        """The same for the pictures an edit adds to a direct message (a link's preview, mostly; those answered are
+        taken)."""
         if after.guild is None and not after.author.bot:
-            await self.answer_direct(after, attachments.added_images(before, after), new_message=False)
+            await self.answer_direct(after, attachments.images_in(after), new_message=False)
 
     async def answer_direct(self, message: discord.Message, found: list[ImageSource], new_message: bool = True) -> None:
         """Answer a direct message's pictures in a reply, one new message every COOLDOWN_SECONDS per member (what an
@@ -87,7 +88,7 @@ class Whois(commands.Cog):
         bucket = self.cooldowns.get_bucket(message, message.created_at.timestamp()) if new_message else None
         retry_after = bucket.update_rate_limit(message.created_at.timestamp()) if bucket else None
         if retry_after:
-            await _reply(message, Reply(slow_down(retry_after), [], [], None))
+            await _reply(message, Reply(slow_down(retry_after)))
             return
         with contextlib.suppress(discord.HTTPException):  # "hxhbot is typing…" while the pictures are read
             await message.channel.typing()
@@ -95,7 +96,7 @@ class Whois(commands.Cog):
         if done.answered:
             await _reply(message, full_reply(self.bot, done, message.author.id))
         else:
-            await _reply(message, Reply("\n".join(done.problems) or str(done.skipped[0]), [], [], None))
+            await _reply(message, Reply("\n".join(done.problems) or str(done.skipped[0])))
 
 
 async def _reply(message: discord.Message, reply: Reply) -> None:
