@@ -131,7 +131,9 @@ def imagenet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cached = SHARED / "keras" / "models" / IMAGENET_WEIGHTS.name
         assert cached.is_file(), f"{cached} is missing: tests need ../shared beside the checkout"
         IMAGENET_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, IMAGENET_WEIGHTS)  # where Keras's weights="imagenet" looks, as on a user's machine
+        staged = IMAGENET_WEIGHTS.with_name(f"{IMAGENET_WEIGHTS.name}.{os.getpid()}")  # workers copy it side by side
+        shutil.copyfile(cached, staged)
+        os.replace(staged, IMAGENET_WEIGHTS)  # where Keras's weights="imagenet" looks, as on a user's machine
     directory = tmp_path_factory.mktemp("imagenet")
     save_model_dir(build_pretrained(112, weights="imagenet"), "pretrained", directory)
     return directory
