@@ -95,8 +95,8 @@ def save_model_dir(model: tf.keras.Model, variant: str, out_dir: str | Path, **e
     return config
 
 
-def load_model_dir(model_dir: str | Path) -> tuple[tf.keras.Model, ModelConfig]:
-    """Load a saved model directory; raise `ModelError` with a clear reason when it is unusable."""
+def read_config(model_dir: str | Path) -> ModelConfig:
+    """A model directory's config, without loading its model; raise `ModelError` when it is unusable."""
     directory = Path(model_dir)
     try:
         raw = json.loads((directory / CONFIG_FILE).read_text())
@@ -105,6 +105,13 @@ def load_model_dir(model_dir: str | Path) -> tuple[tf.keras.Model, ModelConfig]:
         raise ModelError(f"{directory / CONFIG_FILE} is missing or malformed: {error}") from error
     if config.preprocessing != PREPROCESSING:
         raise ModelError(f"{directory}: unknown preprocessing {config.preprocessing!r}")
+    return config
+
+
+def load_model_dir(model_dir: str | Path) -> tuple[tf.keras.Model, ModelConfig]:
+    """Load a saved model directory; raise `ModelError` with a clear reason when it is unusable."""
+    directory = Path(model_dir)
+    config = read_config(directory)
     try:
         model = tf.keras.models.load_model(directory / MODEL_FILE, compile=False)
     except (OSError, ValueError) as error:

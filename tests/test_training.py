@@ -35,6 +35,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_gallery(tmp_path_factory.mktemp("train") / "gallery", per_character=9, characters=COLOURS)
 
 
+@pytest.fixture(scope="module")
+def hunter(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `hunter` variant trained one epoch on `data`: a model directory the tests read, never write."""
+    out = tmp_path_factory.mktemp("hunter") / "model"
+    train([data], "hunter", out, epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    return out
+
+
 def test_split_is_disjoint_and_reproducible(data: Path, tmp_path: Path) -> None:
     split = make_split(data, unseen=2, gallery_size=3, seed=3)
     assert make_split(data, unseen=2, gallery_size=3, seed=3) == split
@@ -149,7 +157,8 @@ def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_di
 
 
 def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_load(
-        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, imagenet_model_dir: Path) -> None:
+        data: Path, hunter: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        imagenet_model_dir: Path) -> None:
     train([data], "tuned", tmp_path / "t", epochs=1, input_size=32, weights="imagenet", augment_rounds=1, verbose=0)
     (tmp_path / "t" / "calibration.json").write_text("{}")
     (tmp_path / "b").mkdir()
@@ -176,10 +185,11 @@ def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_loa
     assert evaluate_cli.main(["--model", str(tmp_path / "b"), "--data", str(data), "--json", str(out),
                               "--baseline-weights", "none"]) == 0
     assert json.loads(out.read_text())[str(data)]["model_figures"]["seen"]["characters"] == 5
-    train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+    shutil.copytree(hunter, tmp_path / "h")
     (tmp_path / "s").mkdir()
     for name in ("model.keras", "config.json"):  # a tuned model without the split that lists its training pictures
         (tmp_path / "s" / name).write_bytes((tmp_path / "t" / name).read_bytes())
+    monkeypatch.setattr(beside_cli, "load_model_dir", lambda *_: pytest.fail("loaded a model it refuses"))
     for model, weight, out_dir, message in (("t", "1", "x", "must be in"), ("h", "0.5", "x", "only a tuned one"),
                                             ("s", "0.5", "x", "no readable split"),
                                             ("b", "0.5", "x", "only a tuned one"), ("t", "0.5", "t", "must differ"),
@@ -260,15 +270,14 @@ def test_resume_continues_where_it_stopped(data: Path, tmp_path: Path, monkeypat
 
 def test_evaluate_cli_ranks_every_query_against_every_character(data: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture) -> None:
-    train([data], "hunter", tmp_path / "m", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
+                                                                capsys: pytest.CaptureFixture, hunter: Path) -> None:
     out = tmp_path / "eval.json"
     monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.99")  # settings come from the environment and .env
-    assert evaluate_cli.main(["--model", str(tmp_path / "m"), "--data", str(data), "--json", str(out),
+    assert evaluate_cli.main(["--model", str(hunter), "--data", str(data), "--json", str(out),
                               "--baseline-weights", "none", "--part", "colour"]) == 0
     assert "score ≥ 0.99" in capsys.readouterr().out
     report = json.loads(out.read_text())[str(data)]
-    split = Split.load(tmp_path / "m" / "split.json")
+    split = Split.load(hunter / "split.json")
     for group in ("seen", "unseen"):
         figures = report["model_figures"][group]
         assert figures["characters"] == 5 and figures["queries"] == len(split.evaluation(data)[1][group][0])
@@ -447,13 +456,13 @@ def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_pa
     assert "check: no split.json lists the pictures its model trained on" in capsys.readouterr().err
 
 
-def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    train([data], "hunter", tmp_path / "h", epochs=1, input_size=32, weights=None, augment_rounds=1, verbose=0)
-    model = Embedder.load(tmp_path / "h").model
+def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, hunter: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    model = Embedder.load(hunter).model
     for part, dim in (("features", 2944), ("shape", 2432), ("colour", 512)):
         assert evaluate_cli.model_part(model, part).output_shape == (None, dim)
         out = tmp_path / f"{part}.json"
-        assert evaluate_cli.main(["--model", str(tmp_path / "h"), "--data", str(data), "--json", str(out),
+        assert evaluate_cli.main(["--model", str(hunter), "--data", str(data), "--json", str(out),
                                   "--baseline-weights", "none", "--part", part]) == 0
         report = json.loads(out.read_text())
         figures = report[str(data)]["model_figures"]["seen"]

@@ -17,7 +17,7 @@ from hxhbot.confidence import CALIBRATION_FILE  # noqa: E402
 from hxhbot.detector import FaceDetector  # noqa: E402
 from hxhbot.embedder import Embedder  # noqa: E402
 from hxhbot.model_dir import (CONFIG_FILE, ModelConfig, ModelError, build_pretrained, load_model_dir,  # noqa: E402
-                              save_model_dir)
+                              read_config, save_model_dir)
 from training.data import Split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.model import beside_imagenet  # noqa: E402
@@ -32,7 +32,7 @@ def compose(model_dir: Path, weight: float, out: Path) -> dict:
     The raw features' centre is their mean over the views (whole frame and faces, as the engine cuts them) of the
     pictures the tuned run trained on, listed by its split.
     """
-    model, config = load_model_dir(model_dir)
+    config = read_config(model_dir)  # refused before the model is loaded, which takes seconds
     if config.variant != "tuned":
         raise ValueError(f"{model_dir} holds a {config.variant} model: only a tuned one can be composed")
     extra = {key: value for key, value in json.loads((model_dir / CONFIG_FILE).read_text()).items()
@@ -42,6 +42,7 @@ def compose(model_dir: Path, weight: float, out: Path) -> dict:
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"{model_dir} has no readable split ({error}): the raw features are centred on the "
                          "pictures its run trained on") from None
+    model, _ = load_model_dir(model_dir)
     raw = Embedder.from_model(build_pretrained(config.input_size), "pretrained")
     composed = beside_imagenet(model, weight, embed_pictures(raw, paths, FaceDetector())[0].mean(axis=0))
     out.mkdir(parents=True, exist_ok=True)
