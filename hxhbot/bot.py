@@ -8,6 +8,8 @@ import logging
 import signal
 import time
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 import aiohttp
 import discord
@@ -27,6 +29,7 @@ from hxhbot.stats import AnswerStats
 from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")  # what owner_only decorates
 COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
@@ -236,7 +239,7 @@ async def send_private(interaction: discord.Interaction, text: str) -> None:
         log.warning("could not tell %s: %s", interaction.user, error)
 
 
-def owner_only():
+def owner_only() -> Callable[[T], T]:
     """App-command check: only the application owner or OWNER_IDS."""
 
     async def predicate(interaction: discord.Interaction) -> bool:

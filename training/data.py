@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ def encode_labels(labels: list[str]) -> tuple[np.ndarray, list[str]]:
     return np.array([index[label] for label in labels], np.int32), names
 
 
-def pk_batches(labels: np.ndarray, p: int, k: int, seed: int = 0):
+def pk_batches(labels: np.ndarray, p: int, k: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Endless index batches of `p` classes × `k` images each (sampling with replacement when short)."""
     rng = np.random.default_rng(seed)
     by_class = {label: np.flatnonzero(labels == label) for label in np.unique(labels)}
@@ -215,7 +216,7 @@ def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds
     (manga), colour and light shifted; a face crop is jittered around its box. Rows come clean views first.
     """
 
-    def one(number: int) -> list[np.ndarray]:
+    def one(number: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         try:
             picture = decode_image(read_image_file(paths[number], TRUSTED_MAX_BYTES), max_bytes=TRUSTED_MAX_BYTES,
                                    max_decode_bytes=TRUSTED_DECODE_BYTES, draft_size=max(DETAIL * size, DECODE_SIDE))
