@@ -7,10 +7,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is impor
 
 if __name__ == "__main__":
     argparse.ArgumentParser(
-        prog="bot.py", description="Start hxhbot, the Discord bot that tells which Hunter × Hunter character is in a "
+        prog="bot.py",
+        description="Start hxhbot, the Discord bot that tells which Hunter × Hunter character is in a "
         "picture. It takes no options: settings come from the environment and .env (see .env.example, and "
         "Configuration in README.md).",
     ).parse_args()  # --help, and a clear refusal of anything else, before TensorFlow is imported
-    from hxhbot.bot import main
+    from hxhbot.discord.bot import main
 
     raise SystemExit(main())

@@ -8,17 +8,17 @@ import logging
 import sys
 from pathlib import Path
 
-from hxhbot.answers import Identification, identify
-from hxhbot.confidence import Calibration
 from hxhbot.config import ConfigError, Settings, load_settings
-from hxhbot.detector import FaceDetector
-from hxhbot.gallery import GalleryError
-from hxhbot.gallery_check import checker
-from hxhbot.images import ImageError, read_image_file
-from hxhbot.index import GalleryIndex, GalleryIndexError
-from hxhbot.indexing import build_gallery_index
-from hxhbot.model_dir import ModelError
-from hxhbot.views import load_views
+from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.crops import load_views
+from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.gallery import GalleryError
+from hxhbot.engine.gallery_check import checker
+from hxhbot.engine.identification import Identification, identify
+from hxhbot.engine.images import ImageError, read_image_file
+from hxhbot.engine.index import GalleryIndex, GalleryIndexError
+from hxhbot.engine.indexing import build_gallery_index
+from hxhbot.engine.model_dir import ModelError
 from hxhbot.wording import counted
 
 log = logging.getLogger("hxhbot")
@@ -60,14 +60,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index and print a summary."""
-    from hxhbot.embedder import Embedder
+    from hxhbot.engine.embedder import Embedder
 
     model_dir = args.model or settings.model_dir
     embedder = Embedder.load(model_dir)
     _, summary = build_gallery_index(
-        args.gallery or settings.gallery_dir, embedder, args.out or settings.index_dir,
-        batch_size=settings.batch_size, max_pixels=settings.max_image_pixels, progress=_progress_bar,
-        detector=FaceDetector(), check=checker(Calibration.load(model_dir), settings.confidence_threshold),
+        args.gallery or settings.gallery_dir,
+        embedder,
+        args.out or settings.index_dir,
+        batch_size=settings.batch_size,
+        max_pixels=settings.max_image_pixels,
+        progress=_progress_bar,
+        detector=FaceDetector(),
+        check=checker(Calibration.load(model_dir), settings.confidence_threshold),
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)  # ends the bar's line
@@ -79,7 +84,7 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
 
 def _whois(args: argparse.Namespace, settings: Settings) -> int:
     """Print every character found in each image, ranked, with its outcome."""
-    from hxhbot.embedder import Embedder
+    from hxhbot.engine.embedder import Embedder
 
     top_k = settings.top_k if args.top is None else args.top
     if top_k < 1:
@@ -93,8 +98,13 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
     failed = 0
     for path in args.images:
         try:
-            views = load_views(read_image_file(path, settings.max_image_bytes), embedder.input_size, detector,
-                               max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+            views = load_views(
+                read_image_file(path, settings.max_image_bytes),
+                embedder.input_size,
+                detector,
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
         except (OSError, ImageError) as error:
             failed += 1
             reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
@@ -109,11 +119,14 @@ def _characters(result: Identification, settings: Settings) -> list[dict]:
     """One entry per character found, the most confident first: its box (shares of the picture; null: the whole
     picture), outcome and matches."""
     sightings = sorted(result.sightings, key=lambda sighting: -sighting.best.score)
-    return [{
-        "box": [round(value, 4) for value in (s.box.left, s.box.top, s.box.right, s.box.bottom)] if s.box else None,
-        "outcome": s.outcome(settings.confidence_threshold, settings.unknown_threshold).value,
-        "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in s.matches],
-    } for s in sightings]
+    return [
+        {
+            "box": [round(value, 4) for value in (s.box.left, s.box.top, s.box.right, s.box.bottom)] if s.box else None,
+            "outcome": s.outcome(settings.confidence_threshold, settings.unknown_threshold).value,
+            "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in s.matches],
+        }
+        for s in sightings
+    ]
 
 
 def _emit(as_json: bool, result: dict) -> None:
@@ -142,4 +155,3 @@ def _progress_bar(done: int, total: int) -> None:
         return  # redraw once per percent
     filled = width * done // parts
     print(f"\rindexing [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
-

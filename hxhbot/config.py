@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 from dotenv import load_dotenv
 
@@ -90,8 +91,10 @@ def load_settings(
         if settings.shard_count is None:
             raise ConfigError("SHARD_IDS needs SHARD_COUNT: the total number of shards over every process.")
         if max(settings.shard_ids) >= settings.shard_count:
-            raise ConfigError(f"SHARD_IDS={','.join(map(str, settings.shard_ids))} is not valid: "
-                              f"shard ids go from 0 to SHARD_COUNT - 1 ({settings.shard_count - 1}).")
+            raise ConfigError(
+                f"SHARD_IDS={','.join(map(str, settings.shard_ids))} is not valid: "
+                f"shard ids go from 0 to SHARD_COUNT - 1 ({settings.shard_count - 1})."
+            )
     if require_token and not settings.discord_token:
         raise ConfigError("DISCORD_TOKEN is not set: put your bot token in .env (see .env.example).")
     return settings

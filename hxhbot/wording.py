@@ -24,7 +24,7 @@ def first_few(entries: list[str]) -> str:
 
 def cut(text: str, most: int) -> str:
     """`text` in at most `most` characters (at least one), ending with an ellipsis when cut."""
-    return text if len(text) <= most else text[:max(most, 1) - 1] + "…"
+    return text if len(text) <= most else text[: max(most, 1) - 1] + "…"
 
 
 def code(name: str) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import shutil
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -98,7 +98,7 @@ def gallery(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained MobileNetV2 feature model saved as a model directory (weights=None: offline)."""
-    from hxhbot.model_dir import build_pretrained, save_model_dir
+    from hxhbot.engine.model_dir import build_pretrained, save_model_dir
 
     directory = tmp_path_factory.mktemp("model")
     save_model_dir(build_pretrained(TEST_INPUT_SIZE, weights=None), "pretrained", directory)
@@ -108,7 +108,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedder(model_dir: Path):
     """The engine's embedder over `model_dir`."""
-    from hxhbot.embedder import Embedder
+    from hxhbot.engine.embedder import Embedder
 
     return Embedder.load(model_dir)
 
@@ -127,7 +127,7 @@ def hxh_dev() -> Path:
 @pytest.fixture(scope="session")
 def imagenet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageNet MobileNetV2 features at 112 px, from Keras's cache filled from ../shared/keras (never downloaded)."""
-    from hxhbot.model_dir import build_pretrained, save_model_dir
+    from hxhbot.engine.model_dir import build_pretrained, save_model_dir
 
     if not IMAGENET_WEIGHTS.is_file():
         cached = SHARED / "keras" / "models" / IMAGENET_WEIGHTS.name

@@ -12,7 +12,7 @@ import os
 import resource
 from pathlib import Path
 
-from hxhbot.images import ImageError, load_image
+from hxhbot.engine.images import ImageError, load_image
 from tests.conftest import character_image, encode
 
 

@@ -12,7 +12,7 @@ import zlib
 
 from PIL import Image
 
-from hxhbot import images
+from hxhbot.engine import images
 
 SMALL_LIMIT = 200_000  # the byte limit `over_byte_limit` is meant to exceed
 
@@ -32,8 +32,14 @@ def png_bomb(side: int = 30_000) -> bytes:
 
 def gif_bomb(side: int = 60_000) -> bytes:
     """A GIF whose header declares a huge logical screen."""
-    return b"GIF89a" + struct.pack("<HH", side, side) + b"\x00\x00\x00" + b",\x00\x00\x00\x00" + struct.pack(
-        "<HH", side, side) + b"\x00\x02\x02\x44\x01\x00;"
+    return (
+        b"GIF89a"
+        + struct.pack("<HH", side, side)
+        + b"\x00\x00\x00"
+        + b",\x00\x00\x00\x00"
+        + struct.pack("<HH", side, side)
+        + b"\x00\x02\x02\x44\x01\x00;"
+    )
 
 
 def bmp_bomb(side: int = 50_000) -> bytes:
@@ -110,7 +116,7 @@ def big_webp(side: int) -> bytes:
 
 
 def big_avif(side: int, noise: bool = False) -> bytes:
-    """A `side`×`side` 8-bit AVIF: a grey gradient, or noise in full colour resolution (4:4:4, the dearest to decode)."""
+    """A `side`×`side` 8-bit AVIF: a grey gradient, or noise in full colour resolution (4:4:4, dearest to decode)."""
     picture = Image.effect_noise((side, side), 40) if noise else Image.linear_gradient("L").resize((side, side))
     out = io.BytesIO()
     picture.convert("RGB").save(out, "AVIF", quality=30, speed=10, subsampling="4:4:4" if noise else "4:2:0")

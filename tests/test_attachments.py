@@ -9,8 +9,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hxhbot.attachments import (
-    DISCORD_CDN_HOSTS, AttachmentError, ImageSource, PublicResolver, check, download, download_hosts,
+from hxhbot.discord.attachments import (
+    DISCORD_CDN_HOSTS,
+    AttachmentError,
+    ImageSource,
+    PublicResolver,
+    check,
+    download,
+    download_hosts,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,10 +95,14 @@ def _source(url: str) -> ImageSource:
 
 def test_refused_before_download_with_a_sentence() -> None:
     for source, sentence in [
-        (ImageSource("u", "photo.heic", 10, "image/heic"),
-         "`photo.heic` is image/heic, which I can't read: send a JPEG, PNG, WebP, AVIF, GIF or BMP."),
-        (ImageSource("u", "notes.txt", 10, "text/plain"),
-         "`notes.txt` is not an image: attach a JPEG, PNG, WebP, AVIF, GIF or BMP."),
+        (
+            ImageSource("u", "photo.heic", 10, "image/heic"),
+            "`photo.heic` is image/heic, which I can't read: send a JPEG, PNG, WebP, AVIF, GIF or BMP.",
+        ),
+        (
+            ImageSource("u", "notes.txt", 10, "text/plain"),
+            "`notes.txt` is not an image: attach a JPEG, PNG, WebP, AVIF, GIF or BMP.",
+        ),
         (ImageSource("u", "big.png", 3 * LIMIT, "image/png"), "`big.png` is 0.2 MB; the limit is 0.1 MB."),
     ]:
         with pytest.raises(AttachmentError) as refused:
@@ -108,8 +118,12 @@ async def test_downloads_from_an_allowed_host(server: Server, session: aiohttp.C
 async def test_only_discord_hosts(server: Server, session: aiohttp.ClientSession) -> None:
     assert download_hosts("http://127.0.0.1:5/api/v10") == DISCORD_CDN_HOSTS | LOCAL
     assert download_hosts("https://discord.com/api/v10") == DISCORD_CDN_HOSTS | {"discord.com"}
-    for url in (server.url("/picture.png"), "https://example.com/a.png", "file:///etc/passwd",
-                "https://cdn.discordapp.com.evil.example/a.png"):
+    for url in (
+        server.url("/picture.png"),
+        "https://example.com/a.png",
+        "file:///etc/passwd",
+        "https://cdn.discordapp.com.evil.example/a.png",
+    ):
         with pytest.raises(AttachmentError, match="not on Discord"):
             await download(session, _source(url), LIMIT, 10)  # 127.0.0.1 is not the API host here
     assert server.sent == 0
@@ -130,8 +144,16 @@ class StubResolver(PublicResolver):
         self.address = address
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
-        return [{"hostname": host, "host": self.address, "port": port, "family": socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST}]
+        return [
+            {
+                "hostname": host,
+                "host": self.address,
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
 
     async def close(self) -> None:
         pass

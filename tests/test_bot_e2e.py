@@ -9,19 +9,19 @@ import io
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from PIL import Image
 
-from hxhbot.bot import PARALLEL_DOWNLOADS, STATUS, HxhBot
-from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
-from hxhbot.discord_api import pointed_at
-from hxhbot.index_lock import index_writer
-from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
+from hxhbot.discord.api import pointed_at
+from hxhbot.discord.bot import PARALLEL_DOWNLOADS, STATUS, HxhBot
+from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.index_lock import index_writer
 from tests.conftest import SHAPES, encode, shape_image, write_shape_gallery
+from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, RecordedRequest, bot_ready
 from tests.hostile import png_bomb
 
 pytestmark = pytest.mark.timeout(300)  # a hang guard: on a loaded 2-core machine a test can take minutes
@@ -59,10 +59,16 @@ async def running(server: FakeDiscord, settings: Settings) -> AsyncIterator[HxhB
 
 def _settings(server: FakeDiscord, gallery: Path, model_dir: Path, index_dir: Path) -> Settings:
     return Settings(
-        discord_token=server.token, gallery_dir=gallery, model_dir=model_dir, index_dir=index_dir,
-        feedback_db=index_dir.parent / "feedback.sqlite3", discord_api_base=server.api_base,
+        discord_token=server.token,
+        gallery_dir=gallery,
+        model_dir=model_dir,
+        index_dir=index_dir,
+        feedback_db=index_dir.parent / "feedback.sqlite3",
+        discord_api_base=server.api_base,
         watch_channel_ids=frozenset({server.channel_ids[1]}),
-        confidence_threshold=0.0, cooldown_seconds=0, top_k=3,
+        confidence_threshold=0.0,
+        cooldown_seconds=0,
+        top_k=3,
     )
 
 
@@ -76,8 +82,9 @@ def _image(gallery: Path, character: str, number: int = 1) -> bytes:
     return (gallery / character / f"{number:02d}.jpg").read_bytes()
 
 
-async def _whois(server: FakeDiscord, data: bytes, filename: str = "query.jpg", content_type: str = "image/jpeg",
-                 **options: object):
+async def _whois(
+    server: FakeDiscord, data: bytes, filename: str = "query.jpg", content_type: str = "image/jpeg", **options: object
+):
     attachment = server.add_attachment(data, filename, content_type, **options)
     return await server.send_slash_command("whois", {"image": attachment})
 
@@ -90,8 +97,15 @@ async def test_commands_are_synced(server: FakeDiscord, bot: HxhBot) -> None:
     identify = next(payload["d"] for payload in server.gateway_received if payload["op"] == 2)
     assert identify["presence"]["game"] == {"type": 4, "state": STATUS, "name": "Custom Status"}  # discord.py's key
     names = {(c["name"], c["type"]) for c in server.commands[None]}
-    assert names == {("whois", 1), ("Who is this?", 3), ("characters", 1), ("reindex", 1), ("review", 1),
-                     ("stats", 1), ("help", 1)}
+    assert names == {
+        ("whois", 1),
+        ("Who is this?", 3),
+        ("characters", 1),
+        ("reindex", 1),
+        ("review", 1),
+        ("stats", 1),
+        ("help", 1),
+    }
     permissions = {c["name"]: c.get("default_member_permissions") for c in server.commands[None]}
     assert int(permissions.pop("reindex")) == 1 << 5  # MANAGE_GUILD: Discord hides /reindex from members
     assert {name for name, value in permissions.items() if value is not None and int(value) == 0} == {"review", "stats"}
@@ -111,7 +125,8 @@ async def test_whois_names_the_character_with_a_thumbnail(server: FakeDiscord, b
 
 
 async def test_a_spoiler_is_answered_privately_and_left_alone_in_watched_channels(
-        server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
     interaction = await _whois(server, _image(gallery, "Gon Freecss"), "SPOILER_gon.jpg")
     deferred = (await server.wait_for_callback(interaction.token)).json
     answer = (await server.wait_for_followup(interaction.token, timeout=60)).json
@@ -120,12 +135,18 @@ async def test_a_spoiler_is_answered_privately_and_left_alone_in_watched_channel
     spoiler = server.add_attachment(_image(gallery, "Kurapika"), "SPOILER_k.jpg", "image/jpeg")
     message = await server.post_message(server.channel_ids[1], "guess who", attachments=[spoiler])
     await _processed(server, gallery)
-    assert not [r for r in server.requests if r.params.get("message_id") == message["id"]
-                or _replied_to(r) == message["id"] or r.route.endswith("/SPOILER_k.jpg")]
+    assert not [
+        r
+        for r in server.requests
+        if r.params.get("message_id") == message["id"]
+        or _replied_to(r) == message["id"]
+        or r.route.endswith("/SPOILER_k.jpg")
+    ]
 
 
-async def test_unsure_answer_reveals_candidates_to_the_asker_only(server: FakeDiscord, bot: HxhBot,
-                                                                  gallery: Path) -> None:
+async def test_unsure_answer_reveals_candidates_to_the_asker_only(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
     bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
     interaction = await _whois(server, _image(gallery, "Kurapika"))
     followup = await server.wait_for_followup(interaction.token, timeout=60)
@@ -170,18 +191,23 @@ async def test_context_menu_on_a_message_with_an_image(server: FakeDiscord, bot:
         assert answer.json["data"]["flags"] & EPHEMERAL and "no image" in answer.json["data"]["content"]
 
 
-async def test_context_menu_answers_every_picture_of_a_message(server: FakeDiscord, bot: HxhBot,
-                                                               gallery: Path) -> None:
-    images = [server.add_attachment(_image(gallery, "Gon Freecss", 3), "gon.jpg", "image/jpeg"),
-              server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg"),
-              server.add_attachment(_image(gallery, "Kurapika", 2), "kurapika.jpg", "image/jpeg")]
+async def test_context_menu_answers_every_picture_of_a_message(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    images = [
+        server.add_attachment(_image(gallery, "Gon Freecss", 3), "gon.jpg", "image/jpeg"),
+        server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg"),
+        server.add_attachment(_image(gallery, "Kurapika", 2), "kurapika.jpg", "image/jpeg"),
+    ]
     message = await server.post_message(server.channel_ids[0], "three pictures", attachments=images)
     interaction = await server.send_message_command("Who is this?", message)
     answer = (await server.wait_for_followup(interaction.token, timeout=120)).json
-    assert [(e["author"]["name"], e["title"]) for e in answer["embeds"]] == [("Image 1", "Gon Freecss"),
-                                                                              ("Image 3", "Kurapika")]
-    assert {e["thumbnail"]["url"] for e in answer["embeds"]} == {"attachment://picture1.jpg",
-                                                                 "attachment://picture3.jpg"}
+    assert [(e["author"]["name"], e["title"]) for e in answer["embeds"]] == [
+        ("Image 1", "Gon Freecss"),
+        ("Image 3", "Kurapika"),
+    ]
+    assert {e["thumbnail"]["url"] for e in answer["embeds"]} == {
+        "attachment://picture1.jpg",
+        "attachment://picture3.jpg",
+    }
     assert answer["content"].startswith("I couldn't read `broken.jpg`: ") and not answer.get("components")
 
     bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
@@ -212,11 +238,14 @@ async def test_pictures_beyond_ten_are_counted_not_dropped(server: FakeDiscord, 
     # ten attachments and two link previews: a reply holds ten embeds, so two are left, and the member is told
     broken = server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg")
     gon = server.add_attachment(_image(gallery, "Gon Freecss", 3), "gon.jpg", "image/jpeg")
-    preview = {"type": "image", "url": "https://example.com/k.jpg",
-               "thumbnail": {"url": "https://example.com/k.jpg", "proxy_url": gon["proxy_url"], "width": 96,
-                             "height": 96}}
-    message = await server.post_message(server.channel_ids[0], "twelve", attachments=[gon] + [broken] * 9,
-                                        embeds=[preview, preview])
+    preview = {
+        "type": "image",
+        "url": "https://example.com/k.jpg",
+        "thumbnail": {"url": "https://example.com/k.jpg", "proxy_url": gon["proxy_url"], "width": 96, "height": 96},
+    }
+    message = await server.post_message(
+        server.channel_ids[0], "twelve", attachments=[gon] + [broken] * 9, embeds=[preview, preview]
+    )
     interaction = await server.send_message_command("Who is this?", message)
     answer = (await server.wait_for_followup(interaction.token, timeout=120)).json
     assert [(e["author"]["name"], e["title"]) for e in answer["embeds"]] == [("Image 1", "Gon Freecss")]
@@ -231,8 +260,9 @@ async def test_a_picture_sent_in_a_direct_message_is_answered(server: FakeDiscor
     reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
     assert [e["title"] for e in reply.json["embeds"]] == ["Kurapika"] and len(reply.files) == 1
     assert [item["label"] for row in reply.json["components"] for item in row["components"]] == ["Right", "Wrong"]
-    assert any(r.route == "/channels/{channel_id}/typing" and r.params["channel_id"] == str(dm)
-               for r in server.requests)
+    assert any(
+        r.route == "/channels/{channel_id}/typing" and r.params["channel_id"] == str(dm) for r in server.requests
+    )
 
     broken = server.add_attachment(_image(gallery, "Kurapika")[:300], "broken.jpg", "image/jpeg")
     message = await server.post_message(dm, "", attachments=[broken])
@@ -245,8 +275,16 @@ async def test_a_picture_sent_in_a_direct_message_is_answered(server: FakeDiscor
     replies = [await server.wait_for(lambda r, m=m: _replied_to(r) == m["id"], timeout=60) for m in (first, second)]
     assert replies[0].json["embeds"] and replies[1].json["content"].startswith("Slow down a little: try again in ")
     proxied = server.add_attachment(_image(gallery, "Kurapika", 2), "2.jpg", "image/jpeg")["proxy_url"]
-    await server.unfurl(first, [{"type": "image", "url": "https://example.com/2.jpg",  # the same question, later
-                                 "thumbnail": {"url": "https://example.com/2.jpg", "proxy_url": proxied}}])
+    await server.unfurl(
+        first,
+        [
+            {
+                "type": "image",
+                "url": "https://example.com/2.jpg",  # the same question, later
+                "thumbnail": {"url": "https://example.com/2.jpg", "proxy_url": proxied},
+            }
+        ],
+    )
     later = await server.wait_for(lambda r: _replied_to(r) == first["id"] and r is not replies[0], timeout=60)
     assert later.json["embeds"][0]["title"] == "Kurapika"  # not told to slow down
     assert sum(_replied_to(r) is not None for r in server.requests) == 5
@@ -260,8 +298,9 @@ async def test_an_avif_picture_is_answered(server: FakeDiscord, bot: HxhBot, gal
     assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Killua Zoldyck"
 
 
-async def test_user_install_lets_members_ask_where_the_bot_is_not(server: FakeDiscord, gallery: Path, model_dir: Path,
-                                                                   tmp_path: Path) -> None:
+async def test_user_install_lets_members_ask_where_the_bot_is_not(
+    server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path
+) -> None:
     elsewhere = server.add_foreign_channel()  # a server the bot was never invited to
     picture = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")
     settings = _settings(server, gallery, model_dir, tmp_path / "index")
@@ -270,8 +309,15 @@ async def test_user_install_lets_members_ask_where_the_bot_is_not(server: FakeDi
             await server.send_slash_command("whois", {"image": picture}, channel_id=elsewhere)
     async with running(server, dataclasses.replace(settings, user_install=True)):
         installs = {command["name"]: command.get("integration_types") for command in server.commands[None]}
-        assert installs == {"whois": [0, 1], "Who is this?": [0, 1], "characters": [0, 1], "help": [0, 1],
-                            "reindex": [0], "review": [0], "stats": [0]}  # the owner's commands: servers only
+        assert installs == {
+            "whois": [0, 1],
+            "Who is this?": [0, 1],
+            "characters": [0, 1],
+            "help": [0, 1],
+            "reindex": [0],
+            "review": [0],
+            "stats": [0],
+        }  # the owner's commands: servers only
         interaction = await server.send_slash_command("whois", {"image": picture}, channel_id=elsewhere)
         assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Kurapika"
         message = await server.post_message(elsewhere, "who is this?", attachments=[picture])
@@ -283,9 +329,11 @@ async def test_user_install_lets_members_ask_where_the_bot_is_not(server: FakeDi
 async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link to a picture whose address names no type (as Twitter's), previewed through Discord's proxy
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "F3xYz", "image/jpeg")["proxy_url"]
-    preview = {"type": "image", "url": "https://pbs.twimg.com/media/F3xYz",
-               "thumbnail": {"url": "https://pbs.twimg.com/media/F3xYz", "proxy_url": proxied, "width": 96,
-                             "height": 96}}
+    preview = {
+        "type": "image",
+        "url": "https://pbs.twimg.com/media/F3xYz",
+        "thumbnail": {"url": "https://pbs.twimg.com/media/F3xYz", "proxy_url": proxied, "width": 96, "height": 96},
+    }
     message = await server.post_message(server.channel_ids[1], "https://pbs.twimg.com/media/F3xYz", embeds=[preview])
     reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=60)
     assert reply.json["embeds"][0]["title"] == "Kurapika"
@@ -296,8 +344,11 @@ async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gall
 async def test_a_link_preview_that_comes_later_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link Discord has not seen yet: the message comes without its preview, which an update adds a moment later
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "1.jpg", "image/jpeg")["proxy_url"]
-    preview = {"type": "image", "url": "https://example.com/art/1.jpg",
-               "thumbnail": {"url": "https://example.com/art/1.jpg", "proxy_url": proxied, "width": 96, "height": 96}}
+    preview = {
+        "type": "image",
+        "url": "https://example.com/art/1.jpg",
+        "thumbnail": {"url": "https://example.com/art/1.jpg", "proxy_url": proxied, "width": 96, "height": 96},
+    }
 
     async def handled(channel: int) -> None:  # the bot takes events in order: it has read every one before this
         interaction = await server.send_slash_command("help", channel_id=channel)
@@ -321,8 +372,10 @@ async def test_a_link_preview_that_comes_later_is_answered(server: FakeDiscord, 
 
 async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     watched = server.channel_ids[1]
-    images = [server.add_attachment(_image(gallery, name), f"{n}.jpg", "image/jpeg")
-              for n, name in enumerate(["Leorio Paradinight", "Kurapika"])]
+    images = [
+        server.add_attachment(_image(gallery, name), f"{n}.jpg", "image/jpeg")
+        for n, name in enumerate(["Leorio Paradinight", "Kurapika"])
+    ]
     message = await server.post_message(watched, "who are they", attachments=images)
     reaction = await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == message["id"])
     assert reaction.params["emoji"] == "🔍"
@@ -330,8 +383,9 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
     assert [e["title"] for e in reply.json["embeds"]] == ["Leorio Paradinight", "Kurapika"]
     assert len(reply.files) == 2 and not reply.json.get("content")
 
-    forwarded = await server.post_message(watched, forward=await server.post_message(
-        server.channel_ids[0], "elsewhere", attachments=[images[0]]))
+    forwarded = await server.post_message(
+        watched, forward=await server.post_message(server.channel_ids[0], "elsewhere", attachments=[images[0]])
+    )
     reply = await server.wait_for(lambda r: _replied_to(r) == forwarded["id"], timeout=60)
     assert reply.json["embeds"][0]["title"] == "Leorio Paradinight"
 
@@ -341,39 +395,48 @@ async def test_watched_channel_reacts_and_replies(server: FakeDiscord, bot: HxhB
     assert reply.params["channel_id"] == str(thread) and reply.json["embeds"][0]["title"] == "Kurapika"
 
     elsewhere = await server.add_thread(server.channel_ids[0], "off topic")
-    ignored = [await server.post_message(watched, "bot art", attachments=[images[0]], bot=True),
-               await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]]),
-               await server.post_message(elsewhere, "unwatched thread", attachments=[images[0]])]
+    ignored = [
+        await server.post_message(watched, "bot art", attachments=[images[0]], bot=True),
+        await server.post_message(server.channel_ids[0], "unwatched", attachments=[images[0]]),
+        await server.post_message(elsewhere, "unwatched thread", attachments=[images[0]]),
+    ]
     await _processed(server, gallery)
     ignored_ids = {m["id"] for m in ignored}
-    assert not [r for r in server.requests
-                if r.params.get("message_id") in ignored_ids or _replied_to(r) in ignored_ids]
+    assert not [
+        r for r in server.requests if r.params.get("message_id") in ignored_ids or _replied_to(r) in ignored_ids
+    ]
 
 
-async def test_watched_channels_are_checked_once_connected(server: FakeDiscord, gallery: Path, model_dir: Path,
-                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hxhbot.cogs.watch")
+async def test_watched_channels_are_checked_once_connected(
+    server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hxhbot.discord.cogs.watch")
     general, hunters = server.channel_ids
     server.deny(hunters, 1 << 6)  # Add Reactions
-    settings = dataclasses.replace(_settings(server, gallery, model_dir, tmp_path / "index"),
-                                   watch_channel_ids=frozenset({general, hunters, 1234}))
+    settings = dataclasses.replace(
+        _settings(server, gallery, model_dir, tmp_path / "index"), watch_channel_ids=frozenset({general, hunters, 1234})
+    )
 
     async def logged() -> list[str]:
-        while len(found := [r.getMessage() for r in caplog.records if r.name == "hxhbot.cogs.watch"]) < 3:
+        while len(found := [r.getMessage() for r in caplog.records if r.name == "hxhbot.discord.cogs.watch"]) < 3:
             await asyncio.sleep(0.01)
         return found
 
     async with running(server, settings):
         found = await asyncio.wait_for(logged(), 60)
-    assert sorted(found) == sorted([
-        "watching #general in Hunter Association",
-        "watching #hunters in Hunter Association, but I lack Add Reactions there: give me them, or I cannot answer",
-        "WATCH_CHANNEL_IDS: I see no channel 1234 in my servers; copy a channel's id (right-click it → Copy Channel "
-        "ID) and invite me to its server"])
+    assert sorted(found) == sorted(
+        [
+            "watching #general in Hunter Association",
+            "watching #hunters in Hunter Association, but I lack Add Reactions there: give me them, or I cannot answer",
+            "WATCH_CHANNEL_IDS: I see no channel 1234 in my servers; copy a channel's id "
+            "(right-click it → Copy Channel ID) and invite me to its server",
+        ]
+    )
 
 
-async def test_a_mention_is_no_command_error(server: FakeDiscord, bot: HxhBot, gallery: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_mention_is_no_command_error(
+    server: FakeDiscord, bot: HxhBot, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     await server.post_message(server.channel_ids[0], f"<@{server.bot_user_id}> hi")
     await server.post_message(server.channel_ids[1], f"<@{server.bot_user_id}> hello")
     await _processed(server, gallery)
@@ -384,8 +447,11 @@ async def test_watched_channel_says_busy(server: FakeDiscord, bot: HxhBot, galle
     bot.search.settings = dataclasses.replace(bot.search.settings, queue_size=0)  # every image: BusyError
     image = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")
     message = await server.post_message(server.channel_ids[1], "who", attachments=[image])
-    reactions = [await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == message["id"]
-                                       and r.params["emoji"] == emoji, timeout=60) for emoji in ("🔍", "⏳")]
+
+    def reacted(emoji: str) -> Callable[[RecordedRequest], bool]:
+        return lambda r: r.route == REACTION and r.params["message_id"] == message["id"] and r.params["emoji"] == emoji
+
+    reactions = [await server.wait_for(reacted(emoji), timeout=60) for emoji in ("🔍", "⏳")]
     assert len(reactions) == 2
     assert not [r for r in server.requests if r.route == REACTION and r.params["emoji"] == "🤷"]
     assert not [r for r in server.requests if r.route.startswith("/attachments/")], "busy: nothing downloaded"
@@ -424,31 +490,49 @@ def _replied_to(request) -> str | None:
 
 
 async def test_watched_channel_answers_each_picture_and_shrugs_at_the_unsure(
-        server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
     bot.settings = dataclasses.replace(bot.settings, confidence_threshold=0.5, unknown_threshold=0.0)
     bot.search.calibration = Calibration((-1e4 * 0.9999, 1e4, 0.0, 0.0, 0.0), background=-1.0)  # only a copy is sure
     stripes = Image.new("RGB", (96, 96), "white")
     stripes.paste((0, 0, 0), (0, 0, 48, 96))
     watched = server.channel_ids[1]
-    images = [server.add_attachment(_image(gallery, "Gon Freecss"), "gon.jpg", "image/jpeg"),
-              server.add_attachment(encode(stripes), "stripes.jpg", "image/jpeg")]
+    images = [
+        server.add_attachment(_image(gallery, "Gon Freecss"), "gon.jpg", "image/jpeg"),
+        server.add_attachment(encode(stripes), "stripes.jpg", "image/jpeg"),
+    ]
     message = await server.post_message(watched, "two pictures", attachments=images)
     reply = await server.wait_for(
-        lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-        and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=60)
+        lambda r: (
+            r.method == "POST"
+            and r.route == "/channels/{channel_id}/messages"
+            and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"]
+        ),
+        timeout=60,
+    )
     assert [e["title"] for e in reply.json["embeds"]] == ["Gon Freecss"]
     assert reply.json["content"] == "Image 2: 🤷 not sure who this is."
-    await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == message["id"]
-                          and r.params["emoji"] == "🤷", timeout=60)
+    await server.wait_for(
+        lambda r: r.route == REACTION and r.params["message_id"] == message["id"] and r.params["emoji"] == "🤷",
+        timeout=60,
+    )
     alone = await server.post_message(watched, "just stripes", attachments=[images[1]])
-    await server.wait_for(lambda r: r.route == REACTION and r.params["message_id"] == alone["id"]
-                          and r.params["emoji"] == "🤷", timeout=60)
-    assert not [r for r in server.requests if r.route == "/channels/{channel_id}/messages" and r.method == "POST"
-                and str((r.json or {}).get("message_reference", {}).get("message_id")) == alone["id"]]
+    await server.wait_for(
+        lambda r: r.route == REACTION and r.params["message_id"] == alone["id"] and r.params["emoji"] == "🤷",
+        timeout=60,
+    )
+    assert not [
+        r
+        for r in server.requests
+        if r.route == "/channels/{channel_id}/messages"
+        and r.method == "POST"
+        and str((r.json or {}).get("message_reference", {}).get("message_id")) == alone["id"]
+    ]
 
 
 async def test_file_names_members_choose_neither_ping_nor_overflow_the_reply(
-        server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
     name = "@everyone `look` " + "x" * 300 + ".jpg"
     broken = _image(gallery, "Kurapika")[:300]
     images = [server.add_attachment(_image(gallery, "Gon Freecss"), "gon.jpg", "image/jpeg")]
@@ -484,8 +568,13 @@ async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, b
     assert busy.json["data"]["flags"] & EPHEMERAL and "already running" in busy.json["data"]["content"]
     release.set()
     done = await server.wait_for(
-        lambda r: r.route == WEBHOOK_MESSAGE and r.params["token"] == owner.token
-        and "Index rebuilt" in (r.json or {}).get("content", ""), timeout=60)
+        lambda r: (
+            r.route == WEBHOOK_MESSAGE
+            and r.params["token"] == owner.token
+            and "Index rebuilt" in (r.json or {}).get("content", "")
+        ),
+        timeout=60,
+    )
     assert "5 characters, 19 images" in done.json["content"] and "gallery check" in done.json["content"]
     after = await _whois(server, _image(gallery, "Zushi", 2))
     assert _embed(await server.wait_for_followup(after.token, timeout=60))["title"] == "Zushi"
@@ -500,8 +589,7 @@ async def test_reindex_while_another_build_runs_is_refused(server: FakeDiscord, 
     assert "old index is still in use" in refusal.json["content"]
 
 
-async def test_shutdown_abandons_a_rebuild_and_keeps_the_index(server: FakeDiscord, bot: HxhBot,
-                                                               gallery: Path) -> None:
+async def test_shutdown_abandons_a_rebuild_and_keeps_the_index(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     from tests.conftest import write_gallery
 
     index_dir = Path(bot.settings.index_dir)
@@ -555,8 +643,13 @@ async def test_bad_input_gets_a_private_message_and_the_bot_keeps_serving(
         message = callback.json["data"]
     else:  # refused after download: the public placeholder goes, a private follow-up comes
         message = (await server.wait_for_followup(interaction.token, timeout=60)).json
-        await server.wait_for(lambda r: r.method == "DELETE" and r.route == WEBHOOK_MESSAGE
-                              and r.params == {**r.params, "token": interaction.token, "message_id": "@original"})
+        await server.wait_for(
+            lambda r: (
+                r.method == "DELETE"
+                and r.route == WEBHOOK_MESSAGE
+                and r.params == {**r.params, "token": interaction.token, "message_id": "@original"}
+            )
+        )
     assert message["flags"] & EPHEMERAL and expected in message["content"], message
     good = await _whois(server, _image(gallery, "Gon Freecss"))
     assert _embed(await server.wait_for_followup(good.token, timeout=60))["title"] == "Gon Freecss"

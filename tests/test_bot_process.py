@@ -28,10 +28,14 @@ class BotProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, env: dict[str, str], cwd: Path) -> "BotProcess":
+    async def start(cls, env: dict[str, str], cwd: Path) -> BotProcess:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "bot.py"), cwd=cwd, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            str(ROOT / "bot.py"),
+            cwd=cwd,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         return cls(process)
 
@@ -69,9 +73,16 @@ async def server():
 
 
 def _env(server: FakeDiscord, tmp_path: Path, **settings: str) -> dict[str, str]:
-    return {**os.environ, "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
-            "GALLERY_DIR": str(tmp_path / "no-gallery"), "INDEX_DIR": str(tmp_path / "index"),
-            "COOLDOWN_SECONDS": "0", "LOG_LEVEL": "INFO", **settings}
+    return {
+        **os.environ,
+        "DISCORD_TOKEN": server.token,
+        "DISCORD_API_BASE": server.api_base,
+        "GALLERY_DIR": str(tmp_path / "no-gallery"),
+        "INDEX_DIR": str(tmp_path / "index"),
+        "COOLDOWN_SECONDS": "0",
+        "LOG_LEVEL": "INFO",
+        **settings,
+    }
 
 
 async def _refused_start(env: dict[str, str], cwd: Path) -> str:
@@ -88,11 +99,17 @@ async def _refused_start(env: dict[str, str], cwd: Path) -> str:
 
 
 def test_help_and_unknown_options_answer_at_once(tmp_path: Path) -> None:
-    helped = subprocess.run([sys.executable, str(ROOT / "bot.py"), "--help"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=STARTUP)
+    helped = subprocess.run(
+        [sys.executable, str(ROOT / "bot.py"), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=STARTUP
+    )
     assert helped.returncode == 0 and helped.stdout.startswith("usage: bot.py") and ".env.example" in helped.stdout
-    refused = subprocess.run([sys.executable, str(ROOT / "bot.py"), "--token", "x"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=STARTUP)
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "bot.py"), "--token", "x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP,
+    )
     assert refused.returncode == 2 and "unrecognized arguments: --token x" in refused.stderr
 
 
@@ -118,21 +135,28 @@ async def test_imagenet_weights_offline_is_one_clear_line(server: FakeDiscord, t
     assert "ImageNet weights of MobileNetV2 could not be downloaded" in line and "MODEL_DIR" in line
 
 
-async def test_a_message_content_intent_left_off_is_one_clear_line(model_dir: Path, gallery: Path,
-                                                                    tmp_path: Path) -> None:
+async def test_a_message_content_intent_left_off_is_one_clear_line(
+    model_dir: Path, gallery: Path, tmp_path: Path
+) -> None:
     server = FakeDiscord(heartbeat_interval_ms=5000, message_content_intent=False)
     await server.start()
     try:
-        env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery),
-                   WATCH_CHANNEL_IDS=str(server.channel_ids[1]))
+        env = _env(
+            server,
+            tmp_path,
+            MODEL_DIR=str(model_dir),
+            GALLERY_DIR=str(gallery),
+            WATCH_CHANNEL_IDS=str(server.channel_ids[1]),
+        )
         line = await _refused_start(env, tmp_path)
     finally:
         await server.stop()
     assert "Message Content intent that WATCH_CHANNEL_IDS needs" in line and "Privileged Gateway Intents" in line
 
 
-async def test_a_dev_guild_without_the_bot_is_one_clear_line(server: FakeDiscord, model_dir: Path, gallery: Path,
-                                                             tmp_path: Path) -> None:
+async def test_a_dev_guild_without_the_bot_is_one_clear_line(
+    server: FakeDiscord, model_dir: Path, gallery: Path, tmp_path: Path
+) -> None:
     env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery), DEV_GUILD_ID="123456789012345678")
     line = await _refused_start(env, tmp_path)
     assert "DEV_GUILD_ID 123456789012345678" in line and "applications.commands" in line
@@ -141,8 +165,14 @@ async def test_a_dev_guild_without_the_bot_is_one_clear_line(server: FakeDiscord
 async def test_sigterm_finishes_requests_in_flight_then_exits_0(
     server: FakeDiscord, model_dir: Path, gallery: Path, tmp_path: Path
 ) -> None:
-    env = _env(server, tmp_path, MODEL_DIR=str(model_dir), GALLERY_DIR=str(gallery), DOWNLOAD_TIMEOUT="600",
-               CONFIDENCE_THRESHOLD="0")
+    env = _env(
+        server,
+        tmp_path,
+        MODEL_DIR=str(model_dir),
+        GALLERY_DIR=str(gallery),
+        DOWNLOAD_TIMEOUT="600",
+        CONFIDENCE_THRESHOLD="0",
+    )
     bot = await BotProcess.start(env, tmp_path)
     try:
         await server.wait_until_ready(timeout=STARTUP)

@@ -24,8 +24,12 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "MODEL_DIR": str(model_dir), "INDEX_DIR": str(tmp_path / "index"),
-            "GALLERY_DIR": str(tmp_path / "unused")}
+    return {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "INDEX_DIR": str(tmp_path / "index"),
+        "GALLERY_DIR": str(tmp_path / "unused"),
+    }
 
 
 def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) -> None:
@@ -46,8 +50,19 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"")
     query = gallery / "Leorio Paradinight" / "03.jpg"
-    answer = run("whois", str(query), str(junk), str(tmp_path / "missing.png"), str(gallery / "Kurapika" / "pipe.jpg"),
-                 "/dev/zero", str(gallery), "--json", "--top", "2", env=env)
+    answer = run(
+        "whois",
+        str(query),
+        str(junk),
+        str(tmp_path / "missing.png"),
+        str(gallery / "Kurapika" / "pipe.jpg"),
+        "/dev/zero",
+        str(gallery),
+        "--json",
+        "--top",
+        "2",
+        env=env,
+    )
     assert answer.returncode == 1  # some images could not be read
     lines = [json.loads(line) for line in answer.stdout.splitlines()]
     assert lines[0]["image"] == str(query)
@@ -60,8 +75,10 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     assert lines[1] == {"image": str(junk), "error": "The file is empty (0 bytes)."}
     assert "No such file" in lines[2]["error"]
     assert [line["error"] for line in lines[3:]] == [
-        "This is a pipe, not an image file.", "This is a device, not an image file.",
-        "This is a folder, not an image file."]
+        "This is a pipe, not an image file.",
+        "This is a device, not an image file.",
+        "This is a folder, not an image file.",
+    ]
 
     text = run("whois", str(query), env=env)
     assert text.returncode == 0 and "1. Leorio Paradinight" in text.stdout
@@ -76,8 +93,11 @@ def test_clear_errors(gallery: Path, env: dict[str, str], tmp_path: Path) -> Non
     no_gallery = run("index", "--gallery", str(tmp_path / "nowhere"), env=env)
     assert no_gallery.returncode == 2 and "does not exist" in no_gallery.stderr
     bad_setting = run("index", env={**env, "TOP_K": "lots"})
-    assert bad_setting.returncode == 2 and bad_setting.stderr.strip() == "error: TOP_K='lots' is not valid: " \
-        "invalid literal for int() with base 10: 'lots'"
+    assert (
+        bad_setting.returncode == 2
+        and bad_setting.stderr.strip()
+        == "error: TOP_K='lots' is not valid: invalid literal for int() with base 10: 'lots'"
+    )
 
 
 def test_progress_is_a_bar_redrawn_once_per_percent_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

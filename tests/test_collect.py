@@ -69,18 +69,22 @@ class FakeServer:
 
     def add_character(self, mal_id: int, mal_name: str, role: str, images: dict[str, bytes]) -> None:
         """A Jikan character with its pictures, shaped like the real API's answers."""
-        self.cast.append({
-            "character": {
-                "mal_id": mal_id,
-                "url": f"https://myanimelist.net/character/{mal_id}/{mal_name.replace(', ', '_')}",
-                "images": {"jpg": {"image_url": self.url(f"/img/main-{mal_id}.jpg")},
-                           "webp": {"image_url": "", "small_image_url": ""}},
-                "name": mal_name,
-            },
-            "role": role,
-            "favorites": 1000,
-            "voice_actors": [],
-        })
+        self.cast.append(
+            {
+                "character": {
+                    "mal_id": mal_id,
+                    "url": f"https://myanimelist.net/character/{mal_id}/{mal_name.replace(', ', '_')}",
+                    "images": {
+                        "jpg": {"image_url": self.url(f"/img/main-{mal_id}.jpg")},
+                        "webp": {"image_url": "", "small_image_url": ""},
+                    },
+                    "name": mal_name,
+                },
+                "role": role,
+                "favorites": 1000,
+                "voice_actors": [],
+            }
+        )
         self.pictures[str(mal_id)] = list(images)
         for name, body in images.items():
             self.images[name] = (body, "image/jpeg")
@@ -92,8 +96,9 @@ class FakeServer:
         queued = self.faults.get(request.path)
         fault = queued.pop(0) if queued else None
         if fault == "429":
-            return web.json_response({"status": 429, "type": "RateLimitException"}, status=429,
-                                     headers={"Retry-After": "1"})
+            return web.json_response(
+                {"status": 429, "type": "RateLimitException"}, status=429, headers={"Retry-After": "1"}
+            )
         if fault == "500":
             return web.json_response({"status": 500, "type": "UpstreamException"}, status=500)
         if fault == "slow":  # slower than any client timeout, however busy the machine: released at teardown
@@ -121,7 +126,7 @@ class FakeServer:
         tag, rating = request.query["tags"].split()
         assert rating == "rating:general"
         limit, page = int(request.query["limit"]), int(request.query["page"])
-        return web.json_response(self.posts.get(tag, [])[(page - 1) * limit: page * limit])
+        return web.json_response(self.posts.get(tag, [])[(page - 1) * limit : page * limit])
 
     async def image(self, request: web.Request) -> web.Response:
         """GET /img/{name}."""
@@ -280,8 +285,9 @@ async def test_waits_as_told_by_retry_after(fake: FakeServer, tmp_path: Path) ->
 async def test_retries_a_timeout(fake: FakeServer, tmp_path: Path) -> None:
     gon_killua(fake, pictures=1)
     fake.faults["/img/gon0.jpg"] = ["slow"]
-    options = parse_args(["--out", str(tmp_path), "--base-url", fake.url("/v4"), "--timeout", "3",
-                          "--characters", "Gon Freecss"])
+    options = parse_args(
+        ["--out", str(tmp_path), "--base-url", fake.url("/v4"), "--timeout", "3", "--characters", "Gon Freecss"]
+    )
     summary = await run(options, FAST)
     assert fake.hits["/img/gon0.jpg"] == 2 and fake.served["gon0.jpg"] == 1
     assert summary.saved == 1 and summary.failed == []
@@ -368,9 +374,16 @@ async def test_danbooru_keeps_general_solo_image_posts(fake: FakeServer, tmp_pat
     def post(post_id: int, **fields: object) -> dict:
         """A post shaped like Danbooru's /posts.json."""
         fake.images[f"d{post_id}.jpg"] = (picture(post_id), "image/jpeg")
-        return {"id": post_id, "md5": f"{post_id:032x}", "rating": "g", "file_ext": "jpg",
-                "tag_string_character": "gon_freecss", "file_url": fake.url(f"/img/d{post_id}.jpg"),
-                "large_file_url": fake.url(f"/img/d{post_id}.jpg"), **fields}
+        return {
+            "id": post_id,
+            "md5": f"{post_id:032x}",
+            "rating": "g",
+            "file_ext": "jpg",
+            "tag_string_character": "gon_freecss",
+            "file_url": fake.url(f"/img/d{post_id}.jpg"),
+            "large_file_url": fake.url(f"/img/d{post_id}.jpg"),
+            **fields,
+        }
 
     fake.posts["gon_freecss"] = [
         post(1),
@@ -415,8 +428,10 @@ def test_bad_arguments_are_one_line_errors(args: list[str], message: str, capsys
 
 @pytest.mark.parametrize(
     ("source", "message"),
-    [(["--source", "jikan"], "Could not get the character list from"),
-     (["--source", "danbooru", "--characters", "Gon Freecss"], "Could not get pictures from")],
+    [
+        (["--source", "jikan"], "Could not get the character list from"),
+        (["--source", "danbooru", "--characters", "Gon Freecss"], "Could not get pictures from"),
+    ],
 )
 def test_unreachable_source_is_a_one_line_error(
     source: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture

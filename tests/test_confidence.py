@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hxhbot.answers import Outcome, identify
-from hxhbot.confidence import DEFAULT, Calibration, subject_views
-from hxhbot.detector import Box
-from hxhbot.gallery_check import CharacterCheck, check_gallery
-from hxhbot.index import GalleryIndex, GalleryItem
+from hxhbot.engine.confidence import DEFAULT, Calibration, subject_views
+from hxhbot.engine.detector import Box
+from hxhbot.engine.gallery_check import CharacterCheck, check_gallery
+from hxhbot.engine.identification import Outcome, identify
+from hxhbot.engine.index import GalleryIndex, GalleryItem
 from tests.bench.bench_index import clustered
 
 CALIBRATION = Calibration((-20.0, 20.0, 20.0, 1.0, -1.0), background=0.5)
@@ -118,7 +118,8 @@ def test_the_check_answers_its_pictures_as_new_ones_are_answered() -> None:
     new = np.mean([a.score >= 0.5 and a.character == f"c{row // 20}" for row, a in enumerate(answers)])
     check = check_gallery(index, calibration, threshold=0.5)
     assert 0.5 < new < 0.8 and abs(check.right / check.pictures - new) < 0.1, (
-        "a gallery picture must not help compare itself (fitted into the comparison it would be named 98 %)")
+        "a gallery picture must not help compare itself (fitted into the comparison it would be named 98 %)"
+    )
 
 
 def twins_gallery(pairs: int) -> GalleryIndex:
@@ -145,8 +146,11 @@ def test_the_check_names_the_characters_named_least_and_whom_they_are_taken_for(
     assert twins["P0a"].taken_for == "P0b" and twins["P0b"].taken_for == "P0a"
     least = sorted(twins, key=lambda name: (twins[name].named_right, name))
     assert check.describe().endswith(
-        "; named least: " + ", ".join(f"{name} ({twins[name].named_right} of 6, often ranked as {twins[name].taken_for})"
-                                      for name in least))
+        "; named least: "
+        + ", ".join(
+            f"{name} ({twins[name].named_right} of 6, often ranked as {twins[name].taken_for})" for name in least
+        )
+    )
     many = check_gallery(twins_gallery(4), calibration, threshold=0.5)
     assert sum(c.named_right < 3 for c in many.characters.values()) == 8
     assert many.describe().endswith(" and 5 more") and "A (" not in many.describe()

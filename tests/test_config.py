@@ -17,11 +17,22 @@ def test_defaults() -> None:
 
 
 def test_values_are_parsed() -> None:
-    settings = load_settings({
-        "DISCORD_TOKEN": "abc", "TOP_K": "3", "WATCH_CHANNEL_IDS": "1, 2 3", "OWNER_IDS": "42",
-        "DEV_GUILD_ID": "7", "MAX_IMAGE_BYTES": "2048", "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10/",
-        "CONFIDENCE_THRESHOLD": "0.25", "LOG_LEVEL": "debug", "GALLERY_DIR": "g", "USER_INSTALL": "1",
-    }, require_token=True)
+    settings = load_settings(
+        {
+            "DISCORD_TOKEN": "abc",
+            "TOP_K": "3",
+            "WATCH_CHANNEL_IDS": "1, 2 3",
+            "OWNER_IDS": "42",
+            "DEV_GUILD_ID": "7",
+            "MAX_IMAGE_BYTES": "2048",
+            "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10/",
+            "CONFIDENCE_THRESHOLD": "0.25",
+            "LOG_LEVEL": "debug",
+            "GALLERY_DIR": "g",
+            "USER_INSTALL": "1",
+        },
+        require_token=True,
+    )
     assert settings.top_k == 3 and settings.watch_channel_ids == {1, 2, 3} and settings.owner_ids == {42}
     assert settings.dev_guild_id == 7 and settings.max_image_bytes == 2048
     assert settings.discord_api_base == "http://127.0.0.1:9/api/v10" and settings.log_level == "DEBUG"
@@ -29,12 +40,26 @@ def test_values_are_parsed() -> None:
     assert settings.user_install and not load_settings({}).user_install
 
 
-@pytest.mark.parametrize("name,value", [
-    ("TOP_K", "many"), ("TOP_K", "0"), ("WATCH_CHANNEL_IDS", "12,abc"), ("DEV_GUILD_ID", "-5"),
-    ("MAX_IMAGE_BYTES", "1e9x"), ("DISCORD_API_BASE", "ftp://x"), ("CONFIDENCE_THRESHOLD", "2"),
-    ("LOG_LEVEL", "loud"), ("WORKERS", "0"), ("SHARD_COUNT", "0"), ("SHARD_IDS", "3-1"), ("SHARD_IDS", "a"), ("COLLECT_ON_START", "maybe"),
-    ("COLLECT_BASE_URL", "api.jikan.moe"), ("USER_INSTALL", "yes please"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("TOP_K", "many"),
+        ("TOP_K", "0"),
+        ("WATCH_CHANNEL_IDS", "12,abc"),
+        ("DEV_GUILD_ID", "-5"),
+        ("MAX_IMAGE_BYTES", "1e9x"),
+        ("DISCORD_API_BASE", "ftp://x"),
+        ("CONFIDENCE_THRESHOLD", "2"),
+        ("LOG_LEVEL", "loud"),
+        ("WORKERS", "0"),
+        ("SHARD_COUNT", "0"),
+        ("SHARD_IDS", "3-1"),
+        ("SHARD_IDS", "a"),
+        ("COLLECT_ON_START", "maybe"),
+        ("COLLECT_BASE_URL", "api.jikan.moe"),
+        ("USER_INSTALL", "yes please"),
+    ],
+)
 def test_malformed_setting_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({name: value})
@@ -43,8 +68,9 @@ def test_malformed_setting_is_named(name: str, value: str) -> None:
 
 def test_first_run_collection() -> None:
     assert load_settings({}).collect_on_start and load_settings({}).collect_base_url is None
-    settings = load_settings({"COLLECT_ON_START": "0", "COLLECT_BASE_URL": "http://127.0.0.1:9/v4/",
-                              "COLLECT_PER_CHARACTER": "3"})
+    settings = load_settings(
+        {"COLLECT_ON_START": "0", "COLLECT_BASE_URL": "http://127.0.0.1:9/v4/", "COLLECT_PER_CHARACTER": "3"}
+    )
     assert not settings.collect_on_start and settings.collect_base_url == "http://127.0.0.1:9/v4"
     assert settings.collect_per_character == 3
 

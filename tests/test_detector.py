@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hxhbot.confidence import DEFAULT
-from hxhbot.detector import Box, FaceDetector
-from hxhbot.index import GalleryIndex, GalleryItem
-from hxhbot.views import load_views, picture_views
+from hxhbot.engine.confidence import DEFAULT
+from hxhbot.engine.crops import load_views, picture_views
+from hxhbot.engine.detector import Box, FaceDetector
+from hxhbot.engine.index import GalleryIndex, GalleryItem
 from tests.conftest import encode
 
-WITH_FACE = ("Chrollo Lucilfer/Nosferatzod__hunter_wiki__chrollo.jpg",
-             "Chrollo Lucilfer/TaviManrique__hxh-server__chrollolucilfer.jpg")
+WITH_FACE = (
+    "Chrollo Lucilfer/Nosferatzod__hunter_wiki__chrollo.jpg",
+    "Chrollo Lucilfer/TaviManrique__hxh-server__chrollolucilfer.jpg",
+)
 
 
 def test_finds_the_face_with_its_hair_in_real_pictures(hxh_dev: Path) -> None:

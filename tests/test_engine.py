@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hxhbot import embedder as embedder_module
-from hxhbot.confidence import DEFAULT
-from hxhbot.embedder import Embedder
-from hxhbot.gallery import GalleryError, scan_gallery
-from hxhbot.images import load_image_file
-from hxhbot.index import GalleryIndex
-from hxhbot.indexing import FEW_PICTURES, build_gallery_index
-from hxhbot.model_dir import ModelError, build_pretrained, load_model_dir
+from hxhbot.engine import embedder as embedder_module
+from hxhbot.engine.confidence import DEFAULT
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.gallery import GalleryError, scan_gallery
+from hxhbot.engine.images import load_image_file
+from hxhbot.engine.index import GalleryIndex
+from hxhbot.engine.indexing import FEW_PICTURES, build_gallery_index
+from hxhbot.engine.model_dir import ModelError, build_pretrained, load_model_dir
 from tests.conftest import TEST_INPUT_SIZE, write_gallery
 
 
@@ -68,7 +68,12 @@ def test_gallery_scan(gallery: Path) -> None:
     (gallery / ("Long" * 25) / "01.jpg").write_bytes((gallery / "Kurapika" / "01.jpg").read_bytes())
     files, skipped = scan_gallery(gallery)
     assert len(files) == 17 and {f.character for f in files} == {
-        "Gon Freecss", "Killua Zoldyck", "Kurapika", "Leorio Paradinight", "Long" * 25}
+        "Gon Freecss",
+        "Killua Zoldyck",
+        "Kurapika",
+        "Leorio Paradinight",
+        "Long" * 25,
+    }
     reasons = {path.name: reason for path, reason in skipped}
     assert set(reasons) == {"  ", "N" * 101, "notes.txt"}
     assert reasons["  "] == reasons["N" * 101] == "a character's name must have 1 to 100 characters (the folder's name)"
@@ -104,8 +109,10 @@ def test_summary_names_the_characters_with_few_images(tmp_path: Path, embedder: 
             path.unlink()
     _, summary = build_gallery_index(gallery, embedder, tmp_path / "index")
     assert summary.few == {"Killua Zoldyck": 3, "Gon Freecss": 4, "Kurapika": 5}  # fewest first
-    assert summary.describe().endswith(f"; fewer than {FEW_PICTURES} images (more would rank them better): "
-                                       "Killua Zoldyck (3), Gon Freecss (4), Kurapika (5)")
+    assert summary.describe().endswith(
+        f"; fewer than {FEW_PICTURES} images (more would rank them better): "
+        "Killua Zoldyck (3), Gon Freecss (4), Kurapika (5)"
+    )
     (gallery / "Leorio Paradinight" / "00.jpg").unlink()
     _, summary = build_gallery_index(gallery, embedder, tmp_path / "index")
     assert "Killua Zoldyck (3), Gon Freecss (4), Kurapika (5) and 1 more" in summary.describe()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import discord
@@ -14,7 +14,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot.discord_api import pointed_at
+from hxhbot.discord.api import pointed_at
 from tests.fake_discord import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)  # a hang guard, generous for a loaded machine
@@ -54,8 +54,9 @@ class _Bot(commands.Bot):
     def __init__(self) -> None:
         intents = discord.Intents.default()
         intents.message_content = True
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents,
-                         guild_ready_timeout=GUILD_READY_TIMEOUT)
+        super().__init__(
+            command_prefix=commands.when_mentioned, intents=intents, guild_ready_timeout=GUILD_READY_TIMEOUT
+        )
 
     async def setup_hook(self) -> None:
         self.tree.add_command(identify)
@@ -223,12 +224,19 @@ async def test_messages_over_discords_limits_are_refused_like_discord_does(serve
     too_long = {
         "embed title over 256": {"embeds": [{"title": "T" * 257}]},
         "embed field 0 value over 1024": {"embeds": [{"title": "ok", "fields": [{"name": "n", "value": "v" * 1025}]}]},
-        "embeds over 6000 characters together (7003)": {"embeds": [{"description": "d" * 4000, "fields": [
-            {"name": "n", "value": "v" * 1000}] * 3}]},
+        "embeds over 6000 characters together (7003)": {
+            "embeds": [{"description": "d" * 4000, "fields": [{"name": "n", "value": "v" * 1000}] * 3}]
+        },
         "embeds over 6000 characters together (6002)": {"embeds": [{"title": "t", "description": "d" * 3000}] * 2},
         "embed over 25 fields": {"embeds": [{"fields": [{"name": "n", "value": "v"}] * 26}]},
-        "select option label not 1 to 100": {"components": [{**menu, "components": [
-            {"type": 3, "custom_id": "who", "options": [{"label": "L" * 101, "value": "1"}]}]}]},
+        "select option label not 1 to 100": {
+            "components": [
+                {
+                    **menu,
+                    "components": [{"type": 3, "custom_id": "who", "options": [{"label": "L" * 101, "value": "1"}]}],
+                }
+            ]
+        },
         "content over 2000": {"content": "c" * 2001},
     }
     async with aiohttp.ClientSession(headers={"Authorization": f"Bot {server.token}"}) as session:
@@ -236,8 +244,9 @@ async def test_messages_over_discords_limits_are_refused_like_discord_does(serve
             async with session.post(url, json=body) as response:
                 assert response.status == 400, problem
                 assert await response.json() == {"code": 50035, "message": f"Invalid Form Body: {problem}"}
-        async with session.post(url, json={"content": "c" * 2000, "embeds": [{"title": "T" * 256}],
-                                           "components": [menu]}) as response:
+        async with session.post(
+            url, json={"content": "c" * 2000, "embeds": [{"title": "T" * 256}], "components": [menu]}
+        ) as response:
             assert response.status == 200
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hxhbot.feedback import MIGRATIONS, FeedbackError, FeedbackStore, Verdict
+from hxhbot.engine.feedback import MIGRATIONS, FeedbackError, FeedbackStore, Verdict
 
 pytestmark = pytest.mark.timeout(120)
 WRITER = """
 import sys
-from hxhbot.feedback import FeedbackStore, Verdict
+from hxhbot.engine.feedback import FeedbackStore, Verdict
 store = FeedbackStore.open(sys.argv[1])
 for number in range(1_000_000):
     verdict = Verdict(1, 2, number, 42, f"{number:064x}", f"https://cdn/{number}.png", "Gon Freecss", 0.9,
@@ -25,8 +25,14 @@ for number in range(1_000_000):
 """
 
 
-def _verdict(message_id: int = 1, user_id: int = 7, right: bool = False, correction: str | None = "Kurapika",
-             answer: str = "Gon Freecss", sha: str = "a" * 64) -> Verdict:
+def _verdict(
+    message_id: int = 1,
+    user_id: int = 7,
+    right: bool = False,
+    correction: str | None = "Kurapika",
+    answer: str = "Gon Freecss",
+    sha: str = "a" * 64,
+) -> Verdict:
     return Verdict(10, 20, message_id, user_id, sha, "https://cdn/x.png", answer, 0.8, right, correction)
 
 
@@ -37,7 +43,9 @@ def test_schema_is_created_with_wal_and_a_version(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
-        "feedback", "pictures"}
+        "feedback",
+        "pictures",
+    }
 
 
 def test_an_open_migrates_only_what_is_missing_and_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -87,8 +95,9 @@ async def test_calls_run_off_the_event_loop(tmp_path: Path) -> None:
 def test_every_acknowledged_correction_survives_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "feedback.sqlite3"
     FeedbackStore.open(path).close()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).parent.parent)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+    )
     acknowledged = []
     assert writer.stdout is not None
     for line in writer.stdout:
@@ -107,12 +116,13 @@ def test_every_acknowledged_correction_survives_kill_9(tmp_path: Path) -> None:
 
 
 def test_correction_menu_offers_the_closest_characters_first_and_fits_discord() -> None:
-    from hxhbot.answers import Identification, Sighting
-    from hxhbot.index import CharacterMatch
-    from hxhbot.teach import MENU_SIZE, candidates
+    from hxhbot.discord.feedback_ui import MENU_SIZE, candidates
+    from hxhbot.engine.identification import Identification, Sighting
+    from hxhbot.engine.index import CharacterMatch
 
-    ranked = Identification([Sighting(None, [CharacterMatch(name, 0.1, 0.5, "x.jpg")
-                                             for name in ("Gon", "Hisoka", "Illumi")])])
+    ranked = Identification(
+        [Sighting(None, [CharacterMatch(name, 0.1, 0.5, "x.jpg") for name in ("Gon", "Hisoka", "Illumi")])]
+    )
     known = [f"Character {n:02d}" for n in range(40)] + ["Hisoka", "Gon"]
     names = candidates(ranked, "Gon", known)
     assert names[:3] == ["Hisoka", "Illumi", "Character 00"] and "Gon" not in names

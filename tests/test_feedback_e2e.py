@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hxhbot.bot import EXPIRED, HxhBot
-from hxhbot.gallery import MAX_NAME
+from hxhbot.discord.bot import EXPIRED, HxhBot
+from hxhbot.engine.gallery import MAX_NAME
 from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord, FakeInteraction
-from tests.test_bot_e2e import (WEBHOOK_MESSAGE, _replied_to, _settings, _whois, bot, running,  # noqa: F401 (fixtures)
-                                server)
+from tests.test_bot_e2e import WEBHOOK_MESSAGE, _replied_to, _settings, _whois, bot, running, server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
 BUTTON, SELECT = 2, 3
@@ -20,8 +19,9 @@ BUTTON, SELECT = 2, 3
 
 def _components(data: dict) -> dict[str, dict]:
     """A message's buttons and menus by label (menus by placeholder)."""
-    return {item.get("label") or item.get("placeholder"): item
-            for row in data["components"] for item in row["components"]}
+    return {
+        item.get("label") or item.get("placeholder"): item for row in data["components"] for item in row["components"]
+    }
 
 
 async def _answer(server: FakeDiscord, picture: bytes) -> tuple[FakeInteraction, dict, dict]:
@@ -49,8 +49,9 @@ async def test_wrong_correction_review_approve_then_answered_right(
     options = {option["label"]: option["value"] for option in menu["options"]}
     assert first not in options and "Someone else" in options and len(options) == 4  # 3 others + someone else
     chosen = next(name for name in sorted(options) if name != "Someone else")
-    pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
-                                       component_type=SELECT, values=[options[chosen]])
+    pick = await server.send_component(
+        menu["custom_id"], server.messages[wrong.original_message_id], component_type=SELECT, values=[options[chosen]]
+    )
     thanks = (await server.wait_for_callback(pick.token)).json
     assert thanks["type"] == 7 and chosen in thanks["data"]["content"] and not thanks["data"]["components"]
 
@@ -62,11 +63,13 @@ async def test_wrong_correction_review_approve_then_answered_right(
     assert page.json["data"]["embeds"][0]["title"] == f"Is this {chosen}?"
     assert page.files[0].data == picture  # the member's picture, as they posted it
     approve = _components(page.json["data"])["Approve"]
-    click = await server.send_component(approve["custom_id"], server.messages[review.original_message_id],
-                                        user_id=server.owner_id)
+    click = await server.send_component(
+        approve["custom_id"], server.messages[review.original_message_id], user_id=server.owner_id
+    )
     assert (await server.wait_for_callback(click.token)).json["type"] == 6
-    done = await server.wait_for(lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH"
-                                 and r.params["token"] == click.token, timeout=20)
+    done = await server.wait_for(
+        lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH" and r.params["token"] == click.token, timeout=20
+    )
     assert "No more corrections" in done.json["content"] and not done.json["components"]
 
     _, embed, _ = await _answer(server, picture)
@@ -78,30 +81,36 @@ async def test_direct_messages_answer_and_take_a_correction(server: FakeDiscord,
     # global commands are offered in the bot's DMs: no guild, no member, the user alone
     dm = server.open_dm()
     picture = encode(character_image(COLOURS["Gon Freecss"], 98))
-    interaction = await server.send_slash_command("whois", {"image": server.add_attachment(picture, "q.png",
-                                                                                           "image/png")}, channel_id=dm)
+    interaction = await server.send_slash_command(
+        "whois", {"image": server.add_attachment(picture, "q.png", "image/png")}, channel_id=dm
+    )
     first = (await server.wait_for_followup(interaction.token, timeout=20)).json["embeds"][0]["title"]
     message = server.messages[max(interaction.message_ids)]
     assert "guild_id" not in message and set(_components(message)) == {"Right", "Wrong"}
     wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
     menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
     chosen = next(option for option in menu["options"] if option["label"] not in (first, "Someone else"))
-    pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
-                                       component_type=SELECT, values=[chosen["value"]])
+    pick = await server.send_component(
+        menu["custom_id"], server.messages[wrong.original_message_id], component_type=SELECT, values=[chosen["value"]]
+    )
     assert chosen["label"] in (await server.wait_for_callback(pick.token)).json["data"]["content"]
     review = await server.send_slash_command("review", user_id=server.owner_id)  # in the server
     page = (await server.wait_for_callback(review.token)).json["data"]
     embed = page["embeds"][0]
     assert embed["title"] == f"Is this {chosen['label']}?" and "server DM" in embed["footer"]["text"]
 
-    posted = await server.post_message(dm, "and this one?", attachments=[
-        server.add_attachment((gallery / "Kurapika" / "01.jpg").read_bytes(), "k.jpg", "image/jpeg")])
+    posted = await server.post_message(
+        dm,
+        "and this one?",
+        attachments=[server.add_attachment((gallery / "Kurapika" / "01.jpg").read_bytes(), "k.jpg", "image/jpeg")],
+    )
     asked = await server.send_message_command("Who is this?", posted)
     assert (await server.wait_for_followup(asked.token, timeout=20)).json["embeds"][0]["title"] == "Kurapika"
 
 
-async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDiscord, model_dir: Path,
-                                                                tmp_path: Path) -> None:
+async def test_names_as_long_as_a_gallery_takes_fit_every_reply(
+    server: FakeDiscord, model_dir: Path, tmp_path: Path
+) -> None:
     # the longest names a gallery takes; the fake refuses what Discord would
     names = {name.ljust(MAX_NAME, "!"): colour for name, colour in COLOURS.items()}
     gallery = write_gallery(tmp_path / "gallery", characters=names)
@@ -113,11 +122,13 @@ async def test_names_as_long_as_a_gallery_takes_fit_every_reply(server: FakeDisc
         menu_reply = await server.wait_for_followup(wrong.token, timeout=20)
         assert menu_reply.status == 200
         assert {option["label"] for option in _components(menu_reply.json)["Who is it?"]["options"]} == (
-            set(names) - {gon}) | {"Someone else"}
+            set(names) - {gon}
+        ) | {"Someone else"}
         listed = await server.send_slash_command("characters")
         assert (await server.wait_for_callback(listed.token)).status == 200
     assert all(request.status < 400 for request in server.requests), [
-        (request.route, request.response) for request in server.requests if request.status >= 400]
+        (request.route, request.response) for request in server.requests if request.status >= 400
+    ]
 
 
 async def test_ten_pictures_of_long_names_fit_one_reply(server: FakeDiscord, model_dir: Path, tmp_path: Path) -> None:
@@ -126,8 +137,10 @@ async def test_ten_pictures_of_long_names_fit_one_reply(server: FakeDiscord, mod
     gallery = write_gallery(tmp_path / "gallery", characters=colours)
     settings = dataclasses.replace(_settings(server, gallery, model_dir, tmp_path / "index"), top_k=25)
     async with running(server, settings) as bot:
-        images = [server.add_attachment(encode(character_image(colour, 99)), f"{n}.jpg", "image/jpeg")
-                  for n, colour in enumerate(list(colours.values())[:10])]
+        images = [
+            server.add_attachment(encode(character_image(colour, 99)), f"{n}.jpg", "image/jpeg")
+            for n, colour in enumerate(list(colours.values())[:10])
+        ]
         message = await server.post_message(server.channel_ids[1], "ten pictures", attachments=images)
         reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=120)
         assert reply.status == 200 and len(reply.json["embeds"]) == 10, reply.response
@@ -135,14 +148,16 @@ async def test_ten_pictures_of_long_names_fit_one_reply(server: FakeDiscord, mod
         interaction = await server.send_message_command("Who is this?", message)
         answer = await server.wait_for_followup(interaction.token, timeout=120)
         assert answer.status == 200 and len(answer.json["embeds"]) == 10
-        click = await server.send_component(_components(answer.json)["Show candidates"]["custom_id"],
-                                            server.messages[max(interaction.message_ids)])
+        click = await server.send_component(
+            _components(answer.json)["Show candidates"]["custom_id"], server.messages[max(interaction.message_ids)]
+        )
         revealed = await server.wait_for_callback(click.token)
         assert revealed.status == 200 and len(revealed.json["data"]["embeds"]) == 10, revealed.response
 
 
-async def test_buttons_from_before_a_restart_say_they_no_longer_work(server: FakeDiscord, gallery: Path,
-                                                                     model_dir: Path, tmp_path: Path) -> None:
+async def test_buttons_from_before_a_restart_say_they_no_longer_work(
+    server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path
+) -> None:
     settings = _settings(server, gallery, model_dir, tmp_path / "index")
     async with running(server, settings):
         _, _, message = await _answer(server, (gallery / "Kurapika" / "01.jpg").read_bytes())
@@ -173,7 +188,7 @@ async def test_right_is_counted_once_and_stats_show_it(server: FakeDiscord, bot:
 async def test_help_and_one_log_line_per_answer(
     server: FakeDiscord, bot: HxhBot, gallery: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="hxhbot.bot")
+    caplog.set_level("INFO", logger="hxhbot.discord.bot")
     interaction = await server.send_slash_command("help")
     data = (await server.wait_for_callback(interaction.token)).json["data"]
     page = str(data["embeds"][0])
@@ -199,8 +214,12 @@ async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
         menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
         options = {option["label"]: option["value"] for option in menu["options"]}
         label = label or next(name for name in sorted(options) if name != "Someone else")
-        pick = await server.send_component(menu["custom_id"], server.messages[wrong.original_message_id],
-                                           component_type=SELECT, values=[options[label]])
+        pick = await server.send_component(
+            menu["custom_id"],
+            server.messages[wrong.original_message_id],
+            component_type=SELECT,
+            values=[options[label]],
+        )
         return (await server.wait_for_callback(pick.token)).json["data"]["content"]
 
     assert "don't know that character" in await correct(encode(character_image((9, 9, 9), 1)), "Someone else")
@@ -210,10 +229,12 @@ async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
     await correct(encode(character_image(COLOURS["Kurapika"], 50)), None)
     review = await server.send_slash_command("review", user_id=server.owner_id)
     page = (await server.wait_for_callback(review.token)).json["data"]
-    click = await server.send_component(_components(page)["Reject"]["custom_id"],
-                                        server.messages[review.original_message_id], user_id=server.owner_id)
-    done = await server.wait_for(lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH"
-                                 and r.params["token"] == click.token, timeout=20)
+    click = await server.send_component(
+        _components(page)["Reject"]["custom_id"], server.messages[review.original_message_id], user_id=server.owner_id
+    )
+    done = await server.wait_for(
+        lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH" and r.params["token"] == click.token, timeout=20
+    )
     assert done.json["content"].startswith("Rejected.") and len(bot.search.index) == 16
     assert not (gallery / "manifest.json").exists()
     assert [review for *_, review in bot.feedback.corrections()] == ["none", "rejected"]
@@ -225,12 +246,18 @@ async def test_watched_channel_reply_to_one_picture_has_the_buttons(
     watched = server.channel_ids[1]
 
     async def reply_to(*names: str) -> dict:
-        images = [server.add_attachment((gallery / name / "03.jpg").read_bytes(), "p.jpg", "image/jpeg")
-                  for name in names]
+        images = [
+            server.add_attachment((gallery / name / "03.jpg").read_bytes(), "p.jpg", "image/jpeg") for name in names
+        ]
         message = await server.post_message(watched, "who", attachments=images)
         request = await server.wait_for(
-            lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-            and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=20)
+            lambda r: (
+                r.method == "POST"
+                and r.route == "/channels/{channel_id}/messages"
+                and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"]
+            ),
+            timeout=20,
+        )
         return request.response
 
     assert not (await reply_to("Gon Freecss", "Kurapika"))["components"]  # two answers: which one? no buttons

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hxhbot import images
+from hxhbot.engine import images
 from tests.conftest import encode
 from tests.hostile import SMALL_LIMIT, corpus, heavy
 
@@ -58,9 +58,14 @@ def test_every_decoding_stays_within_64_mb(tmp_path: Path) -> None:
     files += [(name, data, "accepted") for name, data in heavy()]  # at the default byte limit, not SMALL_LIMIT
     for name, data, _ in files:
         (tmp_path / name).write_bytes(data)
-    run = subprocess.run([sys.executable, "-m", "tests.decode_peak", "--size", "224", *(name for name, *_ in files)],
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.decode_peak", "--size", "224", *(name for name, *_ in files)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     peaks = {row["file"]: row for row in map(json.loads, run.stdout.splitlines())}
     assert {name: row["outcome"] for name, row in peaks.items()} == {name: outcome for name, _, outcome in files}
@@ -85,8 +90,12 @@ def test_corpus_is_large_and_varied() -> None:
     files = corpus()
     assert len(files) >= 20
     assert {expected for _, _, expected in files} >= {
-        images.EmptyImageError, images.NotAnImageError, images.TruncatedImageError,
-        images.TooManyPixelsError, images.ImageTooLargeError, images.UnsupportedFormatError,
+        images.EmptyImageError,
+        images.NotAnImageError,
+        images.TruncatedImageError,
+        images.TooManyPixelsError,
+        images.ImageTooLargeError,
+        images.UnsupportedFormatError,
     }
 
 

@@ -8,11 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hxhbot.index import (
-    GalleryIndex, GalleryIndexError, GalleryItem, IndexMismatchError, IndexMissingError,
-    Comparison, annoy_settings, character_similarities, gallery_centre, within_directions,
+from hxhbot.engine.confidence import DEFAULT
+from hxhbot.engine.index import (
+    Comparison,
+    GalleryIndex,
+    GalleryIndexError,
+    GalleryItem,
+    IndexMismatchError,
+    IndexMissingError,
+    annoy_settings,
+    character_similarities,
+    gallery_centre,
+    within_directions,
 )
-from hxhbot.confidence import DEFAULT
 from tests.bench.bench_index import clustered
 
 
@@ -27,8 +35,19 @@ def test_round_trip_and_mmap(tmp_path: Path) -> None:
     assert len(loaded) == 200 and loaded.dim == 16 and loaded.fingerprint == "fp1"
     assert np.allclose(loaded.vectors([7])[0], vectors[7], atol=1e-6)
     meta = json.loads((tmp_path / "index.json").read_text())
-    assert {"model_fingerprint", "built_at", "ann_file", "vectors_file", "directions_file", "items", "n_trees",
-            "search_k", "centre", "damping", "lengths"} <= set(meta)
+    assert {
+        "model_fingerprint",
+        "built_at",
+        "ann_file",
+        "vectors_file",
+        "directions_file",
+        "items",
+        "n_trees",
+        "search_k",
+        "centre",
+        "damping",
+        "lengths",
+    } <= set(meta)
     assert isinstance(loaded.matrix, np.memmap)  # searched as the gallery compares
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     assert np.allclose(loaded.matrix[7], Comparison.fit(unit, np.arange(200) // 25).apply(vectors[7]), atol=1e-5)
@@ -72,7 +91,7 @@ def test_one_characters_own_variation_is_damped_and_can_be_undone(monkeypatch: p
     assert abs(alone[0] @ pose) / np.linalg.norm(pose) > 0.9
     single = within_directions(vectors[::8], characters[::8], comparison.centre)  # a picture each: no variation
     assert single[0].shape == (0, 32) and single[1].shape == (0,)
-    monkeypatch.setattr("hxhbot.index.FIT_VIEWS", 12)  # a large gallery: fitted on every other view
+    monkeypatch.setattr("hxhbot.engine.index.FIT_VIEWS", 12)  # a large gallery: fitted on every other view
     assert abs(within_directions(vectors, characters, comparison.centre)[0][0] @ strongest) > 0.95
 
 
@@ -80,7 +99,9 @@ def test_within_directions_are_the_principal_directions_of_each_characters_own_v
     rng = np.random.default_rng(5)
     for pictures in (3, 12):  # fewer views than dimensions (solved through their Gram matrix), then more
         characters = np.repeat(np.arange(4), pictures)
-        vectors = rng.normal(size=(4, 32))[characters] + rng.normal(size=(len(characters), 32)) * np.geomspace(2, 0.1, 32)
+        vectors = rng.normal(size=(4, 32))[characters] + rng.normal(size=(len(characters), 32)) * np.geomspace(
+            2, 0.1, 32
+        )
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         centre = gallery_centre(vectors, characters)
         directions, damping = within_directions(vectors, characters, centre)
@@ -88,7 +109,7 @@ def test_within_directions_are_the_principal_directions_of_each_characters_own_v
         moved /= np.linalg.norm(moved, axis=1, keepdims=True)
         within = moved - np.array([moved[characters == c].mean(axis=0) for c in characters])
         _, spread, expected = np.linalg.svd(within, full_matrices=False)
-        kept = spread ** 2 > 1e-9 * (spread ** 2).sum()
+        kept = spread**2 > 1e-9 * (spread**2).sum()
         share = spread[kept] ** 2 / (spread[kept] ** 2).sum()
         assert np.allclose(damping, 1 - 1 / np.sqrt(1 + share * 32 / 4.0), atol=1e-5)
         operator = lambda d, k: (d.T * k) @ d  # noqa: E731 (independent of each direction's sign)
@@ -196,7 +217,9 @@ def test_held_out_pictures_are_compared_as_the_gallery_without_them_would_compar
     smaller = GalleryIndex.build(vectors[rest], [_items(100)[row] for row in rest], "fp")
     alone = smaller.similarities(vectors[[30, 31]])
     assert found.per_view == pytest.approx(alone.per_view, abs=1e-5) and found.images == alone.images
-    assert "g/30.jpg" not in found.images[0] and not np.allclose(found.per_view, index.similarities(vectors[[30, 31]]).per_view)
+    assert "g/30.jpg" not in found.images[0] and not np.allclose(
+        found.per_view, index.similarities(vectors[[30, 31]]).per_view
+    )
 
 
 @pytest.mark.parametrize("size", [1800, 20_000])
@@ -222,7 +245,7 @@ def test_exact_search_agrees_with_annoy() -> None:
 
 
 def test_over_the_memory_budget_annoy_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hxhbot.index.EXACT_MAX_BYTES", 1000)
+    monkeypatch.setattr("hxhbot.engine.index.EXACT_MAX_BYTES", 1000)
     vectors = clustered(300, 16)
     GalleryIndex.build(vectors, _items(300), "fp").save(tmp_path)
     loaded = GalleryIndex.load(tmp_path, "fp")

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hxhbot.index import GalleryIndexError
-from hxhbot.index_lock import LOCK_FILE, IndexBusyError, index_writer
-from hxhbot.indexing import build_gallery_index
+from hxhbot.engine.index import GalleryIndexError
+from hxhbot.engine.index_lock import LOCK_FILE, IndexBusyError, index_writer
+from hxhbot.engine.indexing import build_gallery_index
 
 ROOT = Path(__file__).parent.parent
-HOLD = "import sys\nfrom hxhbot.index_lock import index_writer\nwith index_writer(sys.argv[1]):\n" \
-       "    print('held', flush=True)\n    sys.stdin.read()\n"
+HOLD = (
+    "import sys\nfrom hxhbot.engine.index_lock import index_writer\nwith index_writer(sys.argv[1]):\n"
+    "    print('held', flush=True)\n    sys.stdin.read()\n"
+)
 
 
 def _snapshot(index_dir: Path) -> dict[str, bytes]:
@@ -33,8 +35,9 @@ def test_the_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 
 def test_an_index_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(GalleryIndexError,
-                       match=r"The index folder .*file cannot be written \(File exists\): set INDEX_DIR"):
+    with pytest.raises(
+        GalleryIndexError, match=r"The index folder .*file cannot be written \(File exists\): set INDEX_DIR"
+    ):
         with index_writer(tmp_path / "file"):
             pass
 
@@ -43,16 +46,22 @@ def test_a_second_writer_is_told_and_the_index_kept(gallery: Path, embedder, mod
     index_dir = tmp_path / "index"
     build_gallery_index(gallery, embedder, index_dir)
     before = _snapshot(index_dir)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(index_dir)], cwd=ROOT, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(index_dir)], cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         busy = rf"Another index build is running \(pid {holder.pid}\)"
         with pytest.raises(IndexBusyError, match=busy):
             build_gallery_index(gallery, embedder, index_dir)
-        cli = subprocess.run([sys.executable, "-m", "hxhbot", "index", "--gallery", str(gallery)], cwd=ROOT,
-                             env={**os.environ, "MODEL_DIR": str(model_dir), "INDEX_DIR": str(index_dir)},
-                             capture_output=True, text=True, timeout=240)
+        cli = subprocess.run(
+            [sys.executable, "-m", "hxhbot", "index", "--gallery", str(gallery)],
+            cwd=ROOT,
+            env={**os.environ, "MODEL_DIR": str(model_dir), "INDEX_DIR": str(index_dir)},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert cli.returncode == 2 and "Traceback" not in cli.stderr
         assert f"error: Another index build is running (pid {holder.pid})" in cli.stderr
         assert _snapshot(index_dir) == before

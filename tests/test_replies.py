@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from hxhbot.answers import Identification, Outcome, Sighting
-from hxhbot.detector import Box
-from hxhbot.index import CharacterMatch
-from hxhbot.replies import (DESCRIPTION_LENGTH, EMBEDS_LENGTH, TITLE_LENGTH, answer, candidates_embed,
-                            characters_embed, fitted)
+from hxhbot.discord.replies import (
+    DESCRIPTION_LENGTH,
+    EMBEDS_LENGTH,
+    TITLE_LENGTH,
+    answer,
+    candidates_embed,
+    characters_embed,
+    fitted,
+)
+from hxhbot.engine.detector import Box
+from hxhbot.engine.identification import Identification, Outcome, Sighting
+from hxhbot.engine.index import CharacterMatch
 from hxhbot.wording import SHOWN_NAME, code
 
 
 def _picture(*names: str) -> Identification:
     """A picture with one confidently named character per name, side by side."""
     width = 1 / len(names)
-    return Identification([
-        Sighting(Box(number * width, 0.0, (number + 1) * width, 0.5), [CharacterMatch(name, 0.9, 0.8, f"{name}.jpg")])
-        for number, name in enumerate(names)])
+    return Identification(
+        [
+            Sighting(
+                Box(number * width, 0.0, (number + 1) * width, 0.5), [CharacterMatch(name, 0.9, 0.8, f"{name}.jpg")]
+            )
+            for number, name in enumerate(names)
+        ]
+    )
 
 
 def test_the_names_of_several_characters_are_the_title() -> None:

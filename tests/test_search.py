@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 from hxhbot.config import Settings
-from hxhbot.embedder import Embedder
-from hxhbot.images import NotAnImageError
-from hxhbot.search import (
-    BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService,
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.images import NotAnImageError
+from hxhbot.engine.search import (
+    BusyError,
+    NotReadyError,
+    ReindexError,
+    ReindexInProgressError,
+    SearchService,
 )
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
-from hxhbot.discord_api import pointed_at
+from hxhbot.discord.api import pointed_at
+from hxhbot.discord.bot import HxhBot
 from tests.fake_discord.server import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,8 +30,13 @@ async def server() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 def settings(server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path) -> Settings:
     return Settings(
-        discord_token=server.token, gallery_dir=gallery, model_dir=model_dir, index_dir=tmp_path / "index",
-        feedback_db=tmp_path / "feedback.sqlite3", discord_api_base=server.api_base, confidence_threshold=0.0,
+        discord_token=server.token,
+        gallery_dir=gallery,
+        model_dir=model_dir,
+        index_dir=tmp_path / "index",
+        feedback_db=tmp_path / "feedback.sqlite3",
+        discord_api_base=server.api_base,
+        confidence_threshold=0.0,
         cooldown_seconds=0,
     )
 
@@ -54,7 +59,8 @@ async def _answer_in(server: FakeDiscord, guild_id: int, picture: bytes) -> str:
     """Ask /whois in a guild's channel; the character answered."""
     attachment = server.add_attachment(picture, "query.jpg", "image/jpeg")
     interaction = await server.send_slash_command(
-        "whois", {"image": attachment}, channel_id=server.guild_channel_ids[guild_id][0])
+        "whois", {"image": attachment}, channel_id=server.guild_channel_ids[guild_id][0]
+    )
     followup = await server.wait_for_followup(interaction.token, timeout=20)
     return followup.json["embeds"][0]["title"]
 

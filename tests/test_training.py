@@ -12,20 +12,30 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from hxhbot.detector import FaceDetector
-from hxhbot.embedder import Embedder
+from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.model_dir import build_pretrained
+from tests.conftest import encode, write_gallery
 from training import beside as beside_cli
+from training import calibrate
 from training import compare as compare_cli
 from training import evaluate as evaluate_cli
 from training.data import Split, load_arrays, make_split, pk_batches, source_groups
-from hxhbot.confidence import Calibration
-from training import calibrate
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities
-from hxhbot.model_dir import build_pretrained
-from training.model import (PALETTE_LEVELS, VARIANTS, WHITENING_POWER, WHITENING_REGULARISER, beside_imagenet, build,
-                            build_hunter, build_seed, colour_histogram, fit_whitening)
+from training.model import (
+    PALETTE_LEVELS,
+    VARIANTS,
+    WHITENING_POWER,
+    WHITENING_REGULARISER,
+    beside_imagenet,
+    build,
+    build_hunter,
+    build_seed,
+    colour_histogram,
+    fit_whitening,
+)
 from training.train import WeightAverage, train
-from tests.conftest import encode, write_gallery
 
 COLOURS = {f"Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(5)}
 
@@ -60,7 +70,8 @@ def test_split_is_disjoint_and_reproducible(data: Path, tmp_path: Path) -> None:
     assert not set(train_paths) & {p for name in split.seen for p in split.val[name]}
     (gallery, _), queries = split.evaluation(data)
     assert len(gallery) == sum(map(len, split.gallery.values())) and len(queries["unseen"][0]) == sum(
-        len(split.query[name]) for name in split.unseen)  # unseen queries meet every character's gallery
+        len(split.query[name]) for name in split.unseen
+    )  # unseen queries meet every character's gallery
     relative = Path(os.path.relpath(data))  # a folder is the same folder however its path is spelt
     assert split.characters_of(relative) == split.characters_of(f"{data}/") == sorted(split.gallery)
     assert split.characters_of(data.parent) == []
@@ -85,14 +96,25 @@ def test_split_keeps_crops_of_one_source_on_one_side(tmp_path: Path) -> None:
 def test_source_groups_join_crops_repositories_and_copies(tmp_path: Path) -> None:
     paths, rng = {}, np.random.default_rng(1)
     pictures = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for _ in range(6)]
-    for name, picture in (("a.jpg-1.jpg", 0), ("a.jpg-2.jpg", 1), ("me__repo__x.png", 2), ("me__repo__y.png", 3),
-                          ("copy1.jpg", 4), ("copy2.jpg", 4), ("alone.jpg", 5)):
+    for name, picture in (
+        ("a.jpg-1.jpg", 0),
+        ("a.jpg-2.jpg", 1),
+        ("me__repo__x.png", 2),
+        ("me__repo__y.png", 3),
+        ("copy1.jpg", 4),
+        ("copy2.jpg", 4),
+        ("alone.jpg", 5),
+    ):
         paths[name] = tmp_path / name
         paths[name].write_bytes(encode(pictures[picture], "PNG"))
     groups = source_groups(sorted(map(str, paths.values())))
     named = sorted(sorted(Path(p).name for p in group) for group in groups)
-    assert named == [["a.jpg-1.jpg", "a.jpg-2.jpg"], ["alone.jpg"], ["copy1.jpg", "copy2.jpg"],
-                     ["me__repo__x.png", "me__repo__y.png"]]
+    assert named == [
+        ["a.jpg-1.jpg", "a.jpg-2.jpg"],
+        ["alone.jpg"],
+        ["copy1.jpg", "copy2.jpg"],
+        ["me__repo__x.png", "me__repo__y.png"],
+    ]
 
 
 def test_batches_are_balanced() -> None:
@@ -105,10 +127,11 @@ def test_batches_are_balanced() -> None:
 def test_seed_has_exactly_the_original_shapes() -> None:
     model = build_seed(64, weights=None)
     assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 16)
-    shapes = {name: model.get_layer(name).output_shape[-1]
-              for name in ("frozen_dense", "scratch_dense", "concat", "joint_dense", "embedding")}
-    assert shapes == {"frozen_dense": 1280, "scratch_dense": 1280, "concat": 2560, "joint_dense": 2560,
-                      "embedding": 16}
+    shapes = {
+        name: model.get_layer(name).output_shape[-1]
+        for name in ("frozen_dense", "scratch_dense", "concat", "joint_dense", "embedding")
+    }
+    assert shapes == {"frozen_dense": 1280, "scratch_dense": 1280, "concat": 2560, "joint_dense": 2560, "embedding": 16}
     frozen, scratch = model.get_layer("frozen_mobilenet_v2"), model.get_layer("scratch_mobilenet_v2")
     assert not frozen.trainable and scratch.trainable and frozen.name.endswith("v2")
     assert model.get_layer("frozen_dense").activation.__name__ == "relu"
@@ -119,8 +142,17 @@ def test_seed_has_exactly_the_original_shapes() -> None:
 def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tmp_path: Path) -> None:
     split = make_split(data, unseen=2)
     split.save(tmp_path / "split.json")
-    summary = train([data], variant, tmp_path / "model", epochs=2, split_file=tmp_path / "split.json",
-                    input_size=32, weights=None, augment_rounds=1, verbose=0)
+    summary = train(
+        [data],
+        variant,
+        tmp_path / "model",
+        epochs=2,
+        split_file=tmp_path / "split.json",
+        input_size=32,
+        weights=None,
+        augment_rounds=1,
+        verbose=0,
+    )
     assert summary["epochs"] == (0 if variant == "pretrained" else 2)
     loaded = Embedder.load(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -141,7 +173,8 @@ def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_di
     rng = np.random.default_rng(0)
     fit_whitening(tuned, rng.normal(size=(2000, 1280)))  # a trained model's whitening: not an identity
     tuned.get_layer("head").get_layer("Conv_1").set_weights(  # and a top that is no longer ImageNet's
-        [w * rng.uniform(0.5, 1.5, w.shape) for w in tuned.get_layer("head").get_layer("Conv_1").get_weights()])
+        [w * rng.uniform(0.5, 1.5, w.shape) for w in tuned.get_layer("head").get_layer("Conv_1").get_weights()]
+    )
     images = rng.uniform(0, 255, (6, 112, 112, 3)).astype(np.float32)
     own, raw = tuned(images).numpy(), build_pretrained(112, weights="imagenet")(images).numpy()
     centre = raw[:3].mean(axis=0)
@@ -157,8 +190,13 @@ def test_beside_imagenet_weights_the_tuned_and_the_raw_cosines(imagenet_model_di
 
 
 def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_load(
-        data: Path, hunter: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-        imagenet_model_dir: Path) -> None:
+    data: Path,
+    hunter: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    imagenet_model_dir: Path,
+) -> None:
     train([data], "tuned", tmp_path / "t", epochs=1, input_size=32, weights="imagenet", augment_rounds=1, verbose=0)
     (tmp_path / "t" / "calibration.json").write_text("{}")
     (tmp_path / "b").mkdir()
@@ -176,24 +214,34 @@ def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_loa
     assert np.allclose(both[:, :1280], np.sqrt(0.5) * tuned, atol=1e-5)
     raw = Embedder.from_model(build_pretrained(32, weights="imagenet"), "pretrained")
     centre = evaluate_cli.embed_pictures(raw, trained, FaceDetector())[0].mean(axis=0)  # the views it trained on
-    assert np.allclose(composed.model.get_layer("imagenet_top").get_layer("imagenet_centre").mean.numpy()[0], centre,
-                       atol=1e-5)
+    assert np.allclose(
+        composed.model.get_layer("imagenet_top").get_layer("imagenet_centre").mean.numpy()[0], centre, atol=1e-5
+    )
     centred = raw.embed(images) - centre
-    assert np.allclose(both[:, 1280:], np.sqrt(0.5) * centred / np.linalg.norm(centred, axis=1, keepdims=True),
-                       atol=1e-4)
+    assert np.allclose(
+        both[:, 1280:], np.sqrt(0.5) * centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-4
+    )
     out = tmp_path / "beside.json"
-    assert evaluate_cli.main(["--model", str(tmp_path / "b"), "--data", str(data), "--json", str(out),
-                              "--baseline-weights", "none"]) == 0
+    assert (
+        evaluate_cli.main(
+            ["--model", str(tmp_path / "b"), "--data", str(data), "--json", str(out), "--baseline-weights", "none"]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())[str(data)]["model_figures"]["seen"]["characters"] == 5
     shutil.copytree(hunter, tmp_path / "h")
     (tmp_path / "s").mkdir()
     for name in ("model.keras", "config.json"):  # a tuned model without the split that lists its training pictures
         (tmp_path / "s" / name).write_bytes((tmp_path / "t" / name).read_bytes())
     monkeypatch.setattr(beside_cli, "load_model_dir", lambda *_: pytest.fail("loaded a model it refuses"))
-    for model, weight, out_dir, message in (("t", "1", "x", "must be in"), ("h", "0.5", "x", "only a tuned one"),
-                                            ("s", "0.5", "x", "no readable split"),
-                                            ("b", "0.5", "x", "only a tuned one"), ("t", "0.5", "t", "must differ"),
-                                            ("missing", "0.5", "x", "missing or malformed")):
+    for model, weight, out_dir, message in (
+        ("t", "1", "x", "must be in"),
+        ("h", "0.5", "x", "only a tuned one"),
+        ("s", "0.5", "x", "no readable split"),
+        ("b", "0.5", "x", "only a tuned one"),
+        ("t", "0.5", "t", "must differ"),
+        ("missing", "0.5", "x", "missing or malformed"),
+    ):
         with pytest.raises(SystemExit):
             beside_cli.main(["--model", str(tmp_path / model), "--weight", weight, "--out", str(tmp_path / out_dir)])
         assert message in capsys.readouterr().err
@@ -263,18 +311,34 @@ def test_resume_continues_where_it_stopped(data: Path, tmp_path: Path, monkeypat
         train_module.train([data], "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1, verbose=0)
     assert (out / "backup").is_dir() and (out / "split.json").is_file()
     monkeypatch.setattr(tf.keras.Model, "fit", real_fit)
-    summary = train_module.train([data], "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1,
-                                 verbose=0)
+    summary = train_module.train(
+        [data], "softmax", out, epochs=4, input_size=32, weights=None, augment_rounds=1, verbose=0
+    )
     assert summary["epochs"] == 2  # epochs 3 and 4 only: the first two were restored
 
 
-def test_evaluate_cli_ranks_every_query_against_every_character(data: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture, hunter: Path) -> None:
+def test_evaluate_cli_ranks_every_query_against_every_character(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, hunter: Path
+) -> None:
     out = tmp_path / "eval.json"
     monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.99")  # settings come from the environment and .env
-    assert evaluate_cli.main(["--model", str(hunter), "--data", str(data), "--json", str(out),
-                              "--baseline-weights", "none", "--part", "colour"]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                "--model",
+                str(hunter),
+                "--data",
+                str(data),
+                "--json",
+                str(out),
+                "--baseline-weights",
+                "none",
+                "--part",
+                "colour",
+            ]
+        )
+        == 0
+    )
     assert "score ≥ 0.99" in capsys.readouterr().out
     report = json.loads(out.read_text())[str(data)]
     split = Split.load(hunter / "split.json")
@@ -299,7 +363,7 @@ def test_colour_histogram_puts_a_colour_in_its_own_bins() -> None:
     pixels = tf.keras.Input((16, 16, 3))
     histogram = tf.keras.Model(pixels, colour_histogram(pixels / 127.5 - 1.0))
     red, dark_red, green = (histogram(solid(c)).numpy()[0] for c in ((255, 0, 0), (220, 25, 25), (0, 255, 0)))
-    assert red.shape == (PALETTE_LEVELS ** 3,) and np.isclose(np.linalg.norm(red), 1.0)
+    assert red.shape == (PALETTE_LEVELS**3,) and np.isclose(np.linalg.norm(red), 1.0)
     corner = np.unravel_index(red.argmax(), (PALETTE_LEVELS,) * 3)
     assert corner == (PALETTE_LEVELS - 1, 0, 0)  # the palette's pure red
     assert red @ dark_red > 0.3 and red @ green < 0.01  # near colours share bins, far ones share none
@@ -316,10 +380,20 @@ def test_hunter_tells_characters_apart_by_colour_untrained() -> None:
     assert model.get_layer("features").get_layer("colour_assign").trainable is False
 
 
-def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = compare_cli.compare([data], [data], tmp_path / "runs", ["pretrained", "softmax"], {"softmax": 2},
-                               splits=2, input_size=32, weights=None, augment_rounds=1)
+def test_compare_averages_over_splits_and_writes_the_table(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = compare_cli.compare(
+        [data],
+        [data],
+        tmp_path / "runs",
+        ["pretrained", "softmax"],
+        {"softmax": 2},
+        splits=2,
+        input_size=32,
+        weights=None,
+        augment_rounds=1,
+    )
     assert [row["variant"] for row in rows] == ["pretrained", "softmax"] and rows[0]["data"] == "gallery"
     splits = [Split.load(tmp_path / "runs" / f"split-{seed}.json") for seed in range(2)]
     assert splits[0] != splits[1]
@@ -345,17 +419,25 @@ def test_compare_averages_over_splits_and_writes_the_table(data: Path, tmp_path:
         raise AssertionError("--evaluate-only trains nothing")
 
     monkeypatch.setattr(compare_cli, "train", no_training)  # the models trained above, evaluated again
-    assert compare_cli.compare([data], [data], tmp_path / "runs", ["pretrained", "softmax"], {}, splits=2,
-                               evaluate_only=True) == rows
+    assert (
+        compare_cli.compare(
+            [data], [data], tmp_path / "runs", ["pretrained", "softmax"], {}, splits=2, evaluate_only=True
+        )
+        == rows
+    )
     with pytest.raises(ValueError, match="without --evaluate-only"):
         compare_cli.compare([data], [data], tmp_path / "none", ["softmax"], {}, splits=1, evaluate_only=True)
 
 
 def test_retrieval_figures_rank_characters_as_the_index_does() -> None:
     gallery_labels = np.array(["gon", "gon", "killua", "kurapika"])
-    similarity = np.array([[0.9, 0.5, 0.4, 0.3],      # gon first (0.7 against 0.4)
-                           [0.80, 0.6, 0.75, 0.69],   # gon second (0.7) after killua, though its picture is first
-                           [0.3, 0.2, 0.8, 0.4]])     # gon third
+    similarity = np.array(
+        [
+            [0.9, 0.5, 0.4, 0.3],  # gon first (0.7 against 0.4)
+            [0.80, 0.6, 0.75, 0.69],  # gon second (0.7) after killua, though its picture is first
+            [0.3, 0.2, 0.8, 0.4],
+        ]
+    )  # gon third
     per_view = view_similarities(similarity, np.arange(3), np.eye(4), np.arange(4), gallery_labels)
     assert per_view[1].tolist() == [[pytest.approx(0.7), 0.75, 0.69]]  # gon: the mean of its two pictures
     answers = (np.array([0.9, 0.2, 0.6]), np.array([True, False, False]))  # the bot's calibrated answers
@@ -403,8 +485,9 @@ def test_calibration_fit_separates_right_from_wrong_answers() -> None:
 def test_calibrate_never_asks_a_picture_its_model_trained_on(data: Path, tmp_path: Path) -> None:
     paths, labels = calibrate.labelled([data])
     rng = np.random.default_rng(0)
-    pictures = calibrate.Pictures(paths, labels, rng.normal(size=(len(paths), 8)).astype(np.float32),
-                                  np.arange(len(paths)))
+    pictures = calibrate.Pictures(
+        paths, labels, rng.normal(size=(len(paths), 8)).astype(np.float32), np.arange(len(paths))
+    )
     negatives = calibrate.Pictures(["n.png"], [None], rng.normal(size=(1, 8)).astype(np.float32), np.zeros(1, int))
 
     def asked(trained: set[str]) -> list[str]:
@@ -423,8 +506,9 @@ def test_calibrate_never_asks_a_picture_its_model_trained_on(data: Path, tmp_pat
     assert calibrate.trained_pictures(tmp_path / "missing") == set()
 
 
-def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture) -> None:
+def test_calibrate_fits_on_characters_the_fit_model_never_saw(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     negatives = tmp_path / "negatives"
     negatives.mkdir()
     rng = np.random.default_rng(0)
@@ -433,8 +517,21 @@ def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_pa
         (negatives / f"{number}.png").write_bytes(encode(noise, "PNG"))
     for name, unseen in (("fold", 0.4), ("all", 0.0)):
         train([data], "pretrained", tmp_path / name, input_size=32, weights=None, verbose=0, unseen=unseen)
-    options = ["--fit", str(data), "--negatives", str(negatives), "--check", str(data), "--draws", "1",
-               "--sizes", "1", "0", "--cache", str(tmp_path / "cache")]
+    options = [
+        "--fit",
+        str(data),
+        "--negatives",
+        str(negatives),
+        "--check",
+        str(data),
+        "--draws",
+        "1",
+        "--sizes",
+        "1",
+        "0",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     assert calibrate.main(["--model", str(tmp_path / "all"), "--fit-model", str(tmp_path / "fold"), *options]) == 0
     fitted = json.loads((tmp_path / "all" / "calibration.json").read_text())["fitted"]
     unseen = Split.load(tmp_path / "fold" / "split.json").unseen
@@ -456,19 +553,45 @@ def test_calibrate_fits_on_characters_the_fit_model_never_saw(data: Path, tmp_pa
     assert "check: no split.json lists the pictures its model trained on" in capsys.readouterr().err
 
 
-def test_evaluate_cli_evaluates_parts_of_a_model(data: Path, hunter: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_cli_evaluates_parts_of_a_model(
+    data: Path, hunter: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     model = Embedder.load(hunter).model
     for part, dim in (("features", 2944), ("shape", 2432), ("colour", 512)):
         assert evaluate_cli.model_part(model, part).output_shape == (None, dim)
         out = tmp_path / f"{part}.json"
-        assert evaluate_cli.main(["--model", str(hunter), "--data", str(data), "--json", str(out),
-                                  "--baseline-weights", "none", "--part", part]) == 0
+        assert (
+            evaluate_cli.main(
+                [
+                    "--model",
+                    str(hunter),
+                    "--data",
+                    str(data),
+                    "--json",
+                    str(out),
+                    "--baseline-weights",
+                    "none",
+                    "--part",
+                    part,
+                ]
+            )
+            == 0
+        )
         report = json.loads(out.read_text())
         figures = report[str(data)]["model_figures"]["seen"]
         assert report["part"] == part and figures["top1"] >= (0.9 if part == "colour" else 0.75)  # by colour
     train([data], "pretrained", tmp_path / "p", input_size=32, weights=None, verbose=0)
     with pytest.raises(SystemExit):
-        evaluate_cli.main(["--model", str(tmp_path / "p"), "--data", str(data), "--json", str(tmp_path / "x.json"),
-                           "--part", "colour"])
+        evaluate_cli.main(
+            [
+                "--model",
+                str(tmp_path / "p"),
+                "--data",
+                str(data),
+                "--json",
+                str(tmp_path / "x.json"),
+                "--part",
+                "colour",
+            ]
+        )
     assert "has no colour part" in capsys.readouterr().err

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hxhbot.bot import HxhBot
 from hxhbot.config import Settings
+from hxhbot.discord.bot import HxhBot
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord
 from tests.test_bot_e2e import _whois, bot, server  # noqa: F401 (fixtures)
 
@@ -62,10 +62,12 @@ def composite(hxh_dev: Path) -> tuple[bytes, float]:
     return out.getvalue(), pictures[0].width / canvas.width
 
 
-async def test_both_characters_through_discord(server: FakeDiscord, bot: HxhBot,
-                                               composite: tuple[bytes, float]) -> None:
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=Settings.confidence_threshold,
-                                       unknown_threshold=Settings.unknown_threshold)  # the defaults
+async def test_both_characters_through_discord(
+    server: FakeDiscord, bot: HxhBot, composite: tuple[bytes, float]
+) -> None:
+    bot.settings = dataclasses.replace(
+        bot.settings, confidence_threshold=Settings.confidence_threshold, unknown_threshold=Settings.unknown_threshold
+    )  # the defaults
     interaction = await _whois(server, composite[0], "two.jpg")
     followup = await server.wait_for_followup(interaction.token, timeout=60)
     embed = followup.json["embeds"][0]
@@ -82,13 +84,19 @@ async def test_both_characters_through_discord(server: FakeDiscord, bot: HxhBot,
     attachment = server.add_attachment(composite[0], "two.jpg", "image/jpeg")
     message = await server.post_message(watched, "who are they", attachments=[attachment])
     reply = await server.wait_for(
-        lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-        and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"], timeout=60)
+        lambda r: (
+            r.method == "POST"
+            and r.route == "/channels/{channel_id}/messages"
+            and str((r.json or {}).get("message_reference", {}).get("message_id")) == message["id"]
+        ),
+        timeout=60,
+    )
     assert [e["title"] for e in reply.json["embeds"]] == ["Gon Freecss, Kurapika"]
 
 
-async def test_one_character_named_beside_one_it_cannot_name(server: FakeDiscord, bot: HxhBot,
-                                                             composite: tuple[bytes, float]) -> None:
+async def test_one_character_named_beside_one_it_cannot_name(
+    server: FakeDiscord, bot: HxhBot, composite: tuple[bytes, float]
+) -> None:
     scores = sorted(s.best.score for s in (await bot.search.identify(composite[0])).sightings)
     assert scores[0] < scores[1]
     bot.settings = dataclasses.replace(bot.settings, confidence_threshold=sum(scores) / 2, unknown_threshold=0.0)
@@ -105,18 +113,21 @@ async def test_one_character_named_beside_one_it_cannot_name(server: FakeDiscord
     assert revealed["flags"] & EPHEMERAL and [f["name"] for f in revealed["embeds"][0]["fields"]] == ["1.", "2."]
 
 
-def test_both_characters_through_the_command_line(gallery: Path, composite: tuple[bytes, float], model_dir: Path,
-                                                 tmp_path: Path) -> None:
+def test_both_characters_through_the_command_line(
+    gallery: Path, composite: tuple[bytes, float], model_dir: Path, tmp_path: Path
+) -> None:
     env = {**os.environ, "MODEL_DIR": str(model_dir), "INDEX_DIR": str(tmp_path / "index")}
     run = [sys.executable, "-m", "hxhbot"]
-    built = subprocess.run([*run, "index", "--gallery", str(gallery)], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=240)
+    built = subprocess.run(
+        [*run, "index", "--gallery", str(gallery)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
     assert built.returncode == 0 and "3 characters, 24 images" in built.stdout, built.stderr
     assert "gallery check (each picture against the rest, as if new)" in built.stdout
     picture = tmp_path / "two.jpg"
     picture.write_bytes(composite[0])
-    answer = subprocess.run([*run, "whois", str(picture), "--json"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=240)
+    answer = subprocess.run(
+        [*run, "whois", str(picture), "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
     assert answer.returncode == 0, answer.stderr
     result = json.loads(answer.stdout)
     characters = result["characters"]

@@ -13,11 +13,18 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from hxhbot.confidence import CALIBRATION_FILE  # noqa: E402
-from hxhbot.detector import FaceDetector  # noqa: E402
-from hxhbot.embedder import Embedder  # noqa: E402
-from hxhbot.model_dir import (CONFIG_FILE, ModelConfig, ModelError, build_pretrained, load_model_dir,  # noqa: E402
-                              read_config, save_model_dir)
+from hxhbot.engine.confidence import CALIBRATION_FILE  # noqa: E402
+from hxhbot.engine.detector import FaceDetector  # noqa: E402
+from hxhbot.engine.embedder import Embedder  # noqa: E402
+from hxhbot.engine.model_dir import (  # noqa: E402
+    CONFIG_FILE,
+    ModelConfig,
+    ModelError,
+    build_pretrained,
+    load_model_dir,
+    read_config,
+    save_model_dir,
+)
 from training.data import Split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.model import beside_imagenet  # noqa: E402
@@ -35,13 +42,18 @@ def compose(model_dir: Path, weight: float, out: Path) -> dict:
     config = read_config(model_dir)  # refused before the model is loaded, which takes seconds
     if config.variant != "tuned":
         raise ValueError(f"{model_dir} holds a {config.variant} model: only a tuned one can be composed")
-    extra = {key: value for key, value in json.loads((model_dir / CONFIG_FILE).read_text()).items()
-             if key not in ModelConfig.__dataclass_fields__}  # the run's own keys: save_model_dir writes the rest
+    extra = {
+        key: value
+        for key, value in json.loads((model_dir / CONFIG_FILE).read_text()).items()
+        if key not in ModelConfig.__dataclass_fields__
+    }  # the run's own keys: save_model_dir writes the rest
     try:
         paths, _ = Split.load(model_dir / extra.get("split", "split.json")).training_images()
     except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"{model_dir} has no readable split ({error}): the raw features are centred on the "
-                         "pictures its run trained on") from None
+        raise ValueError(
+            f"{model_dir} has no readable split ({error}): the raw features are centred on the "
+            "pictures its run trained on"
+        ) from None
     model, _ = load_model_dir(model_dir)
     raw = Embedder.from_model(build_pretrained(config.input_size), "pretrained")
     composed = beside_imagenet(model, weight, embed_pictures(raw, paths, FaceDetector())[0].mean(axis=0))
@@ -69,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         config = compose(args.model, args.weight, args.out)
     except (ModelError, ValueError) as error:
         parser.error(str(error))
-    print(f"{config['variant']} ({config['embedding_dim']} dimensions, tuned cosine weighted {args.weight:g}) → "
-          f"{args.out}; refit its confidence with training.calibrate")
+    print(
+        f"{config['variant']} ({config['embedding_dim']} dimensions, tuned cosine weighted {args.weight:g}) → "
+        f"{args.out}; refit its confidence with training.calibrate"
+    )
     return 0
 
 

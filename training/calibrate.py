@@ -8,7 +8,7 @@ all), 8 pictures each (source-grouped, seeded; `--draws` seeds); queries are the
 other pictures, every picture of the set's characters left out of the gallery, and half of the
 negatives (the other half for the check); never a picture the answering model trained on (its
 split.json says), so that a model's own characters are asked about new pictures of them. Each query
-is answered as the bot answers it (each character found, `hxhbot.confidence.subject_views`); a
+is answered as the bot answers it (each character found, `hxhbot.engine.confidence.subject_views`); a
 picture counts as named confidently when any of its answers reaches the threshold, and as right when
 its most confident answer is its character. The logistic model is fitted on the `--fit` set only
 (the three groups weighted equally at every gallery size), on the answers of `--fit-model` for
@@ -32,14 +32,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from hxhbot.confidence import FEATURES, Calibration, subject_views  # noqa: E402
 from hxhbot.config import load_settings  # noqa: E402
-from hxhbot.detector import FaceDetector  # noqa: E402
-from hxhbot.embedder import Embedder  # noqa: E402
-from hxhbot.gallery import scan_gallery  # noqa: E402
-from hxhbot.images import IMAGE_SUFFIXES  # noqa: E402
-from hxhbot.index import Comparison, character_similarities  # noqa: E402
-from hxhbot.model_dir import CONFIG_FILE  # noqa: E402
+from hxhbot.engine.confidence import FEATURES, Calibration, subject_views  # noqa: E402
+from hxhbot.engine.detector import FaceDetector  # noqa: E402
+from hxhbot.engine.embedder import Embedder  # noqa: E402
+from hxhbot.engine.gallery import scan_gallery  # noqa: E402
+from hxhbot.engine.images import IMAGE_SUFFIXES  # noqa: E402
+from hxhbot.engine.index import Comparison, character_similarities  # noqa: E402
+from hxhbot.engine.model_dir import CONFIG_FILE  # noqa: E402
 from training.data import Split, make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import bot_answers  # noqa: E402
@@ -76,8 +76,9 @@ class Answers:
     per_view: list[np.ndarray]  # per picture: its views × characters best similarities
 
 
-def embed_set(embedder: Embedder, detector: FaceDetector, paths: list[str], labels: list[str | None],
-              cache: Path) -> Pictures:
+def embed_set(
+    embedder: Embedder, detector: FaceDetector, paths: list[str], labels: list[str | None], cache: Path
+) -> Pictures:
     """Embed pictures through the engine's views, cached by model fingerprint and file list."""
     key = hashlib.sha256("\n".join([embedder.fingerprint, *paths]).encode()).hexdigest()[:16]
     file = cache / f"{embedder.fingerprint}-{key}.npz"
@@ -99,8 +100,15 @@ def negatives_halves(folder: Path) -> tuple[list[str], list[str]]:
     return sorted(paths[:half]), sorted(paths[half:])
 
 
-def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], sizes: list[int],
-                 draws: int, excluded: set[str] = frozenset(), trained: set[str] = frozenset()) -> list[Answers]:
+def draw_answers(
+    pictures: Pictures,
+    negatives: Pictures,
+    folders: list[Path],
+    sizes: list[int],
+    draws: int,
+    excluded: set[str] = frozenset(),
+    trained: set[str] = frozenset(),
+) -> list[Answers]:
     """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size.
 
     A size smaller than all takes the shuffled characters in turn (at most `ROTATIONS` galleries per draw), so that
@@ -121,13 +129,25 @@ def draw_answers(pictures: Pictures, negatives: Pictures, folders: list[Path], s
             turns = range(0, len(names), count) if count < len(names) else [0]
             for turn in list(turns)[:ROTATIONS]:
                 rotated = names[turn:] + names[:turn]
-                result.append(_answers(everything, offset, index, asked, pictures, negatives, split, rotated,
-                                       count, size, draw))
+                result.append(
+                    _answers(everything, offset, index, asked, pictures, negatives, split, rotated, count, size, draw)
+                )
     return result
 
 
-def _answers(everything: np.ndarray, offset: int, index: dict[str, int], asked: set[str], pictures: Pictures,
-             negatives: Pictures, split, names: list[str], count: int, size: int, draw: int) -> Answers:
+def _answers(
+    everything: np.ndarray,
+    offset: int,
+    index: dict[str, int],
+    asked: set[str],
+    pictures: Pictures,
+    negatives: Pictures,
+    split,
+    names: list[str],
+    count: int,
+    size: int,
+    draw: int,
+) -> Answers:
     """Every query against the gallery of the first `count` of `names` (the others are missing from it), compared
     as the index compares them (`Comparison`; `everything`: the pictures' views, then the negatives')."""
     chosen = sorted(names[:count])
@@ -224,22 +244,27 @@ def figures(calibration: Calibration, answers: list[Answers], threshold: float, 
 
 def table(name: str, rows: list[dict]) -> str:
     """Markdown rows of one set's figures."""
+
     def pct(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:.1f} %"
 
     lines = []
     for row in rows:
         size = {0: "all", -1: "all but one"}.get(row["size"], str(row["size"]))
-        lines.append(f"| {name} | {size} ({row['characters']:g}) | {row['known']} | {pct(row['known_top1'])} | "
-                     f"**{pct(row['known_sure'])}** | **{pct(row['known_right'])}** | {row['missing']} | "
-                     f"**{pct(row['missing_sure'])}** | {pct(row['missing_unknown'])} | {row['negative']} | "
-                     f"**{pct(row['negative_sure'])}** | {pct(row['negative_unknown'])} |")
+        lines.append(
+            f"| {name} | {size} ({row['characters']:g}) | {row['known']} | {pct(row['known_top1'])} | "
+            f"**{pct(row['known_sure'])}** | **{pct(row['known_right'])}** | {row['missing']} | "
+            f"**{pct(row['missing_sure'])}** | {pct(row['missing_unknown'])} | {row['negative']} | "
+            f"**{pct(row['negative_sure'])}** | {pct(row['negative_unknown'])} |"
+        )
     return "\n".join(lines)
 
 
-TABLE_HEAD = ("| set | gallery (characters) | queries | top-1 | named confidently | right when named | "
-              "missing-character pictures | named confidently | \"no character I know\" | negatives | "
-              "named confidently | \"no character I know\" |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| set | gallery (characters) | queries | top-1 | named confidently | right when named | "
+    'missing-character pictures | named confidently | "no character I know" | negatives | '
+    'named confidently | "no character I know" |\n|---|---|---|---|---|---|---|---|---|---|---|---|'
+)
 
 
 def sweep(calibration: Calibration, answers: list[Answers]) -> str:
@@ -257,8 +282,10 @@ def sweep(calibration: Calibration, answers: list[Answers]) -> str:
     for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
         sure = p["known"] >= threshold
         right = r[sure].mean() if sure.any() else float("nan")
-        lines.append(f"{threshold:9.2f}  {sure.mean():10.3f}  {right:11.3f}  "
-                     f"{(p['missing'] >= threshold).mean():12.3f}  {(p['negative'] >= threshold).mean():13.3f}")
+        lines.append(
+            f"{threshold:9.2f}  {sure.mean():10.3f}  {right:11.3f}  "
+            f"{(p['missing'] >= threshold).mean():12.3f}  {(p['negative'] >= threshold).mean():13.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -311,16 +338,29 @@ def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="the model directory; calibration.json goes here")
-    parser.add_argument("--fit", type=Path, nargs="+", required=True,
-                        help="character folders to fit on (only characters the fit model never trained on)")
-    parser.add_argument("--fit-model", type=Path,
-                        help="model whose answers the fit uses (default: --model): a sibling trained without some "
-                             "--fit characters, so that the fit sees characters it never trained on, as members' are")
+    parser.add_argument(
+        "--fit",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="character folders to fit on (only characters the fit model never trained on)",
+    )
+    parser.add_argument(
+        "--fit-model",
+        type=Path,
+        help="model whose answers the fit uses (default: --model): a sibling trained without some "
+        "--fit characters, so that the fit sees characters it never trained on, as members' are",
+    )
     parser.add_argument("--negatives", type=Path, required=True, help="pictures of no character (split in halves)")
     parser.add_argument("--check", type=Path, nargs="+", required=True, help="character folders to confirm on")
     parser.add_argument("--draws", type=int, default=5, help="seeded galleries per size")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 5, -1, 0],
-                        help="characters in the gallery (0: all, -1: all but one)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1, 5, -1, 0],
+        help="characters in the gallery (0: all, -1: all but one)",
+    )
     parser.add_argument("--cache", type=Path, default=Path("runs/calibrate-cache"), help="embeddings cache")
     parser.add_argument("--table", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
@@ -329,9 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     embedders = {"fit": Embedder.load(fit_model), "check": Embedder.load(args.model)}
     made = {name: made_as(path, embedders[name]) for name, path in (("fit", fit_model), ("check", args.model))}
     if made["fit"] != made["check"]:
-        parser.error(f"--fit-model {fit_model} ({made['fit']}) is not made as --model {args.model} ({made['check']}): "
-                     "its answers would calibrate another embedding; fit on a sibling made the same way (for a "
-                     "composed model, `python -m training.beside` with the same --weight)")
+        parser.error(
+            f"--fit-model {fit_model} ({made['fit']}) is not made as --model {args.model} ({made['check']}): "
+            "its answers would calibrate another embedding; fit on a sibling made the same way (for a "
+            "composed model, `python -m training.beside` with the same --weight)"
+        )
     trained = {"fit": trained_on(fit_model), "check": trained_on(args.model)}
     trained_files = {"fit": trained_pictures(fit_model), "check": trained_pictures(args.model)}
     detector = FaceDetector()
@@ -342,13 +384,20 @@ def main(argv: list[str] | None = None) -> int:
         excluded = trained[name] if name == "fit" else set()  # fitted on characters its model never saw
         characters[name] = sorted(set(labels) - excluded)
         if len(characters[name]) < 2:
-            parser.error(f"{fit_model} was trained on the --fit characters: pass --fit-model, a model trained "
-                         "without (some of) them (training.train --unseen)")
-        print(f"{name}: {len(characters[name])} characters ({len(set(labels) & trained[name])} of them trained on by "
-              f"{fit_model if name == 'fit' else args.model}{', left out' if name == 'fit' else ''})", file=sys.stderr)
+            parser.error(
+                f"{fit_model} was trained on the --fit characters: pass --fit-model, a model trained "
+                "without (some of) them (training.train --unseen)"
+            )
+        print(
+            f"{name}: {len(characters[name])} characters ({len(set(labels) & trained[name])} of them trained on by "
+            f"{fit_model if name == 'fit' else args.model}{', left out' if name == 'fit' else ''})",
+            file=sys.stderr,
+        )
         if set(labels) & trained[name] and not trained_files[name]:
-            print(f"{name}: no split.json lists the pictures its model trained on: every picture is asked",
-                  file=sys.stderr)
+            print(
+                f"{name}: no split.json lists the pictures its model trained on: every picture is asked",
+                file=sys.stderr,
+            )
         pictures = embed_set(embedders[name], detector, paths, labels, args.cache)
         negative = embed_set(embedders[name], detector, negatives, [None] * len(negatives), args.cache)
         sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws, excluded, trained_files[name])
@@ -358,13 +407,24 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: figures(calibration, answers, threshold, unknown) for name, answers in sets.items()}
     command = "python -m training.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)
     markdown = "\n".join([TABLE_HEAD, table("fit", results["fit"]), table("check", results["check"])])
-    calibration = Calibration(calibration.weights, calibration.background, {
-        "command": command, "fit": [str(f) for f in args.fit], "check": [str(f) for f in args.check],
-        "fit_model": str(fit_model), "fit_characters": characters["fit"],
-        "check_characters_trained_on": sorted(set(characters["check"]) & trained["check"]),
-        "negatives": str(args.negatives), "draws": args.draws, "sizes": args.sizes,
-        "confidence_threshold": threshold, "unknown_threshold": unknown, "figures": results,
-    })
+    calibration = Calibration(
+        calibration.weights,
+        calibration.background,
+        {
+            "command": command,
+            "fit": [str(f) for f in args.fit],
+            "check": [str(f) for f in args.check],
+            "fit_model": str(fit_model),
+            "fit_characters": characters["fit"],
+            "check_characters_trained_on": sorted(set(characters["check"]) & trained["check"]),
+            "negatives": str(args.negatives),
+            "draws": args.draws,
+            "sizes": args.sizes,
+            "confidence_threshold": threshold,
+            "unknown_threshold": unknown,
+            "figures": results,
+        },
+    )
     saved = calibration.save(args.model)
     print(f"weights {dict(zip(('bias', *FEATURES), calibration.weights))}, background {calibration.background:.3f}")
     print(f"CONFIDENCE_THRESHOLD {threshold}, UNKNOWN_THRESHOLD {unknown}; saved {saved}")

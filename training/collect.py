@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 
-from hxhbot.images import DEFAULT_MAX_BYTES, ImageError, decode_image
-from hxhbot.manifest import MANIFEST_NAME, Manifest, ManifestError, gallery_path, safe_folder_name, write_jpeg
+from hxhbot.engine.images import DEFAULT_MAX_BYTES, ImageError, decode_image
+from hxhbot.engine.manifest import MANIFEST_NAME, Manifest, ManifestError, gallery_path, safe_folder_name, write_jpeg
 from training.sources import (
     DANBOORU_RATE,
     DOWNLOAD_RATE,
@@ -168,15 +168,18 @@ class Collector:
         else:
             write_jpeg(image, path)
             self.summary.saved += 1
-        self.manifest.add_image(sha256, {
-            "file": f"{folder}/{path.name}",
-            "character": folder,
-            "source": self.source.name,
-            "source_id": character.key,
-            "url": picture.url,
-            "page_url": picture.page_url,
-            "sha256": sha256,
-        })
+        self.manifest.add_image(
+            sha256,
+            {
+                "file": f"{folder}/{path.name}",
+                "character": folder,
+                "source": self.source.name,
+                "source_id": character.key,
+                "url": picture.url,
+                "page_url": picture.page_url,
+                "sha256": sha256,
+            },
+        )
 
     def _fail(self, what: str, why: str) -> None:
         """Count and log one failure."""
@@ -239,8 +242,7 @@ async def run(
         try:
             options.out.mkdir(parents=True, exist_ok=True)
             source = make_source(options, http, pacing.api)
-            collector = Collector(source, http, options.out, options.per_character, progress or line,
-                                  pacing.downloads)
+            collector = Collector(source, http, options.out, options.per_character, progress or line, pacing.downloads)
             return await collector.run(options.characters, options.roles)
         finally:
             line.close()
@@ -248,6 +250,7 @@ async def run(
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     """An argparse type for numbers above zero."""
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
@@ -256,6 +259,7 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text} must be more than 0")
         return value
+
     return parse
 
 
@@ -276,24 +280,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.collect",
         description="Fill the gallery (one folder per character) with pictures from a public source. "
-                    "Re-running resumes where the last run stopped.",
+        "Re-running resumes where the last run stopped.",
     )
-    parser.add_argument("--source", choices=("jikan", "danbooru"), default="jikan",
-                        help="jikan: MyAnimeList via api.jikan.moe (default); danbooru: a Danbooru image board")
-    parser.add_argument("--anime-id", type=_positive(int), default=11061,
-                        help="MyAnimeList anime id for jikan (default 11061, Hunter x Hunter 2011)")
+    parser.add_argument(
+        "--source",
+        choices=("jikan", "danbooru"),
+        default="jikan",
+        help="jikan: MyAnimeList via api.jikan.moe (default); danbooru: a Danbooru image board",
+    )
+    parser.add_argument(
+        "--anime-id",
+        type=_positive(int),
+        default=11061,
+        help="MyAnimeList anime id for jikan (default 11061, Hunter x Hunter 2011)",
+    )
     chosen = parser.add_mutually_exclusive_group()
-    chosen.add_argument("--roles", type=_names, default=["main", "supporting"],
-                        help="jikan: which roles to collect, comma-separated (default main,supporting)")
-    chosen.add_argument("--characters", type=_names, default=[],
-                        help='comma-separated names, e.g. "Gon Freecss,Killua Zoldyck" (Danbooru tags work too)')
-    parser.add_argument("--per-character", type=_positive(int), default=25,
-                        help="images to collect per character (default 25)")
+    chosen.add_argument(
+        "--roles",
+        type=_names,
+        default=["main", "supporting"],
+        help="jikan: which roles to collect, comma-separated (default main,supporting)",
+    )
+    chosen.add_argument(
+        "--characters",
+        type=_names,
+        default=[],
+        help='comma-separated names, e.g. "Gon Freecss,Killua Zoldyck" (Danbooru tags work too)',
+    )
+    parser.add_argument(
+        "--per-character", type=_positive(int), default=25, help="images to collect per character (default 25)"
+    )
     parser.add_argument("--out", type=Path, default=Path("data/gallery"), help="gallery folder (default data/gallery)")
     parser.add_argument("--base-url", help="API address of the source (default: the public one)")
     parser.add_argument("--timeout", type=_positive(float), default=30.0, help="seconds per request (default 30)")
-    parser.add_argument("--max-retries", type=_count, default=4,
-                        help="retries of a failed request: timeouts, 429, 5xx (default 4)")
+    parser.add_argument(
+        "--max-retries", type=_count, default=4, help="retries of a failed request: timeouts, 429, 5xx (default 4)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
     options = parser.parse_args(argv)
     unknown = set(options.roles) - ROLES

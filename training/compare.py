@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from hxhbot.config import load_settings  # noqa: E402
-from hxhbot.detector import FaceDetector  # noqa: E402
-from hxhbot.embedder import Embedder  # noqa: E402
+from hxhbot.engine.detector import FaceDetector  # noqa: E402
+from hxhbot.engine.embedder import Embedder  # noqa: E402
 from training.data import Split, make_split  # noqa: E402
 from training.evaluate import GROUPS, evaluate, summary_row  # noqa: E402
 from training.model import VARIANTS  # noqa: E402
@@ -32,9 +32,18 @@ README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
-def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[str], epochs: dict[str, int | None],
-            splits: int = 3, held_out: list[Path] | tuple = (), unseen: float = 0.4, evaluate_only: bool = False,
-            **options: object) -> list[dict]:
+def compare(
+    data: list[Path],
+    evaluated: list[Path],
+    out: Path,
+    variants: list[str],
+    epochs: dict[str, int | None],
+    splits: int = 3,
+    held_out: list[Path] | tuple = (),
+    unseen: float = 0.4,
+    evaluate_only: bool = False,
+    **options: object,
+) -> list[dict]:
     """Train each variant on `splits` seeded splits (or, `evaluate_only`, take the models trained there before),
     evaluate it on every folder, return one row per variant and folder."""
     out.mkdir(parents=True, exist_ok=True)
@@ -53,8 +62,16 @@ def compare(data: list[Path], evaluated: list[Path], out: Path, variants: list[s
             if evaluate_only:
                 summary = _trained(out / f"{variant}-{seed}")
             else:
-                summary = train(data, variant, out / f"{variant}-{seed}", epochs=epochs.get(variant),
-                                split_file=split_file, seed=seed, verbose=0, **options)
+                summary = train(
+                    data,
+                    variant,
+                    out / f"{variant}-{seed}",
+                    epochs=epochs.get(variant),
+                    split_file=split_file,
+                    seed=seed,
+                    verbose=0,
+                    **options,
+                )
             embedder = Embedder.load(out / f"{variant}-{seed}")
             for folder in evaluated:
                 figures = evaluate(embedder, Split.load(split_file), folder, threshold, detector)
@@ -80,8 +97,13 @@ def _row(variant: str, folder: str, runs: list[tuple[dict, dict]]) -> dict:
     row: dict = {"data": folder, "variant": variant, "input": runs[0][0]["input_size"]}
     for group in GROUPS:
         present = [figures[group] for _, figures in runs if group in figures]
-        for key, name in (("top1", "top1"), ("top5", "top5"), ("map@r", "map@r"), ("confident", "sure"),
-                          ("confident_top1", "right")):
+        for key, name in (
+            ("top1", "top1"),
+            ("top5", "top5"),
+            ("map@r", "map@r"),
+            ("confident", "sure"),
+            ("confident_top1", "right"),
+        ):
             row[f"{group} {name}"] = float(np.mean([f[key] for f in present])) if present else float("nan")
         row[f"{group} worst"] = float(np.min([f["top1"] for f in present])) if present else float("nan")
     for key, name in (("epochs", "epochs"), ("seconds", "train_s")):
@@ -96,8 +118,10 @@ def markdown(rows: list[dict]) -> str:
         mine = [row for row in rows if row["data"] == folder]
         keys = [key for key in mine[0] if key != "data"]
         lines = [f"**{folder}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(f"{row[k]:.3f}" if k.startswith(GROUPS) else str(row[k]) for k in keys) + " |"
-                  for row in mine]
+        lines += [
+            "| " + " | ".join(f"{row[k]:.3f}" if k.startswith(GROUPS) else str(row[k]) for k in keys) + " |"
+            for row in mine
+        ]
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 
@@ -119,14 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--splits", type=int, default=3, help="seeded splits to average over")
-    parser.add_argument("--held-out", type=Path, nargs="+", default=[],
-                        help="folders none of whose characters are trained on (all unseen)")
-    parser.add_argument("--unseen", type=float, default=0.4,
-                        help="share of the other folders' characters kept out of training")
+    parser.add_argument(
+        "--held-out",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="folders none of whose characters are trained on (all unseen)",
+    )
+    parser.add_argument(
+        "--unseen", type=float, default=0.4, help="share of the other folders' characters kept out of training"
+    )
     parser.add_argument("--seed-epochs", type=int, default=200)
     parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="evaluate the models an earlier run trained in --out again (after a change to ranking)")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate the models an earlier run trained in --out again (after a change to ranking)",
+    )
     args = parser.parse_args(argv)
     for folder in args.data:
         if not folder.is_dir():
@@ -137,8 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.splits < 1:
         parser.error("--splits must be at least 1")
     try:
-        rows = compare(args.data, evaluated, args.out, args.variants, {"seed": args.seed_epochs}, args.splits,
-                       args.held_out, args.unseen, args.evaluate_only)
+        rows = compare(
+            args.data,
+            evaluated,
+            args.out,
+            args.variants,
+            {"seed": args.seed_epochs},
+            args.splits,
+            args.held_out,
+            args.unseen,
+            args.evaluate_only,
+        )
     except ValueError as error:
         parser.error(str(error))
     table = markdown(rows)

@@ -15,11 +15,18 @@ import tensorflow as tf
 import tensorflow_addons as tfa
 from PIL import Image, ImageEnhance, ImageOps
 
-from hxhbot.gallery import scan_gallery
-from hxhbot.detector import DECODE_SIDE, Box, FaceDetector
-from hxhbot.images import (TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, decode_image, load_image_file,
-                           read_image_file, to_array)
-from hxhbot.views import DETAIL, picture_views
+from hxhbot.engine.crops import DETAIL, picture_views
+from hxhbot.engine.detector import DECODE_SIDE, Box, FaceDetector
+from hxhbot.engine.gallery import scan_gallery
+from hxhbot.engine.images import (
+    TRUSTED_DECODE_BYTES,
+    TRUSTED_MAX_BYTES,
+    ImageError,
+    decode_image,
+    load_image_file,
+    read_image_file,
+    to_array,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class Split:
         Path(path).write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Split":
+    def load(cls, path: str | Path) -> Split:
         """Read a split written by `save`."""
         return cls(**json.loads(Path(path).read_text()))
 
@@ -66,16 +73,27 @@ class Split:
         wanted = Path(folder).resolve()
         return [c for c in names if c in self.folders and Path(self.folders[c]).resolve() == wanted]
 
-    def evaluation(self, folder: str | Path | None = None) -> tuple[tuple[list[str], list[str]], dict[str, tuple[list[str], list[str]]]]:
+    def evaluation(
+        self, folder: str | Path | None = None
+    ) -> tuple[tuple[list[str], list[str]], dict[str, tuple[list[str], list[str]]]]:
         """((gallery paths, labels) of every character of `folder`, {'seen'|'unseen': (query paths, labels)})."""
         names = self.characters_of(folder)
-        queries = {group: _flatten({c: self.query[c] for c in names if c in members})
-                   for group, members in (("seen", set(self.seen)), ("unseen", set(self.unseen)))}
+        queries = {
+            group: _flatten({c: self.query[c] for c in names if c in members})
+            for group, members in (("seen", set(self.seen)), ("unseen", set(self.unseen)))
+        }
         return _flatten({c: self.gallery[c] for c in names}), queries
 
 
-def make_split(data_dirs: str | Path | list, unseen: int | float = 0.4, gallery_size: int = 8,
-               query: float = 1 / 3, val: float = 0.2, seed: int = 0, held_out: list | tuple = ()) -> Split:
+def make_split(
+    data_dirs: str | Path | list,
+    unseen: int | float = 0.4,
+    gallery_size: int = 8,
+    query: float = 1 / 3,
+    val: float = 0.2,
+    seed: int = 0,
+    held_out: list | tuple = (),
+) -> Split:
     """Split data folders by character (seen/unseen, per folder) and by source picture, seeded.
 
     Every character of a `held_out` folder is unseen: the model never trains on that folder.
@@ -202,13 +220,12 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int = 0) -> Iterator[np
     classes = np.array(sorted(by_class))
     while True:
         chosen = rng.choice(classes, size=min(p, len(classes)), replace=False)
-        yield np.concatenate([
-            rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in chosen
-        ])
+        yield np.concatenate([rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in chosen])
 
 
-def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds: int = 0, faces: int = 2,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def picture_views_of(
+    paths: list[str], size: int, detector: FaceDetector, rounds: int = 0, faces: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of every picture as the engine cuts them (whole frame, then faces), and `rounds` augmented copies.
 
     Returns the arrays, per array the index of its picture, and whether it is a clean view (as the engine
@@ -218,8 +235,12 @@ def picture_views_of(paths: list[str], size: int, detector: FaceDetector, rounds
 
     def one(number: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         try:
-            picture = decode_image(read_image_file(paths[number], TRUSTED_MAX_BYTES), max_bytes=TRUSTED_MAX_BYTES,
-                                   max_decode_bytes=TRUSTED_DECODE_BYTES, draft_size=max(DETAIL * size, DECODE_SIDE))
+            picture = decode_image(
+                read_image_file(paths[number], TRUSTED_MAX_BYTES),
+                max_bytes=TRUSTED_MAX_BYTES,
+                max_decode_bytes=TRUSTED_DECODE_BYTES,
+                draft_size=max(DETAIL * size, DECODE_SIDE),
+            )
         except (OSError, ImageError) as error:
             raise ValueError(f"{paths[number]}: {error}") from error
         boxes = detector.detect(picture)[:faces]
@@ -248,7 +269,9 @@ def augmented_view(picture: Image.Image, box: Box | None, size: int, rng: random
     new_w, new_h = w * scale, h * scale * rng.uniform(0.85, 1.15)
     cx, cy = left + w / 2 + rng.uniform(-0.15, 0.15) * w, top + h / 2 + rng.uniform(-0.15, 0.15) * h
     x0, y0 = max(0, int(cx - new_w / 2)), max(0, int(cy - new_h / 2))
-    crop = picture.crop((x0, y0, max(x0 + 1, min(width, int(cx + new_w / 2))), max(y0 + 1, min(height, int(cy + new_h / 2)))))
+    crop = picture.crop(
+        (x0, y0, max(x0 + 1, min(width, int(cx + new_w / 2))), max(y0 + 1, min(height, int(cy + new_h / 2))))
+    )
     if rng.random() < 0.5:
         crop = ImageOps.mirror(crop)
     if rng.random() < 0.2:

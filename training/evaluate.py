@@ -1,4 +1,4 @@
-"""Evaluate a model directory on whole pictures: every query ranked against the galleries of all its folder's characters.
+"""Evaluate a model directory on whole pictures: each query ranked against all its folder's characters' galleries.
 
 python -m training.evaluate --model DIR --data DIR [DIR ...] [--split FILE] --json OUT [--sheet PNG]
                             [--baseline-weights imagenet|none] [--part model|features|shape|colour]
@@ -18,14 +18,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from hxhbot.confidence import DEFAULT, Calibration  # noqa: E402
 from hxhbot.config import load_settings  # noqa: E402
-from hxhbot.detector import FaceDetector  # noqa: E402
-from hxhbot.embedder import Embedder  # noqa: E402
-from hxhbot.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file  # noqa: E402
-from hxhbot.index import Comparison  # noqa: E402
-from hxhbot.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
-from hxhbot.views import load_views  # noqa: E402
+from hxhbot.engine.confidence import DEFAULT, Calibration  # noqa: E402
+from hxhbot.engine.crops import load_views  # noqa: E402
+from hxhbot.engine.detector import FaceDetector  # noqa: E402
+from hxhbot.engine.embedder import Embedder  # noqa: E402
+from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file  # noqa: E402
+from hxhbot.engine.index import Comparison  # noqa: E402
+from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
 from training.data import Split  # noqa: E402
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities  # noqa: E402
 
@@ -34,27 +34,40 @@ PARTS = {"shape": "shape_normalise", "colour": "colour_normalise"}  # the hunter
 CHUNK = 64  # pictures decoded and embedded at a time
 
 
-def embed_pictures(embedder: Embedder, paths: list[str], detector: FaceDetector | None) -> tuple[np.ndarray, np.ndarray]:
+def embed_pictures(
+    embedder: Embedder, paths: list[str], detector: FaceDetector | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Every view of every picture through the engine's own path: (unit vectors, index of each one's picture)."""
 
     def views(path: str) -> np.ndarray:
         try:
-            return load_views(read_image_file(path, TRUSTED_MAX_BYTES), embedder.input_size, detector,
-                              max_bytes=TRUSTED_MAX_BYTES, max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
+            return load_views(
+                read_image_file(path, TRUSTED_MAX_BYTES),
+                embedder.input_size,
+                detector,
+                max_bytes=TRUSTED_MAX_BYTES,
+                max_decode_bytes=TRUSTED_DECODE_BYTES,
+            ).arrays
         except (OSError, ImageError) as error:
             raise ValueError(f"{path}: {error}") from error
 
     vectors, owners = [np.zeros((0, embedder.dim), np.float32)], [np.zeros(0, int)]
     with ThreadPoolExecutor(2) as pool:
         for start in range(0, len(paths), CHUNK):
-            arrays = list(pool.map(views, paths[start:start + CHUNK]))
+            arrays = list(pool.map(views, paths[start : start + CHUNK]))
             vectors.append(embedder.embed(np.concatenate(arrays)))
             owners.append(np.concatenate([np.full(len(a), start + n) for n, a in enumerate(arrays)]))
     return np.concatenate(vectors), np.concatenate(owners)
 
 
-def evaluate(embedder: Embedder, split: Split, folder: str | Path | None = None, threshold: float | None = None,
-             detector: FaceDetector | None = None, calibration: Calibration = DEFAULT) -> dict:
+def evaluate(
+    embedder: Embedder,
+    split: Split,
+    folder: str | Path | None = None,
+    threshold: float | None = None,
+    detector: FaceDetector | None = None,
+    calibration: Calibration = DEFAULT,
+) -> dict:
     """Figures per group (seen, unseen) for the queries of `folder`, ranked against the gallery of all its characters.
 
     "sure" and "right" are the bot's behaviour: its calibrated confidence against `threshold` (CONFIDENCE_THRESHOLD).
@@ -76,8 +89,10 @@ def evaluate(embedder: Embedder, split: Split, folder: str | Path | None = None,
         per_view = view_similarities(vectors, owner, gallery, gallery_owner, labels)
         answers = bot_answers(per_view, np.unique(labels), query_labels, calibration)
         figures = retrieval_figures(per_view, similarity, labels, np.array(query_labels), threshold, answers)
-        figures["ranks"] = [{"query": path, "character": label, "rank": int(rank)}
-                            for path, label, rank in zip(query_paths, query_labels, figures.pop("_ranks"))]
+        figures["ranks"] = [
+            {"query": path, "character": label, "rank": int(rank)}
+            for path, label, rank in zip(query_paths, query_labels, figures.pop("_ranks"))
+        ]
         figures["_retrieval"] = (gallery_paths, gallery_labels, query_paths, query_labels, similarity)
         report[group] = figures
     return report
@@ -89,8 +104,11 @@ def model_part(model: tf.keras.Model, part: str) -> tf.keras.Model:
         return model
     features = model.get_layer("features")
     if part == "features":
-        return tf.keras.Model(features.input, tf.keras.layers.GlobalAveragePooling2D()(features.output)) \
-            if len(features.output_shape) == 4 else features
+        return (
+            tf.keras.Model(features.input, tf.keras.layers.GlobalAveragePooling2D()(features.output))
+            if len(features.output_shape) == 4
+            else features
+        )
     return tf.keras.Model(features.input, features.get_layer(PARTS[part]).output)
 
 
@@ -102,8 +120,9 @@ def contact_sheet(report: dict, path: Path, rows_per_group: int = 6, cell: int =
         picks = np.unique(np.linspace(0, len(query_paths) - 1, rows_per_group).astype(int))
         for row in picks:
             top = np.argsort(-similarity[row])[:5]
-            rows.append((group, query_paths[row], [(gallery_paths[i], gallery_labels[i] == query_labels[row])
-                                                  for i in top]))
+            rows.append(
+                (group, query_paths[row], [(gallery_paths[i], gallery_labels[i] == query_labels[row]) for i in top])
+            )
     sheet = Image.new("RGB", (cell * 6 + 70, cell * max(1, len(rows))), "white")
     draw = ImageDraw.Draw(sheet)
     for y, (group, query, matches) in enumerate(rows):
@@ -128,15 +147,24 @@ def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, nargs="+", required=True,
-                        help="the folders to evaluate on, each separately (they must be in the split)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the folders to evaluate on, each separately (they must be in the split)",
+    )
     parser.add_argument("--split", type=Path, help="default: the split.json in the model directory")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--sheet", type=Path, help="contact sheet PNG (default: beside the JSON)")
     parser.add_argument("--baseline-weights", default="imagenet", help="'none' for an untrained baseline")
     parser.add_argument("--no-faces", action="store_true", help="describe pictures by the whole frame only")
-    parser.add_argument("--part", choices=("model", "features", *PARTS), default="model",
-                        help="evaluate only this part of the model (features: the frozen part before the head)")
+    parser.add_argument(
+        "--part",
+        choices=("model", "features", *PARTS),
+        default="model",
+        help="evaluate only this part of the model (features: the frozen part before the head)",
+    )
     args = parser.parse_args(argv)
     split_file = args.split or args.model / "split.json"
     if not split_file.is_file():
@@ -164,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         result[str(folder)] = {"model_figures": _public(report), "pretrained_baseline": _public(baseline)}
         for name, figures in (("model", report), ("baseline", baseline)):
             for group, row in summary_row(figures).items():
-                print(f"{folder.name[:12]:<12} {name[:4]} {group:<6}" + "".join(
-                    f"{row[key]:8d}" if key == "queries" else f"{row[key]:7.3f}" for key in row))
+                print(
+                    f"{folder.name[:12]:<12} {name[:4]} {group:<6}"
+                    + "".join(f"{row[key]:8d}" if key == "queries" else f"{row[key]:7.3f}" for key in row)
+                )
         print("per character (top-1):", json.dumps({g: report[g]["per_character"] for g in report}))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
@@ -175,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _public(report: dict) -> dict:
     """A report without its working arrays."""
-    return {group: {key: value for key, value in figures.items() if not key.startswith("_")}
-            for group, figures in report.items()}
+    return {
+        group: {key: value for key, value in figures.items() if not key.startswith("_")}
+        for group, figures in report.items()
+    }
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""Retrieval figures on whole pictures, ranked as the index ranks: top-1 and top-5 character, mAP@R, per character, and the bot's confidence."""
+"""Retrieval figures on whole pictures, ranked as the index ranks.
+
+Top-1 and top-5 character, mAP@R, per character, and the bot's confidence.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hxhbot.confidence import Calibration, subject_views
-from hxhbot.index import character_similarities
+from hxhbot.engine.confidence import Calibration, subject_views
+from hxhbot.engine.index import character_similarities
 
 
-def picture_similarity(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray,
-                       gallery_owner: np.ndarray) -> np.ndarray:
+def picture_similarity(
+    queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray, gallery_owner: np.ndarray
+) -> np.ndarray:
     """Query picture × gallery picture similarity: the best cosine over their views (owners sorted, contiguous)."""
     views = queries @ gallery.T
     query_starts = np.flatnonzero(np.r_[True, query_owner[1:] != query_owner[:-1]])
@@ -17,9 +21,14 @@ def picture_similarity(queries: np.ndarray, query_owner: np.ndarray, gallery: np
     return np.maximum.reduceat(np.maximum.reduceat(views, query_starts, axis=0), gallery_starts, axis=1)
 
 
-def view_similarities(queries: np.ndarray, query_owner: np.ndarray, gallery: np.ndarray, gallery_owner: np.ndarray,
-                      gallery_labels: np.ndarray) -> list[np.ndarray]:
-    """Per query picture, each of its views' similarity to each character (sorted), as the index gives it: views × characters.
+def view_similarities(
+    queries: np.ndarray,
+    query_owner: np.ndarray,
+    gallery: np.ndarray,
+    gallery_owner: np.ndarray,
+    gallery_labels: np.ndarray,
+) -> list[np.ndarray]:
+    """Per query picture, each view's similarity to each character (sorted), as the index gives it (views × characters).
 
     `gallery_labels` holds each gallery picture's character; `gallery_owner` each gallery view's picture.
     """
@@ -29,8 +38,9 @@ def view_similarities(queries: np.ndarray, query_owner: np.ndarray, gallery: np.
     return np.split(per_view, query_starts[1:])
 
 
-def bot_answers(per_view: list[np.ndarray], classes: np.ndarray, labels: list, calibration: Calibration
-                ) -> tuple[np.ndarray, np.ndarray]:
+def bot_answers(
+    per_view: list[np.ndarray], classes: np.ndarray, labels: list, calibration: Calibration
+) -> tuple[np.ndarray, np.ndarray]:
     """Per picture, as the bot answers it: the probability of its most confident answer and whether that is right."""
     probability, right = np.zeros(len(per_view)), np.zeros(len(per_view), bool)
     for number, (views, label) in enumerate(zip(per_view, labels)):
@@ -44,8 +54,14 @@ def bot_answers(per_view: list[np.ndarray], classes: np.ndarray, labels: list, c
     return probability, right
 
 
-def retrieval_figures(per_view: list[np.ndarray], similarity: np.ndarray, gallery_labels: np.ndarray,
-                      query_labels: np.ndarray, threshold: float, answers: tuple[np.ndarray, np.ndarray]) -> dict:
+def retrieval_figures(
+    per_view: list[np.ndarray],
+    similarity: np.ndarray,
+    gallery_labels: np.ndarray,
+    query_labels: np.ndarray,
+    threshold: float,
+    answers: tuple[np.ndarray, np.ndarray],
+) -> dict:
     """Top-1/top-5 character, mAP@R over gallery pictures, per-character top-1, and the bot's confidence.
 
     `per_view`: per query, its views × characters similarities (`view_similarities`): a character ranks by its
@@ -72,8 +88,9 @@ def retrieval_figures(per_view: list[np.ndarray], similarity: np.ndarray, galler
         "map@r": float(np.mean(average_precision)),
         "confident": float(confident.mean()),
         "confident_top1": float(correct[confident].mean()) if confident.any() else 0.0,
-        "per_character": {str(name): round(float(np.mean(ranks[query_labels == name] == 1)), 3)
-                          for name in np.unique(query_labels)},
+        "per_character": {
+            str(name): round(float(np.mean(ranks[query_labels == name] == 1)), 3) for name in np.unique(query_labels)
+        },
         "rank_histogram": {str(rank): int((ranks == rank).sum()) for rank in np.unique(ranks)},
         "_ranks": ranks,
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from hxhbot.model_dir import build_pretrained, mobilenet_v2, preprocessing_layer
+from hxhbot.engine.model_dir import build_pretrained, mobilenet_v2, preprocessing_layer
 
 VARIANTS = ("seed", "pretrained", "softmax", "vae", "hunter", "tuned")
 DEFAULT_VARIANT = "tuned"
@@ -19,8 +19,9 @@ WHITENING_REGULARISER = 0.1  # added to every eigenvalue, as a share of their me
 WHITENING_POWER = 0.25  # each principal direction scaled by variance^-power: 0.5 would whiten fully
 
 
-def build(variant: str, input_size: int | None = None, weights: str | None = "imagenet",
-          classes: int = 2) -> tf.keras.Model:
+def build(
+    variant: str, input_size: int | None = None, weights: str | None = "imagenet", classes: int = 2
+) -> tf.keras.Model:
     """The embedding model of `variant` (see the builders below)."""
     size = input_size or INPUT_SIZES[variant]
     if variant == "seed":
@@ -61,26 +62,32 @@ def pooled_features(input_size: int, weights: str | None) -> tf.keras.Model:
     inputs = tf.keras.Input((input_size, input_size, 3), name="image")
     backbone = mobilenet_v2(input_size, weights)
     backbone.trainable = False
-    pooled = tf.keras.layers.GlobalAveragePooling2D(name="pool")(backbone(preprocessing_layer()(inputs), training=False))
+    pooled = tf.keras.layers.GlobalAveragePooling2D(name="pool")(
+        backbone(preprocessing_layer()(inputs), training=False)
+    )
     return tf.keras.Model(inputs, pooled, name="features")
 
 
 def build_softmax(input_size: int = 64, weights: str | None = "imagenet", dim: int = 128) -> tf.keras.Model:
     """Frozen features → Dense embedding, trained through a softmax classifier (dropped after training)."""
     features = pooled_features(input_size, weights)
-    head = tf.keras.Sequential([tf.keras.Input((features.output_shape[-1],)),
-                                tf.keras.layers.Dense(dim, name="embedding")], name="head")
+    head = tf.keras.Sequential(
+        [tf.keras.Input((features.output_shape[-1],)), tf.keras.layers.Dense(dim, name="embedding")], name="head"
+    )
     return _assemble(features, head, "softmax")
 
 
 def build_vae(input_size: int = 64, weights: str | None = "imagenet", latent: int = 64) -> tf.keras.Model:
     """Frozen features → a VAE encoder's mean (the decoder and variance exist only in training)."""
     features = pooled_features(input_size, weights)
-    head = tf.keras.Sequential([
-        tf.keras.Input((features.output_shape[-1],)),
-        tf.keras.layers.Dense(512, activation="relu", name="encoder"),
-        tf.keras.layers.Dense(latent, name="latent_mean"),
-    ], name="head")
+    head = tf.keras.Sequential(
+        [
+            tf.keras.Input((features.output_shape[-1],)),
+            tf.keras.layers.Dense(512, activation="relu", name="encoder"),
+            tf.keras.layers.Dense(latent, name="latent_mean"),
+        ],
+        name="head",
+    )
     return _assemble(features, head, "vae")
 
 
@@ -101,14 +108,15 @@ def colour_histogram(pixels: tf.Tensor, levels: int = PALETTE_LEVELS) -> tf.Tens
     height, width = pixels.shape[1], pixels.shape[2]
     assign = tf.keras.layers.DepthwiseConv2D(1, depth_multiplier=levels, trainable=False, name="colour_assign")
     logits = assign(pixels)
-    assign.set_weights([np.tile(2 * sharpness * axis, (1, 1, 3, 1)), np.tile(-sharpness * axis ** 2, 3)])
+    assign.set_weights([np.tile(2 * sharpness * axis, (1, 1, 3, 1)), np.tile(-sharpness * axis**2, 3)])
     logits = tf.keras.layers.Reshape((height * width, 3, levels), name="colour_channels")(logits)
     shares = tf.keras.layers.Softmax(axis=-1, name="colour_share")(logits)
     red, green, blue = shares[:, :, 0], shares[:, :, 1], shares[:, :, 2]
-    red_green = tf.keras.layers.Reshape((height * width, levels ** 2), name="colour_red_green")(
-        red[:, :, :, None] * green[:, :, None, :])
+    red_green = tf.keras.layers.Reshape((height * width, levels**2), name="colour_red_green")(
+        red[:, :, :, None] * green[:, :, None, :]
+    )
     joint = tf.linalg.matmul(red_green, blue, transpose_a=True)  # Σ over pixels of red ⊗ green ⊗ blue
-    histogram = tf.keras.layers.Reshape((levels ** 3,), name="colour_histogram")(joint)
+    histogram = tf.keras.layers.Reshape((levels**3,), name="colour_histogram")(joint)
     histogram = tf.keras.layers.Rescaling(1.0 / (height * width), name="colour_mean")(histogram)
     return tf.keras.layers.UnitNormalization(name="colour_normalise")(tf.math.sqrt(histogram))
 
@@ -140,8 +148,9 @@ def describing_features(input_size: int, weights: str | None, colour_weight: flo
     return tf.keras.Model(inputs, tf.keras.layers.UnitNormalization(name="features_normalise")(both), name="features")
 
 
-def build_hunter(input_size: int = 80, weights: str | None = "imagenet", dim: int = 128,
-                 keep: float = 1.5) -> tf.keras.Model:
+def build_hunter(
+    input_size: int = 80, weights: str | None = "imagenet", dim: int = 128, keep: float = 1.5
+) -> tf.keras.Model:
     """Ours: frozen shape and colour features, kept (× `keep`) beside a cosine-softmax projection of them."""
     features = describing_features(input_size, weights)
     inputs = tf.keras.Input((features.output_shape[-1],))
@@ -166,14 +175,16 @@ def build_tuned(input_size: int = 224, weights: str | None = "imagenet") -> tf.k
     bottom.trainable = False
     features = tf.keras.Model(inputs, bottom(preprocessing_layer()(inputs), training=False), name="features")
     maps, top = _top_blocks(backbone)
-    pooled = tf.math.pow(tf.keras.layers.GlobalAveragePooling2D(name="gem")(tf.math.pow(tf.nn.relu(top) + 1e-6, 3.0)),
-                         1.0 / 3.0)
+    pooled = tf.math.pow(
+        tf.keras.layers.GlobalAveragePooling2D(name="gem")(tf.math.pow(tf.nn.relu(top) + 1e-6, 3.0)), 1.0 / 3.0
+    )
     head = tf.keras.Model(maps, pooled, name="head")
     return _assemble(features, head, "tuned", whitening=True)
 
 
-def beside_imagenet(tuned: tf.keras.Model, weight: float, centre: np.ndarray,
-                    weights: str | None = "imagenet") -> tf.keras.Model:
+def beside_imagenet(
+    tuned: tf.keras.Model, weight: float, centre: np.ndarray, weights: str | None = "imagenet"
+) -> tf.keras.Model:
     """`tuned`'s embedding side by side with raw ImageNet features of the same frozen bottom, cosine weighted `weight`.
 
     The raw features are MobileNetV2's own blocks 13–16, average-pooled and L2-normalised, as `pretrained`'s (the
@@ -188,17 +199,22 @@ def beside_imagenet(tuned: tf.keras.Model, weight: float, centre: np.ndarray,
     size = int(tuned.input_shape[1])
     maps, top = _top_blocks(mobilenet_v2(size, weights, name="imagenet"))
     raw = tf.keras.layers.UnitNormalization()(tf.keras.layers.GlobalAveragePooling2D()(top))
-    centred = tf.keras.layers.Normalization(mean=np.asarray(centre, np.float32)[None],
-                                            variance=np.ones((1, len(centre)), np.float32), name="imagenet_centre")(raw)
+    centred = tf.keras.layers.Normalization(
+        mean=np.asarray(centre, np.float32)[None],
+        variance=np.ones((1, len(centre)), np.float32),
+        name="imagenet_centre",
+    )(raw)
     imagenet_top = tf.keras.Model(maps, tf.keras.layers.UnitNormalization()(centred), name="imagenet_top")
     imagenet_top.trainable = False
     inputs = tf.keras.Input((size, size, 3), name="image")
     shared = tuned.get_layer("features")(inputs)
     own = shared
-    for layer in tuned.layers[tuned.layers.index(tuned.get_layer("features")) + 1:]:
+    for layer in tuned.layers[tuned.layers.index(tuned.get_layer("features")) + 1 :]:
         own = layer(own)
-    parts = [tf.keras.layers.Rescaling(float(np.sqrt(weight)), name="tuned_part")(own),
-             tf.keras.layers.Rescaling(float(np.sqrt(1.0 - weight)), name="imagenet_part")(imagenet_top(shared))]
+    parts = [
+        tf.keras.layers.Rescaling(float(np.sqrt(weight)), name="tuned_part")(own),
+        tf.keras.layers.Rescaling(float(np.sqrt(1.0 - weight)), name="imagenet_part")(imagenet_top(shared)),
+    ]
     return tf.keras.Model(inputs, tf.keras.layers.Concatenate(name="embedding")(parts), name=f"{tuned.name}_imagenet")
 
 
@@ -207,7 +223,7 @@ def _top_blocks(backbone: tf.keras.Model) -> tuple[tf.Tensor, tf.Tensor]:
     bottom = backbone.get_layer(TUNED_FROM).output
     maps = tf.keras.Input(bottom.shape[1:], name="maps")
     tensors = {bottom.ref(): maps}
-    for layer in backbone.layers[backbone.layers.index(backbone.get_layer(TUNED_FROM)) + 1:]:
+    for layer in backbone.layers[backbone.layers.index(backbone.get_layer(TUNED_FROM)) + 1 :]:
         inbound = [tensors[tensor.ref()] for tensor in tf.nest.flatten(layer.input)]
         tensors[layer.output.ref()] = layer(inbound if len(inbound) > 1 else inbound[0])
         if isinstance(layer, tf.keras.layers.BatchNormalization):
@@ -228,7 +244,7 @@ def fit_whitening(model: tf.keras.Model, embeddings: np.ndarray) -> None:
     mean = embeddings.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(embeddings - mean, rowvar=False, bias=True))
     regularised = np.maximum(values, 0.0) + WHITENING_REGULARISER * values.mean() + 1e-12
-    kernel = vectors / regularised ** WHITENING_POWER
+    kernel = vectors / regularised**WHITENING_POWER
     model.get_layer("whitening").set_weights([kernel.astype(np.float32), (-mean @ kernel).astype(np.float32)])
 
 
@@ -238,7 +254,8 @@ def _assemble(features: tf.keras.Model, head: tf.keras.Model, name: str, whiteni
     outputs = tf.keras.layers.UnitNormalization(name="l2_normalise")(head(features(inputs)))
     if whitening:
         width = int(outputs.shape[-1])
-        outputs = tf.keras.layers.Dense(width, kernel_initializer="identity", trainable=False,
-                                        name="whitening")(outputs)
+        outputs = tf.keras.layers.Dense(width, kernel_initializer="identity", trainable=False, name="whitening")(
+            outputs
+        )
         outputs = tf.keras.layers.UnitNormalization(name="whitened")(outputs)
     return tf.keras.Model(inputs, outputs, name=name)

@@ -331,9 +331,7 @@ class DanbooruSource:
     async def characters(self, *, names: Sequence[str], roles: frozenset[str]) -> list[Character]:
         """One character per name (a display name or a tag); boards have no roles."""
         tags = dict.fromkeys(name_tag(name) for name in names if name.strip())
-        return [
-            Character(tag_display_name(tag), tag, f"{self.base_url}/posts?tags={quote(tag)}") for tag in tags
-        ]
+        return [Character(tag_display_name(tag), tag, f"{self.base_url}/posts?tags={quote(tag)}") for tag in tags]
 
     async def pictures(self, character: Character, limit: int) -> list[Picture]:
         """Up to `limit` solo, general-rated image posts of the character's tag."""

@@ -24,10 +24,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_addons as tfa  # noqa: E402
 
-from hxhbot.model_dir import save_model_dir  # noqa: E402
-from hxhbot.detector import FaceDetector  # noqa: E402
-from training.data import (Split, augment, encode_labels, load_arrays, make_split, pk_batches,  # noqa: E402
-                           picture_views_of)
+from hxhbot.engine.detector import FaceDetector  # noqa: E402
+from hxhbot.engine.model_dir import save_model_dir  # noqa: E402
+from training.data import Split, augment, encode_labels, load_arrays, make_split, picture_views_of, pk_batches  # noqa: E402
 from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build, fit_whitening  # noqa: E402
 
 log = logging.getLogger("training.train")
@@ -39,10 +38,23 @@ TUNED_LEARNING_RATE = 3e-4
 TUNED_AVERAGE_FROM = 2  # the top's weights are averaged over the epochs from this one to the last
 
 
-def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = None, split_file: Path | None = None,
-          input_size: int | None = None, weights: str | None = "imagenet", augment_rounds: int = 8,
-          patience: int = 10, seed: int = 0, verbose: int = 1, unseen: float = 0.4, query: float = 1 / 3,
-          held_out: list[Path] | tuple = ()) -> dict:
+def train(
+    data: list[Path],
+    variant: str,
+    out: Path,
+    *,
+    epochs: int | None = None,
+    split_file: Path | None = None,
+    input_size: int | None = None,
+    weights: str | None = "imagenet",
+    augment_rounds: int = 8,
+    patience: int = 10,
+    seed: int = 0,
+    verbose: int = 1,
+    unseen: float = 0.4,
+    query: float = 1 / 3,
+    held_out: list[Path] | tuple = (),
+) -> dict:
     """Train `variant` on the split's seen characters and save the model directory; return the history."""
     tf.keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,23 +69,53 @@ def train(data: list[Path], variant: str, out: Path, *, epochs: int | None = Non
     started = time.perf_counter()
     history: dict = {}
     if variant == "tuned":
-        history = _fit_tuned(model, train_paths, labels, val_paths, val_labels_int, len(names), out,
-                             epochs or TUNED_EPOCHS, patience, augment_rounds // 2, verbose, seed)
+        history = _fit_tuned(
+            model,
+            train_paths,
+            labels,
+            val_paths,
+            val_labels_int,
+            len(names),
+            out,
+            epochs or TUNED_EPOCHS,
+            patience,
+            augment_rounds // 2,
+            verbose,
+            seed,
+        )
     elif variant != "pretrained":
         images, val_images = load_arrays(train_paths, size), load_arrays(val_paths, size)
         if variant == "seed":
-            history = _fit_seed(model, images, labels, val_images, val_labels_int, out, epochs or 200, patience,
-                                verbose)
+            history = _fit_seed(
+                model, images, labels, val_images, val_labels_int, out, epochs or 200, patience, verbose
+            )
         else:
-            history = _fit_head(model, variant, images, labels, val_images, val_labels_int, len(names), out,
-                                epochs or 60, patience, augment_rounds, verbose)
+            history = _fit_head(
+                model,
+                variant,
+                images,
+                labels,
+                val_images,
+                val_labels_int,
+                len(names),
+                out,
+                epochs or 60,
+                patience,
+                augment_rounds,
+                verbose,
+            )
     seconds = time.perf_counter() - started
     epochs_run = len(history.get("loss", []))
-    summary = {"variant": variant, "input_size": size, "seconds": round(seconds, 1), "epochs": epochs_run,
-               "seconds_per_epoch": round(seconds / epochs_run, 2) if epochs_run else 0.0,
-               "train_images": len(train_paths), "history": history}
-    save_model_dir(model, variant, out, split="split.json", trained_on=split.seen,
-                   seconds_to_train=summary["seconds"])
+    summary = {
+        "variant": variant,
+        "input_size": size,
+        "seconds": round(seconds, 1),
+        "epochs": epochs_run,
+        "seconds_per_epoch": round(seconds / epochs_run, 2) if epochs_run else 0.0,
+        "train_images": len(train_paths),
+        "history": history,
+    }
+    save_model_dir(model, variant, out, split="split.json", trained_on=split.seen, seconds_to_train=summary["seconds"])
     (out / "history.json").write_text(json.dumps(summary, indent=1) + "\n")
     for leftover in ("best.weights.h5", "best.weights.json", "average.weights.npz", "average.weights.json"):
         (out / leftover).unlink(missing_ok=True)  # the saved model holds the weights kept
@@ -88,8 +130,17 @@ class RecallCheckpoint(tf.keras.callbacks.Callback):
     """Validation recall@1 each epoch (val images ranked against training images); stop after `patience` epochs
     without a better one, and keep the best weights in `weights_path` unless `keep_best` is false."""
 
-    def __init__(self, embed, gallery, gallery_labels, queries, query_labels, weights_path: Path,
-                 patience: int, keep_best: bool = True) -> None:
+    def __init__(
+        self,
+        embed,
+        gallery,
+        gallery_labels,
+        queries,
+        query_labels,
+        weights_path: Path,
+        patience: int,
+        keep_best: bool = True,
+    ) -> None:
         super().__init__()
         self.embed, self.gallery, self.queries = embed, gallery, queries
         self.gallery_labels, self.query_labels = gallery_labels, query_labels
@@ -148,9 +199,20 @@ class WeightAverage(tf.keras.callbacks.Callback):
             return [saved[f"w{n}"] for n in range(len(saved.files))]
 
 
-def _fit_head(model: tf.keras.Model, variant: str, images: np.ndarray, labels: np.ndarray,
-              val_images: np.ndarray, val_labels: np.ndarray, classes: int, out: Path, epochs: int,
-              patience: int, rounds: int, verbose: int) -> dict:
+def _fit_head(
+    model: tf.keras.Model,
+    variant: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    classes: int,
+    out: Path,
+    epochs: int,
+    patience: int,
+    rounds: int,
+    verbose: int,
+) -> dict:
     """Cache frozen features (clean + augmented rounds) once, then fit the head with the variant's loss."""
     features, head = model.get_layer("features"), model.get_layer("head")
     extract = _batched(features)
@@ -160,20 +222,37 @@ def _fit_head(model: tf.keras.Model, variant: str, images: np.ndarray, labels: n
     val_features = extract(val_images)
     trainer = _head_trainer(variant, head, classes, cached.shape[-1])
     embed = _batched(head)
-    checkpoint = RecallCheckpoint(lambda f: _unit(embed(f)), clean, labels, val_features, val_labels,
-                                  out / "best.weights.h5", patience)
+    checkpoint = RecallCheckpoint(
+        lambda f: _unit(embed(f)), clean, labels, val_features, val_labels, out / "best.weights.h5", patience
+    )
     fit_targets = cached if variant == "vae" else targets
     history = trainer.fit(
-        cached, fit_targets, batch_size=64, epochs=epochs, shuffle=True, verbose=verbose,
+        cached,
+        fit_targets,
+        batch_size=64,
+        epochs=epochs,
+        shuffle=True,
+        verbose=verbose,
         callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint],
     )
     trainer.load_weights(out / "best.weights.h5")
     return _clean_history(history.history)
 
 
-def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_paths: list[str],
-               val_labels: np.ndarray, classes: int, out: Path, epochs: int, patience: int, rounds: int,
-               verbose: int, seed: int) -> dict:
+def _fit_tuned(
+    model: tf.keras.Model,
+    paths: list[str],
+    labels: np.ndarray,
+    val_paths: list[str],
+    val_labels: np.ndarray,
+    classes: int,
+    out: Path,
+    epochs: int,
+    patience: int,
+    rounds: int,
+    verbose: int,
+    seed: int,
+) -> dict:
     """Cache the frozen bottom's maps of every view (clean and `rounds` augmented), then fine-tune the top.
 
     The top learns through a cosine softmax with an additive margin over the training identities; its
@@ -186,7 +265,9 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
     bottom, detector = _batched(features), FaceDetector()
     maps, owners, clean, whole = [], [], [], []
     for start in range(0, len(paths), 32):  # a chunk at a time: all views at 224 px would not fit in memory
-        arrays, chunk_owners, chunk_clean = picture_views_of(paths[start:start + 32], size, detector, rounds, seed=seed)
+        arrays, chunk_owners, chunk_clean = picture_views_of(
+            paths[start : start + 32], size, detector, rounds, seed=seed
+        )
         maps.append(bottom(arrays).astype(np.float16))
         whole.append(np.r_[True, chunk_owners[1:] != chunk_owners[:-1]])  # each picture's whole-frame view
         owners.append(chunk_owners + start)
@@ -194,12 +275,23 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
     maps, owners = np.concatenate(maps), np.concatenate(owners)
     clean, whole = np.flatnonzero(np.concatenate(clean)), np.flatnonzero(np.concatenate(whole))
     targets = labels[owners]
-    val_maps = bottom(picture_views_of(val_paths, size, detector, faces=0)[0]).astype(np.float16) \
-        if val_paths else maps[whole[:0]]
+    val_maps = (
+        bottom(picture_views_of(val_paths, size, detector, faces=0)[0]).astype(np.float16)
+        if val_paths
+        else maps[whole[:0]]
+    )
     trainer = _head_trainer("tuned", head, classes, 0)
     embed = _batched(head)
-    checkpoint = RecallCheckpoint(lambda m: _unit(embed(m.astype(np.float32))), maps[whole], labels, val_maps,
-                                  val_labels, out / "best.weights.h5", patience, keep_best=False)  # averaged instead
+    checkpoint = RecallCheckpoint(
+        lambda m: _unit(embed(m.astype(np.float32))),
+        maps[whole],
+        labels,
+        val_maps,
+        val_labels,
+        out / "best.weights.h5",
+        patience,
+        keep_best=False,
+    )  # averaged instead
     rng = np.random.default_rng(seed)
 
     batch = min(TUNED_BATCH, len(maps))  # fewer views than a batch would never yield one: fit would wait forever
@@ -208,14 +300,19 @@ def _fit_tuned(model: tf.keras.Model, paths: list[str], labels: np.ndarray, val_
         while True:
             order = rng.permutation(len(maps))
             for start in range(0, len(order) - batch + 1, batch):
-                rows = np.sort(order[start:start + batch])
+                rows = np.sort(order[start : start + batch])
                 yield maps[rows].astype(np.float32), targets[rows]
 
     spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
     average = WeightAverage(head, out / "average.weights.npz", min(TUNED_AVERAGE_FROM, epochs))
-    history = trainer.fit(dataset, steps_per_epoch=max(1, len(maps) // TUNED_BATCH), epochs=epochs, verbose=verbose,
-                          callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint, average])
+    history = trainer.fit(
+        dataset,
+        steps_per_epoch=max(1, len(maps) // TUNED_BATCH),
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint, average],
+    )
     head.set_weights(average.averaged())
     fit_whitening(model, _unit(embed(maps[clean].astype(np.float32))))
     return _clean_history(history.history)
@@ -227,8 +324,7 @@ def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) 
     if variant == "softmax":
         logits = tf.keras.layers.Dense(classes, name="classifier")(head(inputs))
         trainer = tf.keras.Model(inputs, logits)
-        trainer.compile(tf.keras.optimizers.Adam(1e-3),
-                        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trainer.compile(tf.keras.optimizers.Adam(1e-3), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     elif variant == "tuned":
         logits = _CosineClassifier(classes, scale=TUNED_SCALE)(tf.math.l2_normalize(head(inputs), axis=-1))
         trainer = tf.keras.Model(inputs, logits)
@@ -238,8 +334,7 @@ def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) 
         embed = tf.keras.Model(head.input, projection)(inputs)
         logits = _CosineClassifier(classes, scale=32.0)(embed)
         trainer = tf.keras.Model(inputs, logits)
-        trainer.compile(tf.keras.optimizers.Adam(1e-3),
-                        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trainer.compile(tf.keras.optimizers.Adam(1e-3), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     elif variant == "vae":
         trainer = _Vae(head, width)
         trainer.compile(tf.keras.optimizers.Adam(1e-3))
@@ -284,8 +379,9 @@ class _Vae(tf.keras.Model):
         self.head = head
         self.hidden = head.get_layer("encoder")
         self.log_var = tf.keras.layers.Dense(head.output_shape[-1], name="latent_log_var")
-        self.decoder = tf.keras.Sequential([tf.keras.layers.Dense(512, activation="relu"),
-                                            tf.keras.layers.Dense(width)])
+        self.decoder = tf.keras.Sequential(
+            [tf.keras.layers.Dense(512, activation="relu"), tf.keras.layers.Dense(width)]
+        )
 
     def call(self, features: tf.Tensor) -> tf.Tensor:
         return self.head(features)
@@ -303,14 +399,26 @@ class _Vae(tf.keras.Model):
         return {"loss": loss, "reconstruction": reconstruction, "kl": kl}
 
 
-def _fit_seed(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
-              val_labels: np.ndarray, out: Path, epochs: int, patience: int, verbose: int) -> dict:
+def _fit_seed(
+    model: tf.keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    out: Path,
+    epochs: int,
+    patience: int,
+    verbose: int,
+) -> dict:
     """Cache the frozen branch (it never changes), train the rest with TripletSemiHardLoss on P×K batches."""
     image_in = model.input
     frozen = tf.keras.Model(image_in, model.get_layer("frozen_pool").output)
     cache_in = tf.keras.Input((frozen.output_shape[-1],), name="frozen_features")
     scratch_part = model.get_layer("scratch_dense")(
-        model.get_layer("scratch_pool")(model.get_layer("scratch_mobilenet_v2")(model.get_layer("preprocess")(image_in))))
+        model.get_layer("scratch_pool")(
+            model.get_layer("scratch_mobilenet_v2")(model.get_layer("preprocess")(image_in))
+        )
+    )
     x = model.get_layer("concat")([model.get_layer("frozen_dense")(cache_in), scratch_part])
     x = model.get_layer("l2_normalise")(model.get_layer("embedding")(model.get_layer("joint_dense")(x)))
     trainer = tf.keras.Model([image_in, cache_in], x)
@@ -326,14 +434,22 @@ def _fit_seed(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray, val
         for index in batches:
             yield (images[index], cached[index]), labels[index]
 
-    spec = ((tf.TensorSpec((None, *images.shape[1:]), tf.float32), tf.TensorSpec((None, cached.shape[1]), tf.float32)),
-            tf.TensorSpec((None,), tf.int32))
+    spec = (
+        (tf.TensorSpec((None, *images.shape[1:]), tf.float32), tf.TensorSpec((None, cached.shape[1]), tf.float32)),
+        tf.TensorSpec((None,), tf.int32),
+    )
     dataset = tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2)
     embed = _batched(trainer, two_inputs=True)
-    checkpoint = RecallCheckpoint(embed, (images, cached), labels, (val_images, val_cached), val_labels,
-                                  out / "best.weights.h5", patience)
-    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=epochs, verbose=verbose,
-                          callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint])
+    checkpoint = RecallCheckpoint(
+        embed, (images, cached), labels, (val_images, val_cached), val_labels, out / "best.weights.h5", patience
+    )
+    history = trainer.fit(
+        dataset,
+        steps_per_epoch=steps,
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint],
+    )
     trainer.load_weights(out / "best.weights.h5")
     return _clean_history(history.history)
 
@@ -345,9 +461,13 @@ def _batched(model: tf.keras.Model, two_inputs: bool = False, size: int = 128):
     def run(data):
         if two_inputs:
             first, second = data
-            return np.concatenate([call((tf.constant(first[i:i + size]), tf.constant(second[i:i + size]))).numpy()
-                                   for i in range(0, len(first), size)])
-        return np.concatenate([call(tf.constant(data[i:i + size])).numpy() for i in range(0, len(data), size)])
+            return np.concatenate(
+                [
+                    call((tf.constant(first[i : i + size]), tf.constant(second[i : i + size]))).numpy()
+                    for i in range(0, len(first), size)
+                ]
+            )
+        return np.concatenate([call(tf.constant(data[i : i + size])).numpy() for i in range(0, len(data), size)])
 
     return run
 
@@ -394,32 +514,59 @@ def _plot(history: dict, path: Path, variant: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, nargs="+", required=True,
-                        help="gallery folders, one sub-folder per character (several are combined)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="gallery folders, one sub-folder per character (several are combined)",
+    )
     parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT)
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--epochs", type=int, help="at most this many epochs (default: seed 200, tuned 6, heads 60)")
     parser.add_argument("--split", type=Path, help="split file to reuse (default: make one, seeded)")
     parser.add_argument("--input-size", type=int, help="override the variant's input size")
-    parser.add_argument("--augment-rounds", type=int, default=8,
-                        help="augmented passes cached for heads (tuned: half as many per picture, and per face)")
+    parser.add_argument(
+        "--augment-rounds",
+        type=int,
+        default=8,
+        help="augmented passes cached for heads (tuned: half as many per picture, and per face)",
+    )
     parser.add_argument("--patience", type=int, default=10, help="epochs without better val recall before stopping")
     parser.add_argument("--unseen", type=float, default=0.4, help="share of characters kept out of training")
-    parser.add_argument("--query", type=float, default=1 / 3,
-                        help="share of a trained character's pictures (beyond its gallery) held out as queries")
-    parser.add_argument("--held-out", type=Path, nargs="+", default=[],
-                        help="--data folders none of whose characters are trained on")
+    parser.add_argument(
+        "--query",
+        type=float,
+        default=1 / 3,
+        help="share of a trained character's pictures (beyond its gallery) held out as queries",
+    )
+    parser.add_argument(
+        "--held-out", type=Path, nargs="+", default=[], help="--data folders none of whose characters are trained on"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for folder in args.data:
         if not folder.is_dir():
             parser.error(f"--data {folder} is not a folder")
-    summary = train(args.data, args.variant, args.out, epochs=args.epochs, split_file=args.split,
-                    input_size=args.input_size, augment_rounds=args.augment_rounds, patience=args.patience,
-                    seed=args.seed, unseen=args.unseen, query=args.query, held_out=args.held_out)
-    print(f"{summary['variant']}: {summary['seconds']} s, {summary['epochs']} epochs "
-          f"({summary['seconds_per_epoch']} s/epoch) → {args.out}")
+    summary = train(
+        args.data,
+        args.variant,
+        args.out,
+        epochs=args.epochs,
+        split_file=args.split,
+        input_size=args.input_size,
+        augment_rounds=args.augment_rounds,
+        patience=args.patience,
+        seed=args.seed,
+        unseen=args.unseen,
+        query=args.query,
+        held_out=args.held_out,
+    )
+    print(
+        f"{summary['variant']}: {summary['seconds']} s, {summary['epochs']} epochs "
+        f"({summary['seconds_per_epoch']} s/epoch) → {args.out}"
+    )
     return 0
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hxhbot.embedder import Embedder
-from hxhbot.gallery import scan_gallery
-from hxhbot.images import load_image
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.gallery import scan_gallery
+from hxhbot.engine.images import load_image
 from tests.bench.bench_engine import batched_throughput
 from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 from tests.conftest import character_image, encode
@@ -75,8 +75,13 @@ async def answered(interaction: FakeInteraction, timeout: float = 120.0) -> tupl
     return "none", timeout
 
 
-async def whois(server: FakeDiscord, data: bytes, filename: str = "q.jpg", content_type: str = "image/jpeg",
-                declared_size: int | None = None) -> tuple[str, float]:
+async def whois(
+    server: FakeDiscord,
+    data: bytes,
+    filename: str = "q.jpg",
+    content_type: str = "image/jpeg",
+    declared_size: int | None = None,
+) -> tuple[str, float]:
     """Send one /whois and wait for its answer."""
     attachment = server.add_attachment(data, filename, content_type, declared_size=declared_size)
     return await answered(await server.send_slash_command("whois", {"image": attachment}))
@@ -92,9 +97,11 @@ async def load(server: FakeDiscord, queries: list[bytes], concurrency: int, pid:
     bot_cpu, server_cpu = cpu_seconds(pid) - bot_cpu, cpu_seconds(os.getpid()) - server_cpu
     latencies = [seconds * 1000 for kind, seconds in results if kind == "answer"]
     return {
-        "concurrent": concurrency, "answered": f"{len(latencies)}/{concurrency}",
+        "concurrent": concurrency,
+        "answered": f"{len(latencies)}/{concurrency}",
         "per_s": round(len(latencies) / wall, 1),
-        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
         "bot_cpu_ms_per_req": round(bot_cpu / concurrency * 1000, 1),
         "fake_discord_cores": round(server_cpu / wall, 2),
         "window": (window, time.time()),
@@ -128,9 +135,12 @@ async def reindex(server: FakeDiscord, gallery: Path, query: bytes) -> dict:
         final = next((text for text in contents if text.startswith(("Index rebuilt", "The rebuild failed"))), "")
         await asyncio.sleep(0.25)
     return {
-        "reindex_s": round(time.perf_counter() - started, 1), "whois_during": len(latencies),
-        "p50_ms": percentile(latencies, 50), "max_ms": percentile(latencies, 100),
-        "summary": final.splitlines()[0] if final else "no summary", "window": (window, time.time()),
+        "reindex_s": round(time.perf_counter() - started, 1),
+        "whois_during": len(latencies),
+        "p50_ms": percentile(latencies, 50),
+        "max_ms": percentile(latencies, 100),
+        "summary": final.splitlines()[0] if final else "no summary",
+        "window": (window, time.time()),
     }
 
 
@@ -163,9 +173,13 @@ async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrenc
         await asyncio.gather(*(one(number) for number in range(first, min(total, first + 1000))))
         growth.append(round(rss_mb(pid) - before))
     return {
-        "requests": total, "answers": counts["answer"], "refusals": counts["refusal"],
-        "unanswered": counts["none"], "seconds": round(time.perf_counter() - started, 1),
-        "rss_growth_mb": growth[-1] if growth else 0, "growth_per_1000_mb": growth,
+        "requests": total,
+        "answers": counts["answer"],
+        "refusals": counts["refusal"],
+        "unanswered": counts["none"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "rss_growth_mb": growth[-1] if growth else 0,
+        "growth_per_1000_mb": growth,
         "window": (window, time.time()),
     }
 
@@ -188,10 +202,16 @@ async def run(args: argparse.Namespace) -> dict:
     gallery = scratch / "gallery"
     shutil.copytree(args.data.resolve(), gallery, copy_function=os.symlink)
     env = {
-        **os.environ, "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
-        "GALLERY_DIR": str(gallery), "MODEL_DIR": str(args.model), "INDEX_DIR": str(scratch / "index"),
+        **os.environ,
+        "DISCORD_TOKEN": server.token,
+        "DISCORD_API_BASE": server.api_base,
+        "GALLERY_DIR": str(gallery),
+        "MODEL_DIR": str(args.model),
+        "INDEX_DIR": str(scratch / "index"),
         "FEEDBACK_DB": str(scratch / "feedback.sqlite3"),
-        "COOLDOWN_SECONDS": "0", "QUEUE_SIZE": "1024", "LOG_LEVEL": "WARNING",
+        "COOLDOWN_SECONDS": "0",
+        "QUEUE_SIZE": "1024",
+        "LOG_LEVEL": "WARNING",
     }
     lag_file = scratch / "lag.json"
     with open(scratch / "bot.log", "wb") as log:
@@ -219,8 +239,14 @@ async def run(args: argparse.Namespace) -> dict:
         row["vs_batched_limit"] = f"{row['per_s'] / limit:.0%}"
     memory["exit_code"] = exit_code
     shutil.rmtree(scratch)
-    return {"batched_limit_img_s": round(limit), "load": rows, "soak": soaked, "reindex": reindexed,
-            "memory": memory, "model": variant}
+    return {
+        "batched_limit_img_s": round(limit),
+        "load": rows,
+        "soak": soaked,
+        "reindex": reindexed,
+        "memory": memory,
+        "model": variant,
+    }
 
 
 def main() -> None:
@@ -235,7 +261,8 @@ def main() -> None:
     before = cpu_times()
     figures = asyncio.run(run(args))
     figures["noise"] = steal_since(before)
-    where = f"{machine()}; {figures['noise']}; model {figures['model']}; batched limit {figures['batched_limit_img_s']} img/s"
+    limit = figures["batched_limit_img_s"]
+    where = f"{machine()}; {figures['noise']}; model {figures['model']}; batched limit {limit} img/s"
     print_table(f"Bot under load, /whois through the local Discord server ({where})", figures["load"])
     print_table("Soak: mixed requests", [figures["soak"]])
     print_table("/reindex of 1,800 generated images, /whois answered meanwhile", [figures["reindex"]])

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hxhbot.answers import identify
-from hxhbot.confidence import DEFAULT
 from hxhbot.config import Settings
-from hxhbot.detector import FaceDetector
-from hxhbot.embedder import Embedder
-from hxhbot.gallery import scan_gallery
-from hxhbot.images import decode_image, load_image
-from hxhbot.indexing import build_gallery_index
-from hxhbot.model_dir import build_pretrained
-from hxhbot.search import SearchService
-from hxhbot.views import load_views
+from hxhbot.engine.confidence import DEFAULT
+from hxhbot.engine.crops import load_views
+from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.gallery import scan_gallery
+from hxhbot.engine.identification import identify
+from hxhbot.engine.images import decode_image, load_image
+from hxhbot.engine.indexing import build_gallery_index
+from hxhbot.engine.model_dir import build_pretrained
+from hxhbot.engine.search import SearchService
 from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 
 FRAME = (1280, 720)
@@ -92,13 +92,20 @@ def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict
         batched = batched_throughput(embedder, arrays)
         pictures_s = asyncio.run(service_throughput(SearchService(embedder, index, Settings(), detector), queries))
     return {
-        "model": name, "input": embedder.input_size, "dim": embedder.dim, "gallery": summary.images,
+        "model": name,
+        "input": embedder.input_size,
+        "dim": embedder.dim,
+        "gallery": summary.images,
         "views/picture": round(float(np.mean(views_per_picture)), 2),
         "index_pictures_s": round(summary.images / summary.seconds, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 1), "p95_ms": round(float(np.percentile(latencies, 95)), 1),
-        **{f"{stage}_p50": round(float(np.percentile(stages_ms[:, column], 50)), 1)
-           for column, stage in enumerate(("decode+detect", "embed", "rank"))},
-        "pictures_s": round(pictures_s, 1), "embed_batched_views_s": round(batched),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        **{
+            f"{stage}_p50": round(float(np.percentile(stages_ms[:, column], 50)), 1)
+            for column, stage in enumerate(("decode+detect", "embed", "rank"))
+        },
+        "pictures_s": round(pictures_s, 1),
+        "embed_batched_views_s": round(batched),
         "noise": steal_since(before),
     }
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from hxhbot.index import GalleryIndex, GalleryItem, annoy_settings
+from hxhbot.engine.index import GalleryIndex, GalleryItem
 from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
 
 
@@ -33,7 +33,7 @@ def exact_top10(vectors: np.ndarray, probes: np.ndarray) -> list[set[int]]:
     """The true 10 nearest rows of every probe, by blocks of rows."""
     best = np.full((len(probes), 10), -np.inf, dtype=np.float32), np.zeros((len(probes), 10), dtype=np.int64)
     for start in range(0, len(vectors), 50_000):
-        sims = probes @ vectors[start:start + 50_000].T
+        sims = probes @ vectors[start : start + 50_000].T
         rows = np.argpartition(-sims, 9, axis=1)[:, :10]
         candidates = np.concatenate([best[0], np.take_along_axis(sims, rows, 1)], axis=1)
         ids = np.concatenate([best[1], rows + start], axis=1)
@@ -63,11 +63,19 @@ def measure(size: int, dim: int, queries: int, n_trees: int | None, search_ks: l
         approx = [set(index.annoy.get_nns_by_vector(probe.tolist(), 10, search_k=search_k)) for probe in probes]
         annoy_ms = (time.perf_counter() - started) / queries * 1000
         recall = float(np.mean([len(a & e) / 10 for a, e in zip(approx, exact)]))
-        rows.append({
-            "size": size, "dim": dim, "n_trees": index.meta["n_trees"], "search_k": search_k,
-            "build_s": round(build_s, 1), "annoy_ms": round(annoy_ms, 2), "recall@10": round(recall, 3),
-            "exact_ms": round(exact_ms, 2), "served_by": "exact" if index.matrix is not None else "annoy",
-        })
+        rows.append(
+            {
+                "size": size,
+                "dim": dim,
+                "n_trees": index.meta["n_trees"],
+                "search_k": search_k,
+                "build_s": round(build_s, 1),
+                "annoy_ms": round(annoy_ms, 2),
+                "recall@10": round(recall, 3),
+                "exact_ms": round(exact_ms, 2),
+                "served_by": "exact" if index.matrix is not None else "annoy",
+            }
+        )
     return rows
 
 
@@ -83,7 +91,9 @@ def main() -> None:
     args = parser.parse_args()
     before = cpu_times()
     rows = [
-        row for size in args.sizes for trees in args.n_trees
+        row
+        for size in args.sizes
+        for trees in args.n_trees
         for row in measure(size, args.dim, args.queries, trees, args.search_k)
     ]
     print_table(f"Index: Annoy vs exact numpy search ({machine()}; {steal_since(before)})", rows)

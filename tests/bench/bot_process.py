@@ -12,8 +12,8 @@ import logging
 import sys
 import time
 
-from hxhbot.bot import run
 from hxhbot.config import load_settings
+from hxhbot.discord.bot import run
 
 PROBE_SLEEP = 0.005
 

@@ -23,9 +23,10 @@ import secrets
 import socket
 import time
 import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar, cast
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, WSMsgType, web
@@ -50,8 +51,19 @@ EPHEMERAL = 1 << 6
 BOT_DM = 1  # an interaction context: the bot's direct messages (0 a guild, 2 other private channels)
 USER_INSTALL = 1  # an integration type: the app added to a member's account (0: to a server, with its bot)
 # what a forwarded message's snapshot keeps of the original
-SNAPSHOT_KEYS = ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags", "mentions",
-                 "mention_roles", "components", "sticker_items")
+SNAPSHOT_KEYS = (
+    "type",
+    "content",
+    "embeds",
+    "attachments",
+    "timestamp",
+    "edited_timestamp",
+    "flags",
+    "mentions",
+    "mention_roles",
+    "components",
+    "sticker_items",
+)
 LOADING = 1 << 7
 _MENTION = re.compile(r"<@!?(\d+)>")
 # discord.py waits this long after the last GUILD_CREATE before `on_ready` (2 s by default, for real Discord's
@@ -78,7 +90,7 @@ def _shard_of(guild_id: int | None, shard_count: int) -> int:
 
 def _now() -> str:
     """The current time as Discord writes timestamps."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -206,7 +218,8 @@ class FakeDiscord:
         self.guild_channel_ids = {self.guild_id: self.channel_ids}
         self.guild_channel_ids.update({guild_id: [_snowflake()] for guild_id in self.guild_ids[1:]})
         self._channel_guild: dict[int, int | None] = {  # None: a direct message channel
-            channel: guild for guild, channels in self.guild_channel_ids.items() for channel in channels}
+            channel: guild for guild, channels in self.guild_channel_ids.items() for channel in channels
+        }
         names = {channel: name for channel, name in zip(self.channel_ids, channel_names, strict=True)}
         self.requests: list[RecordedRequest] = []
         self.gateway_connections: list[dict[str, str]] = []  # each websocket's query: v, encoding, compress
@@ -320,16 +333,26 @@ class FakeDiscord:
         """Deny everyone (the bot included) `permissions` in a channel, as an overwrite; before the bot connects."""
         everyone = self._channel_guild[channel_id]
         self._channels[channel_id]["permission_overwrites"] = [
-            {"id": str(everyone), "type": 0, "allow": "0", "deny": str(permissions)}]
+            {"id": str(everyone), "type": 0, "allow": "0", "deny": str(permissions)}
+        ]
 
     def add_foreign_channel(self) -> int:
         """A text channel of a server the bot was never invited to, where a member who added the app to their
         account may still use its commands (a user install); its messages never reach the bot's gateway."""
         guild_id, channel_id = _snowflake(), _snowflake()
         self._channel_guild[channel_id] = guild_id
-        self._channels[channel_id] = {"id": str(channel_id), "type": 0, "name": "elsewhere", "position": 0,
-                                      "parent_id": None, "nsfw": False, "last_message_id": None, "flags": 0,
-                                      "rate_limit_per_user": 0, "permission_overwrites": []}
+        self._channels[channel_id] = {
+            "id": str(channel_id),
+            "type": 0,
+            "name": "elsewhere",
+            "position": 0,
+            "parent_id": None,
+            "nsfw": False,
+            "last_message_id": None,
+            "flags": 0,
+            "rate_limit_per_user": 0,
+            "permission_overwrites": [],
+        }
         return channel_id
 
     async def add_thread(self, parent_id: int, name: str = "thread") -> int:
@@ -339,11 +362,24 @@ class FakeDiscord:
         thread_id = _snowflake()
         self._channel_guild[thread_id] = guild_id
         self._channels[thread_id] = {
-            "id": str(thread_id), "guild_id": str(guild_id), "parent_id": str(parent_id),
-            "owner_id": str(self.member_id), "name": name, "type": 11, "last_message_id": None,
-            "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0, "newly_created": True,
-            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": _now(),
-                                "locked": False},
+            "id": str(thread_id),
+            "guild_id": str(guild_id),
+            "parent_id": str(parent_id),
+            "owner_id": str(self.member_id),
+            "name": name,
+            "type": 11,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "newly_created": True,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": _now(),
+                "locked": False,
+            },
         }
         await self._dispatch("THREAD_CREATE", self._channels[thread_id])
         return thread_id
@@ -356,8 +392,13 @@ class FakeDiscord:
                 return channel_id
         channel_id = _snowflake()
         self._channel_guild[channel_id] = None
-        self._channels[channel_id] = {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0,
-                                      "recipients": [user]}
+        self._channels[channel_id] = {
+            "id": str(channel_id),
+            "type": 1,
+            "last_message_id": None,
+            "flags": 0,
+            "recipients": [user],
+        }
         return channel_id
 
     async def post_message(
@@ -464,8 +505,11 @@ class FakeDiscord:
 
     async def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Wait until the bot has identified and been sent READY and GUILD_CREATE."""
-        await self._wait(lambda: all(any(e["t"] == "GUILD_CREATE" for e in session.events)
-                                     for session in self._sessions), timeout, "IDENTIFY")
+        await self._wait(
+            lambda: all(any(e["t"] == "GUILD_CREATE" for e in session.events) for session in self._sessions),
+            timeout,
+            "IDENTIFY",
+        )
 
     async def wait_for(self, predicate: Callable[[RecordedRequest], bool], timeout: float = 30.0) -> RecordedRequest:
         """The first recorded request (past or coming) matching `predicate`."""
@@ -593,8 +637,9 @@ class FakeDiscord:
         for scope in (guild_id, None) if guild_id and installed else (None,):
             for command in self.commands.get(scope, []):
                 if command["name"] == name and command["type"] == kind:
-                    if guild_id is None and (command.get("dm_permission") is False
-                                             or BOT_DM not in (command.get("contexts") or [BOT_DM])):
+                    if guild_id is None and (
+                        command.get("dm_permission") is False or BOT_DM not in (command.get("contexts") or [BOT_DM])
+                    ):
                         raise LookupError(f"the command {name!r} is not offered in direct messages")
                     if not installed and USER_INSTALL not in (command.get("integration_types") or []):
                         raise LookupError(f"the command {name!r} cannot be added to a member's account")
@@ -782,9 +827,12 @@ class FakeDiscord:
         if guild_id is None:
             payload.update(user=self._user(user_id or self.member_id), context=BOT_DM)
         else:
-            payload.update(guild_id=str(guild_id), guild={"id": str(guild_id), "locale": "en-US", "features": []},
-                           guild_locale="en-US",
-                           member={**self._member(user_id or self.member_id), "permissions": PERMISSIONS})
+            payload.update(
+                guild_id=str(guild_id),
+                guild={"id": str(guild_id), "locale": "en-US", "features": []},
+                guild_locale="en-US",
+                member={**self._member(user_id or self.member_id), "permissions": PERMISSIONS},
+            )
             payload["channel"]["guild_id"] = str(guild_id)
             if guild_id not in self.guild_ids:  # a server without the bot: the member's own install answers
                 payload["authorizing_integration_owners"] = {str(USER_INSTALL): str(user_id or self.member_id)}
@@ -884,8 +932,12 @@ class FakeDiscord:
         reference = body.get("message_reference")
         if reference is not None and reference.get("type") == 1:  # a forward: type DEFAULT, the original as snapshot
             original = self.messages[int(reference["message_id"])]
-            message["message_reference"] = {"type": 1, "message_id": original["id"],
-                                            "channel_id": original["channel_id"], "guild_id": original.get("guild_id")}
+            message["message_reference"] = {
+                "type": 1,
+                "message_id": original["id"],
+                "channel_id": original["channel_id"],
+                "guild_id": original.get("guild_id"),
+            }
             message["message_snapshots"] = [{"message": {key: original[key] for key in SNAPSHOT_KEYS}}]
         elif reference is not None:
             message["type"] = 19
@@ -904,7 +956,8 @@ class FakeDiscord:
             message["interaction_metadata"] = {
                 "id": str(interaction.id),
                 "type": interaction.payload["type"],
-                "user": interaction.payload["member"]["user"] if "member" in interaction.payload
+                "user": interaction.payload["member"]["user"]
+                if "member" in interaction.payload
                 else interaction.payload["user"],
                 "authorizing_integration_owners": interaction.payload["authorizing_integration_owners"],
             }
@@ -1219,6 +1272,7 @@ class FakeDiscord:
 
 async def bot_ready(client: Any, timeout: float = 60.0) -> None:
     """Wait until a discord.py client is ready and every guild READY announced has arrived (no longer unavailable)."""
+
     async def arrived() -> None:
         await client.wait_until_ready()
         while not client.guilds or any(guild.unavailable for guild in client.guilds):
@@ -1234,8 +1288,11 @@ def _over_limits(body: Any) -> str:
         return next(filter(None, map(_over_limits, body)), "")
     if not isinstance(body, dict):
         return ""
-    problems = [f"{key} over {most}" for key, most in (("content", 2000), ("custom_id", 100), ("placeholder", 150))
-                if isinstance(body.get(key), str) and len(body[key]) > most]
+    problems = [
+        f"{key} over {most}"
+        for key, most in (("content", 2000), ("custom_id", 100), ("placeholder", 150))
+        if isinstance(body.get(key), str) and len(body[key]) > most
+    ]
     if body.get("type") == 2 and len(body.get("label") or "") > 80:  # a button
         problems.append("button label over 80")
     for option in body.get("options") or []:  # a select menu's; a slash command's options have no label
@@ -1249,14 +1306,23 @@ def _over_limits(body: Any) -> str:
     total = 0  # Discord's 6000 characters count across a message's embeds
     for embed in embeds:
         fields = embed.get("fields") or []
-        parts = {"title": (embed.get("title"), 256), "description": (embed.get("description"), 4096),
-                 "footer": ((embed.get("footer") or {}).get("text"), 2048),
-                 "author": ((embed.get("author") or {}).get("name"), 256)}
-        parts.update({f"field {number} {key}": (field_.get(key), most) for number, field_ in enumerate(fields)
-                      for key, most in (("name", 256), ("value", 1024))})
+        parts = {
+            "title": (embed.get("title"), 256),
+            "description": (embed.get("description"), 4096),
+            "footer": ((embed.get("footer") or {}).get("text"), 2048),
+            "author": ((embed.get("author") or {}).get("name"), 256),
+        }
+        parts.update(
+            {
+                f"field {number} {key}": (field_.get(key), most)
+                for number, field_ in enumerate(fields)
+                for key, most in (("name", 256), ("value", 1024))
+            }
+        )
         problems += [f"embed {part} over {most}" for part, (text, most) in parts.items() if text and len(text) > most]
-        problems += [f"embed {part} empty" for part, (text, _) in parts.items()
-                     if part.startswith("field") and not text]
+        problems += [
+            f"embed {part} empty" for part, (text, _) in parts.items() if part.startswith("field") and not text
+        ]
         total += sum(len(text or "") for text, _ in parts.values())
         if len(fields) > 25:
             problems.append("embed over 25 fields")

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from hxhbot.answers import identify
-from hxhbot.confidence import Calibration
-from hxhbot.detector import Box
-from hxhbot.index import CharacterMatch, GalleryIndex, Similarities
+from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.detector import Box
+from hxhbot.engine.identification import identify
+from hxhbot.engine.index import CharacterMatch, GalleryIndex, Similarities
 from hxhbot.wording import first_few
 
 MAX_PICTURES = 2000  # pictures checked at most (a seeded sample beyond)
@@ -47,22 +47,36 @@ class GalleryCheck:
         if not self.pictures:
             return "gallery check: no character has a second picture"
         share = f"{self.right / self.named:.0%} of them right" if self.named else "none to check"
-        line = (f"gallery check (each picture against the rest, as if new): {self.named / self.pictures:.0%} of "
-                f"{self.pictures} named confidently, {share}")
+        line = (
+            f"gallery check (each picture against the rest, as if new): {self.named / self.pictures:.0%} of "
+            f"{self.pictures} named confidently, {share}"
+        )
         if self.missing:
-            line += (f"; with its character left out of the gallery, {self.missing_named / self.missing:.0%} "
-                     "still named (wrongly)")
+            line += (
+                f"; with its character left out of the gallery, {self.missing_named / self.missing:.0%} "
+                "still named (wrongly)"
+            )
         return line + self._named_least()
 
     def _named_least(self) -> str:
         """The characters whose pictures are named right least often, below `NAMED_LEAST`, as a clause."""
-        least = sorted(((c.named_right / c.pictures, name, c) for name, c in self.characters.items()
-                        if c.named_right < NAMED_LEAST * c.pictures), key=lambda row: row[:2])
+        least = sorted(
+            (
+                (c.named_right / c.pictures, name, c)
+                for name, c in self.characters.items()
+                if c.named_right < NAMED_LEAST * c.pictures
+            ),
+            key=lambda row: row[:2],
+        )
         if not least:
             return ""
-        return "; named least: " + first_few([f"{name} ({c.named_right} of {c.pictures}"
-                                              + (f", often ranked as {c.taken_for})" if c.taken_for else ")")
-                                              for _, name, c in least])
+        return "; named least: " + first_few(
+            [
+                f"{name} ({c.named_right} of {c.pictures}"
+                + (f", often ranked as {c.taken_for})" if c.taken_for else ")")
+                for _, name, c in least
+            ]
+        )
 
 
 def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
@@ -86,8 +100,9 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
         for number, start, end in zip(fold, bounds, bounds[1:]):
             rows, character = pictures[number], index.items[pictures[number][0]].character
             per_view = together.per_view[start:end]
-            answer = _identify(Similarities(together.characters, per_view, together.images[start:end]), rows,
-                               calibration)
+            answer = _identify(
+                Similarities(together.characters, per_view, together.images[start:end]), rows, calibration
+            )
             checked[character] += 1
             if answer.character != character:
                 taken_for.setdefault(character, Counter())[answer.character] += 1
@@ -97,13 +112,26 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
             if len(counts) > 1:  # asked again as a picture of a character missing from the gallery
                 missing = per_view.copy()
                 missing[:, together.characters.index(character)] = -1.0
-                missing_named += _identify(Similarities(together.characters, missing, together.images[start:end]),
-                                           rows, calibration).score >= threshold
-    characters = {name: CharacterCheck(count, named_right[name],
-                                       taken_for[name].most_common(1)[0][0] if name in taken_for else None)
-                  for name, count in checked.items()}
-    return GalleryCheck(len(pictures), named, sum(named_right.values()), len(pictures) if len(counts) > 1 else 0,
-                        missing_named, characters)
+                missing_named += (
+                    _identify(
+                        Similarities(together.characters, missing, together.images[start:end]), rows, calibration
+                    ).score
+                    >= threshold
+                )
+    characters = {
+        name: CharacterCheck(
+            count, named_right[name], taken_for[name].most_common(1)[0][0] if name in taken_for else None
+        )
+        for name, count in checked.items()
+    }
+    return GalleryCheck(
+        len(pictures),
+        named,
+        sum(named_right.values()),
+        len(pictures) if len(counts) > 1 else 0,
+        missing_named,
+        characters,
+    )
 
 
 def _folds(index: GalleryIndex, pictures: list[list[int]]) -> list[list[int]]:

@@ -13,14 +13,15 @@ import discord
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from hxhbot.images import IMAGE_SUFFIXES, READABLE
+from hxhbot.engine.images import IMAGE_SUFFIXES, READABLE
 from hxhbot.wording import code
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif", "image/bmp"})
 STICKER_TYPES = {"png": "image/png", "gif": "image/gif"}  # by discord.py's file extension of a sticker's format
 # attachments, and Discord's proxy of the pictures that links preview (an embed's image `proxy_url`)
-DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net",
-                               "images-ext-2.discordapp.net"})
+DISCORD_CDN_HOSTS = frozenset(
+    {"cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net", "images-ext-2.discordapp.net"}
+)
 
 
 class AttachmentError(ValueError):
@@ -41,8 +42,9 @@ class ImageSource:
 
 def from_attachment(attachment: discord.Attachment) -> ImageSource:
     """The image source of an attachment."""
-    return ImageSource(attachment.url, attachment.filename, attachment.size, attachment.content_type,
-                       attachment.is_spoiler())
+    return ImageSource(
+        attachment.url, attachment.filename, attachment.size, attachment.content_type, attachment.is_spoiler()
+    )
 
 
 def is_image(source: ImageSource) -> bool:
@@ -72,9 +74,15 @@ def stickers_in(message: discord.Message) -> list[ImageSource]:
     """A message's stickers drawn as pictures (PNG, APNG, GIF; a Lottie sticker is vector animation, not a picture),
     a forwarded message's too."""
     stickers = [sticker for part in (message, *message.message_snapshots) for sticker in part.stickers]
-    return [ImageSource(sticker.url, f"{sticker.name}.{sticker.format.file_extension}",
-                        content_type=STICKER_TYPES[sticker.format.file_extension])
-            for sticker in stickers if sticker.format.file_extension in STICKER_TYPES]
+    return [
+        ImageSource(
+            sticker.url,
+            f"{sticker.name}.{sticker.format.file_extension}",
+            content_type=STICKER_TYPES[sticker.format.file_extension],
+        )
+        for sticker in stickers
+        if sticker.format.file_extension in STICKER_TYPES
+    ]
 
 
 def check(source: ImageSource, max_bytes: int) -> None:
@@ -138,7 +146,10 @@ def open_session(api_base: str) -> aiohttp.ClientSession:
 
 
 async def download(
-    session: aiohttp.ClientSession, source: ImageSource, max_bytes: int, timeout: float,
+    session: aiohttp.ClientSession,
+    source: ImageSource,
+    max_bytes: int,
+    timeout: float,
     hosts: frozenset[str] = DISCORD_CDN_HOSTS,
 ) -> bytes:
     """Download an image from one of `hosts`, stopping at `max_bytes` and after `timeout` seconds in all."""

@@ -7,21 +7,28 @@ import logging
 import discord
 from discord.ext import commands
 
-from hxhbot import attachments
-from hxhbot.answers import Outcome
-from hxhbot.bot import HxhBot
-from hxhbot.pictures import Answered, Taken, answer_each
-from hxhbot.replies import fitted
-from hxhbot.search import BusyError
-from hxhbot.teach import FeedbackView
+from hxhbot.discord import attachments
+from hxhbot.discord.bot import HxhBot
+from hxhbot.discord.feedback_ui import FeedbackView
+from hxhbot.discord.messages import Answered, Taken, answer_each
+from hxhbot.discord.replies import fitted
+from hxhbot.engine.identification import Outcome
+from hxhbot.engine.search import BusyError
 
 log = logging.getLogger(__name__)
 LOOKING = "🔍"
 UNSURE = "🤷"
 BUSY = "⏳"  # too many images waiting: not the same as unsure
 NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
-NEEDED = ("view_channel", "read_message_history", "send_messages", "send_messages_in_threads", "embed_links",
-          "attach_files", "add_reactions")  # what replying to a picture, in a watched channel or its threads, takes
+NEEDED = (
+    "view_channel",
+    "read_message_history",
+    "send_messages",
+    "send_messages_in_threads",
+    "embed_links",
+    "attach_files",
+    "add_reactions",
+)  # what replying to a picture, in a watched channel or its threads, takes
 
 
 class Watch(commands.Cog):
@@ -43,14 +50,21 @@ class Watch(commands.Cog):
             guild = getattr(channel, "guild", None)
             if channel is None or guild is None:
                 if not self.bot.settings.shard_ids:  # else it may be another process's shards' channel
-                    log.warning("WATCH_CHANNEL_IDS: I see no channel %d in my servers; copy a channel's id "
-                                "(right-click it → Copy Channel ID) and invite me to its server", channel_id)
+                    log.warning(
+                        "WATCH_CHANNEL_IDS: I see no channel %d in my servers; copy a channel's id "
+                        "(right-click it → Copy Channel ID) and invite me to its server",
+                        channel_id,
+                    )
                 continue
             allowed = channel.permissions_for(guild.me)
             missing = [name.replace("_", " ").title() for name in NEEDED if not getattr(allowed, name)]
             if missing:
-                log.warning("watching #%s in %s, but I lack %s there: give me them, or I cannot answer",
-                            channel, guild, ", ".join(missing))
+                log.warning(
+                    "watching #%s in %s, but I lack %s there: give me them, or I cannot answer",
+                    channel,
+                    guild,
+                    ", ".join(missing),
+                )
             else:
                 log.info("watching #%s in %s", channel, guild)
 
@@ -79,18 +93,26 @@ class Watch(commands.Cog):
         if not sources or not self.bot.take_request():
             return
         await _react(message, LOOKING)
-        done = await answer_each(self.bot, sources, "watch", message.guild.id if message.guild else None,
-                                 only_named=True)
+        done = await answer_each(
+            self.bot, sources, "watch", message.guild.id if message.guild else None, only_named=True
+        )
         named = [answered for answered in done.answered if answered.reply.outcome is Outcome.NAMED]
-        unsure = [f"{answered.label}: {UNSURE} {NOT_NAMED[answered.reply.outcome]}."  # shown beside another's answer
-                  for answered in done.answered if answered.reply.outcome is not Outcome.NAMED]
+        unsure = [
+            f"{answered.label}: {UNSURE} {NOT_NAMED[answered.reply.outcome]}."  # shown beside another's answer
+            for answered in done.answered
+            if answered.reply.outcome is not Outcome.NAMED
+        ]
         if named or done.problems:
             content = "\n".join(done.problems + (unsure if named else [])) or None  # no reply for unsure alone
             view = self.feedback_view(named[0], message.author.id) if len(named) == 1 else None
             embeds = fitted([answered.reply.embed for answered in named])
             try:
-                sent = await message.reply(content=content, embeds=embeds, view=view,
-                                           files=[answered.reply.file for answered in named if answered.reply.file])
+                sent = await message.reply(
+                    content=content,
+                    embeds=embeds,
+                    view=view,
+                    files=[answered.reply.file for answered in named if answered.reply.file],
+                )
                 if view is not None:
                     view.message = sent
             except discord.HTTPException as error:
@@ -103,8 +125,9 @@ class Watch(commands.Cog):
 
     def feedback_view(self, answered: Answered, asker_id: int) -> FeedbackView:
         """Right / Wrong buttons for a reply that answers one picture."""
-        view = FeedbackView(self.bot, answered.result, answered.source, answered.sha256, reveal=False,
-                            asker_id=asker_id)
+        view = FeedbackView(
+            self.bot, answered.result, answered.source, answered.sha256, reveal=False, asker_id=asker_id
+        )
         self.bot.open_views.add(view)
         return view
 

@@ -6,9 +6,9 @@ import logging
 import time
 
 from hxhbot.config import Settings
-from hxhbot.gallery import GalleryError, scan_gallery
-from hxhbot.manifest import ManifestError
-from hxhbot.search import ReindexError, ReindexInProgressError, SearchService
+from hxhbot.engine.gallery import GalleryError, scan_gallery
+from hxhbot.engine.manifest import ManifestError
+from hxhbot.engine.search import ReindexError, ReindexInProgressError, SearchService
 from training.collect import CollectError, parse_args, run
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ async def prepare_gallery(settings: Settings, search: SearchService) -> None:
     argv = ["--out", str(settings.gallery_dir), "--per-character", str(settings.collect_per_character)]
     if settings.collect_base_url:
         argv += ["--base-url", settings.collect_base_url]
-    log.info("first start: collecting the default Hunter × Hunter gallery into %s (resumed if interrupted)",
-             settings.gallery_dir)
+    log.info(
+        "first start: collecting the default Hunter × Hunter gallery into %s (resumed if interrupted)",
+        settings.gallery_dir,
+    )
     try:
         settings.gallery_dir.mkdir(parents=True, exist_ok=True)
         marker.touch()

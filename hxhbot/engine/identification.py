@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hxhbot.confidence import Calibration, subject_views
-from hxhbot.detector import Box
-from hxhbot.index import CharacterMatch, Similarities
+from hxhbot.engine.confidence import Calibration, subject_views
+from hxhbot.engine.detector import Box
+from hxhbot.engine.index import CharacterMatch, Similarities
 
 
 class Outcome(Enum):
@@ -60,10 +60,12 @@ class Identification:
         return self.top.matches
 
 
-def identify(similarities: Similarities, boxes: list[Box], calibration: Calibration, top_k: int,
-             preview: bytes | None = None) -> Identification:
+def identify(
+    similarities: Similarities, boxes: list[Box], calibration: Calibration, top_k: int, preview: bytes | None = None
+) -> Identification:
     """The answers for a picture from its views' similarities: each face (with the whole frame when it is alone)."""
     views = subject_views(len(boxes))
     places: list[Box | None] = list(boxes) if boxes else [None]
-    return Identification([Sighting(box, similarities.rank(rows, calibration, top_k))
-                           for box, rows in zip(places, views)], preview)
+    return Identification(
+        [Sighting(box, similarities.rank(rows, calibration, top_k)) for box, rows in zip(places, views)], preview
+    )

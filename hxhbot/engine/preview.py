@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from hxhbot.detector import Box
+from hxhbot.engine.detector import Box
 
 PREVIEW_SIDE = 320  # pixels on the longer side
 COLOURS = ("#ffd400", "#00e5ff", "#ff4fd8")  # one per box, bright on drawn and photographed pictures alike

@@ -16,21 +16,28 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot import attachments, first_run
-from hxhbot.answers import Identification
-from hxhbot.attachments import AttachmentError, ImageSource
 from hxhbot.config import ConfigError, Settings, load_settings
-from hxhbot.discord_api import pointed_at
-from hxhbot.feedback import FeedbackError, FeedbackStore
-from hxhbot.model_dir import ModelError, WeightsUnavailableError
-from hxhbot.replies import Answer, answer
-from hxhbot.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
-from hxhbot.stats import AnswerStats
+from hxhbot.discord import attachments
+from hxhbot.discord.api import pointed_at
+from hxhbot.discord.attachments import AttachmentError, ImageSource
+from hxhbot.discord.replies import Answer, answer
+from hxhbot.engine import first_run
+from hxhbot.engine.feedback import FeedbackError, FeedbackStore
+from hxhbot.engine.identification import Identification
+from hxhbot.engine.model_dir import ModelError, WeightsUnavailableError
+from hxhbot.engine.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
+from hxhbot.engine.stats import AnswerStats
 from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")  # what owner_only decorates
-COGS = ("hxhbot.cogs.whois", "hxhbot.cogs.watch", "hxhbot.cogs.admin", "hxhbot.cogs.feedback", "hxhbot.cogs.help")
+COGS = (
+    "hxhbot.discord.cogs.whois",
+    "hxhbot.discord.cogs.watch",
+    "hxhbot.discord.cogs.admin",
+    "hxhbot.discord.cogs.feedback",
+    "hxhbot.discord.cogs.help",
+)
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
 STATUS = "Who is this hunter? /whois"  # the bot's custom status, under its name in the member list
@@ -56,13 +63,20 @@ class HxhBot(commands.AutoShardedBot):
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
         if settings.user_install:  # members may add the app to their account and ask wherever they are
-            options.update(allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
-                           allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True,
-                                                                           private_channel=True))
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
-                         allowed_mentions=discord.AllowedMentions.none(),  # a file name saying @everyone pings no one
-                         activity=discord.CustomActivity(STATUS),
-                         shard_count=settings.shard_count, shard_ids=list(settings.shard_ids or ()) or None, **options)
+            options.update(
+                allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+                allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+            )
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),  # a file name saying @everyone pings no one
+            activity=discord.CustomActivity(STATUS),
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_ids or ()) or None,
+            **options,
+        )
         self.settings = settings
         self.search = search
         self.feedback: FeedbackStore | None = None
@@ -82,8 +96,9 @@ class HxhBot(commands.AutoShardedBot):
         await self.search.start()
         self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
         if first_run.needs_collection(self.settings):
-            self.preparing = asyncio.create_task(first_run.prepare_gallery(self.settings, self.search),
-                                                 name="hxhbot-first-run")
+            self.preparing = asyncio.create_task(
+                first_run.prepare_gallery(self.settings, self.search), name="hxhbot-first-run"
+            )
         self.session = attachments.open_session(self.settings.discord_api_base)
         for cog in COGS:
             await self.load_extension(cog)
@@ -99,7 +114,8 @@ class HxhBot(commands.AutoShardedBot):
             raise CommandSyncError(
                 f"Discord refused to register the commands {where} ({error.text}): invite the bot "
                 f"{'to that server ' if guild else ''}with the bot and applications.commands scopes"
-                f"{', or fix the id (right-click the server → Copy Server ID)' if guild else ''}") from None
+                f"{', or fix the id (right-click the server → Copy Server ID)' if guild else ''}"
+            ) from None
         log.info("synced %d commands %s", len(synced), f"to guild {guild.id}" if guild else "globally")
 
     async def on_message(self, message: discord.Message, /) -> None:
@@ -118,8 +134,14 @@ class HxhBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         """Log who we are once connected."""
-        log.info("connected as %s (%s) to %d servers on shards %s of %s", self.user, getattr(self.user, "id", "?"),
-                 len(self.guilds), ",".join(map(str, sorted(self.shards))), self.shard_count)
+        log.info(
+            "connected as %s (%s) to %d servers on shards %s of %s",
+            self.user,
+            getattr(self.user, "id", "?"),
+            len(self.guilds),
+            ",".join(map(str, sorted(self.shards))),
+            self.shard_count,
+        )
 
     def take_request(self) -> bool:
         """Count the current task as a request in flight; False once the bot is shutting down."""
@@ -179,8 +201,8 @@ class HxhBot(commands.AutoShardedBot):
         async with self.download_slots:
             self.search.check_room()  # it may have filled up during the wait
             return await attachments.download(
-                self.session, source, self.settings.max_image_bytes, self.settings.download_timeout,
-                self.download_hosts)
+                self.session, source, self.settings.max_image_bytes, self.settings.download_timeout, self.download_hosts
+            )
 
     async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
         """Check, download and identify one image, logging and counting its top answer; also the image's SHA-256."""
@@ -193,19 +215,26 @@ class HxhBot(commands.AutoShardedBot):
         seconds = time.perf_counter() - started
         best = result.best
         self.stats.add(best.character, best.score >= self.settings.confidence_threshold, seconds)
-        log.info("answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f characters=%d",
-                 guild_id, command, seconds * 1000, best.character, best.score, len(result.sightings))
+        log.info(
+            "answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f characters=%d",
+            guild_id,
+            command,
+            seconds * 1000,
+            best.character,
+            best.score,
+            len(result.sightings),
+        )
         return result, hashlib.sha256(data).hexdigest()
 
-    def render(self, result: Identification, filename: str = "picture.jpg", label: str = "",
-               only_named: bool = False) -> Answer:
+    def render(
+        self, result: Identification, filename: str = "picture.jpg", label: str = "", only_named: bool = False
+    ) -> Answer:
         """The embed (and preview file) answering one identified picture, at this bot's thresholds."""
-        return answer(result, self.settings.confidence_threshold, self.settings.unknown_threshold, filename, label,
-                      only_named)
+        return answer(
+            result, self.settings.confidence_threshold, self.settings.unknown_threshold, filename, label, only_named
+        )
 
-    async def on_app_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ) -> None:
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Every command error ends here: a short private message, and a log line for the unexpected."""
         cause = getattr(error, "original", error)
         if isinstance(cause, (AttachmentError, BusyError, NotReadyError, ReindexError, ReindexInProgressError)):
@@ -287,22 +316,28 @@ def main() -> int:
         log.error("Discord refused DISCORD_TOKEN: check the token in .env")
         return 2
     except discord.PrivilegedIntentsRequired:
-        log.error("Discord refused the Message Content intent that WATCH_CHANNEL_IDS needs: turn it on "
-                  "(https://discord.com/developers/applications → your app → Bot → Privileged Gateway Intents), "
-                  "or leave WATCH_CHANNEL_IDS empty")
+        log.error(
+            "Discord refused the Message Content intent that WATCH_CHANNEL_IDS needs: turn it on "
+            "(https://discord.com/developers/applications → your app → Bot → Privileged Gateway Intents), "
+            "or leave WATCH_CHANNEL_IDS empty"
+        )
         return 2
     except (FeedbackError, CommandSyncError) as error:
         log.error("%s", error)
         return 2
     except (aiohttp.ClientConnectionError, discord.GatewayNotFound) as error:
-        log.error("cannot reach Discord at %s (%s): check the network or DISCORD_API_BASE", settings.discord_api_base,
-                  error)
+        log.error(
+            "cannot reach Discord at %s (%s): check the network or DISCORD_API_BASE", settings.discord_api_base, error
+        )
         return 2
     except WeightsUnavailableError as error:
         log.error("cannot start: %s", " ".join(str(error).split()))
         return 2
     except ModelError as error:
-        log.error("cannot start: %s. Restore or retrain the model in MODEL_DIR (training/README.md), "
-                  "or empty MODEL_DIR to use ImageNet features.", " ".join(str(error).split()).rstrip("."))
+        log.error(
+            "cannot start: %s. Restore or retrain the model in MODEL_DIR (training/README.md), "
+            "or empty MODEL_DIR to use ImageNet features.",
+            " ".join(str(error).split()).rstrip("."),
+        )
         return 2
     return 0

@@ -53,8 +53,9 @@ class FaceDetector:
         small = picture.copy()
         small.thumbnail((self.side, self.side))  # the cascade was tuned on smooth, not aliased, pixels
         grey = cv2.equalizeHist(np.asarray(small.convert("L")))
-        found = self._cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=self.min_neighbours,
-                                                 minSize=(16, 16))
+        found = self._cascade().detectMultiScale(
+            grey, scaleFactor=1.1, minNeighbors=self.min_neighbours, minSize=(16, 16)
+        )
         faces = sorted((tuple(map(float, face)) for face in found), key=lambda face: -face[2] * face[3])
         return [_with_hair(face, *small.size) for face in faces[: self.max_faces]]
 
@@ -64,5 +65,9 @@ def _with_hair(face: tuple[float, float, float, float], width: int, height: int)
     x, y, w, h = face
     side = max(w, h) * (1 + HAIR)
     cx, cy = x + w / 2, y + h / 2 - 0.15 * h
-    return Box(max(0.0, (cx - side / 2) / width), max(0.0, (cy - side / 2) / height),
-               min(1.0, (cx + side / 2) / width), min(1.0, (cy + side / 2) / height))
+    return Box(
+        max(0.0, (cx - side / 2) / width),
+        max(0.0, (cy - side / 2) / height),
+        min(1.0, (cx + side / 2) / width),
+        min(1.0, (cy + side / 2) / height),
+    )

@@ -11,10 +11,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot.bot import HxhBot, owner_only, send_private
-from hxhbot.feedback import Correction
-from hxhbot.images import IMAGE_SUFFIXES, ImageError
-from hxhbot.replies import percent
+from hxhbot.discord.bot import HxhBot, owner_only, send_private
+from hxhbot.discord.replies import percent
+from hxhbot.engine.feedback import Correction
+from hxhbot.engine.images import IMAGE_SUFFIXES, ImageError
 from hxhbot.wording import counted
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Feedback(commands.Cog):
         embed = discord.Embed(
             title=f"Is this {correction.correction}?",
             description=f"I answered **{correction.answer}**; <@{correction.user_id}> says "
-                        f"**{correction.correction}**.",
+            f"**{correction.correction}**.",
         )
         embed.set_image(url=f"attachment://{name}")
         embed.set_footer(text=f"{waiting} waiting · server {correction.guild_id or 'DM'} · {correction.created_at}")
@@ -74,21 +74,34 @@ class Feedback(commands.Cog):
         confident = f"{percent(stats.confident / stats.answers)} confident" if stats.answers else "none yet"
         p50, p95 = stats.latency(50), stats.latency(95)
         latency = f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms" if p50 is not None else "no answers yet"
-        size = (f"{counted(len(index), 'image')}, {counted(len(index.characters()), 'character')}" if index
-                else "no index")
-        embed = discord.Embed(title="Since start", description="\n".join([
-            f"**Answers:** {stats.answers} ({confident})",
-            f"**Latency:** {latency}",
-            f"**Index:** {size}",
-            f"**Corrections waiting for /review:** {pending}",
-        ]))
-        names = sorted(set(stats.by_character) | set(verdicts),
-                       key=lambda name: (-stats.by_character[name], -sum(verdicts.get(name, (0, 0))), name))
-        lines = [_character_line(name, stats.by_character[name], *verdicts.get(name, (0, 0)))
-                 for name in names[:STATS_CHARACTERS]]
+        size = (
+            f"{counted(len(index), 'image')}, {counted(len(index.characters()), 'character')}" if index else "no index"
+        )
+        embed = discord.Embed(
+            title="Since start",
+            description="\n".join(
+                [
+                    f"**Answers:** {stats.answers} ({confident})",
+                    f"**Latency:** {latency}",
+                    f"**Index:** {size}",
+                    f"**Corrections waiting for /review:** {pending}",
+                ]
+            ),
+        )
+        names = sorted(
+            set(stats.by_character) | set(verdicts),
+            key=lambda name: (-stats.by_character[name], -sum(verdicts.get(name, (0, 0))), name),
+        )
+        lines = [
+            _character_line(name, stats.by_character[name], *verdicts.get(name, (0, 0)))
+            for name in names[:STATS_CHARACTERS]
+        ]
         if lines:
-            embed.add_field(name="By character (answers since start; members' verdicts, all time)",
-                            value="\n".join(lines)[:1024], inline=False)
+            embed.add_field(
+                name="By character (answers since start; members' verdicts, all time)",
+                value="\n".join(lines)[:1024],
+                inline=False,
+            )
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
@@ -105,17 +118,23 @@ class ReviewView(discord.ui.View):
         """Add the picture to the gallery and the live index, then show the next correction."""
         await interaction.response.defer()
         correction = self.correction
-        source = {"source": "feedback", "url": correction.picture_url, "page_url": "",
-                  "source_id": str(correction.id), "suggested_by": str(correction.user_id),
-                  "approved_by": str(interaction.user.id)}
+        source = {
+            "source": "feedback",
+            "url": correction.picture_url,
+            "page_url": "",
+            "source_id": str(correction.id),
+            "suggested_by": str(correction.user_id),
+            "approved_by": str(interaction.user.id),
+        }
         try:
             await self.cog.bot.search.add_to_gallery(correction.correction, correction.data, source)
         except (ImageError, OSError, ValueError) as error:
             log.error("could not add correction %d to the gallery: %s", correction.id, error)
             await interaction.followup.send(f"I couldn't add that picture to the gallery: {error}", ephemeral=True)
             return
-        await self.resolve(interaction, approved=True,
-                           done=f"Added to {correction.correction}'s gallery and the live index.")
+        await self.resolve(
+            interaction, approved=True, done=f"Added to {correction.correction}'s gallery and the live index."
+        )
 
     @discord.ui.button(label="Reject", style=discord.ButtonStyle.secondary, emoji="✖️")
     async def reject(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -132,7 +151,8 @@ class ReviewView(discord.ui.View):
         following = await store.call(store.next_pending)
         if following is None:
             await interaction.edit_original_response(
-                content=f"{done} No more corrections are waiting.", embed=None, attachments=[], view=None)
+                content=f"{done} No more corrections are waiting.", embed=None, attachments=[], view=None
+            )
             return
         embed, file = await self.cog.review_page(following)
         view = ReviewView(self.cog, following)
@@ -154,7 +174,9 @@ def _character_line(name: str, answers: int, right: int, wrong: int) -> str:
     marked = right + wrong
     if not marked:
         return f"{name} — {answers} answers · no verdicts"
-    return f"{name} — {answers} answers · ✅ {right} ({percent(right / marked)}) · ✖️ {wrong} ({percent(wrong / marked)})"
+    return (
+        f"{name} — {answers} answers · ✅ {right} ({percent(right / marked)}) · ✖️ {wrong} ({percent(wrong / marked)})"
+    )
 
 
 def _suffix(url: str) -> str:

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import discord
 
-from hxhbot.answers import Identification, Outcome, Sighting
+from hxhbot.engine.identification import Identification, Outcome, Sighting
 from hxhbot.wording import counted, cut
 
-COLOUR = {Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67), Outcome.UNSURE: discord.Colour.from_rgb(230, 162, 60),
-          Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120)}
+COLOUR = {
+    Outcome.NAMED: discord.Colour.from_rgb(46, 160, 67),
+    Outcome.UNSURE: discord.Colour.from_rgb(230, 162, 60),
+    Outcome.UNKNOWN: discord.Colour.from_rgb(120, 120, 120),
+}
 PREVIEW = "picture.jpg"
 TITLE_LENGTH = 256  # Discord refuses a longer embed title
 DESCRIPTION_LENGTH = 4096  # ... and a longer description
@@ -41,8 +44,14 @@ def picture_outcome(result: Identification, threshold: float, unknown: float) ->
     return next(outcome for outcome in Outcome if outcome in outcomes)
 
 
-def answer(result: Identification, threshold: float, unknown: float, filename: str = PREVIEW, label: str = "",
-           only_named: bool = False) -> Answer:
+def answer(
+    result: Identification,
+    threshold: float,
+    unknown: float,
+    filename: str = PREVIEW,
+    label: str = "",
+    only_named: bool = False,
+) -> Answer:
     """The embed for one identified picture (`label` names it when a message has several; `only_named`: leave out
     the characters not named confidently, as in watched channels)."""
     outcome = picture_outcome(result, threshold, unknown)
@@ -54,8 +63,11 @@ def answer(result: Identification, threshold: float, unknown: float, filename: s
     else:
         named = [s.best.character for _, s in numbered if s.outcome(threshold, unknown) is Outcome.NAMED]
         title = cut(", ".join(named), TITLE_LENGTH) if named else TITLE[outcome]
-        embed = discord.Embed(title=title, colour=COLOUR[outcome],
-                              description="\n".join(_line(n, s, threshold, unknown) for n, s in numbered))
+        embed = discord.Embed(
+            title=title,
+            colour=COLOUR[outcome],
+            description="\n".join(_line(n, s, threshold, unknown) for n, s in numbered),
+        )
         if any(s.outcome(threshold, unknown) is not Outcome.NAMED for _, s in numbered):
             embed.set_footer(text="Show candidates reveals my guesses for those I can't name.")
     if label:
@@ -72,14 +84,18 @@ def _single(sighting: Sighting, outcome: Outcome, threshold: float) -> discord.E
     """The embed of a picture with one character."""
     best = sighting.best
     if outcome is Outcome.NAMED:
-        embed = discord.Embed(title=best.character, colour=COLOUR[outcome], description=f"**{percent(best.score)}** sure")
+        embed = discord.Embed(
+            title=best.character, colour=COLOUR[outcome], description=f"**{percent(best.score)}** sure"
+        )
         others = sighting.matches[1:]
         if others:
             embed.add_field(name="Also possible", value=_candidates(others), inline=False)
         return embed
     if outcome is Outcome.UNSURE:
-        text = (f"No character reaches {percent(threshold)} (best guess {percent(best.score)}). "
-                f"Press **Show candidates** to see the guesses.")
+        text = (
+            f"No character reaches {percent(threshold)} (best guess {percent(best.score)}). "
+            f"Press **Show candidates** to see the guesses."
+        )
     else:
         text = f"This looks like no character in my gallery (best guess only {percent(best.score)})."
     return discord.Embed(title=TITLE[outcome], colour=COLOUR[outcome], description=text)
@@ -111,8 +127,9 @@ def candidates_embed(result: Identification, label: str = "") -> discord.Embed:
 def characters_embed(counts: dict[str, int]) -> discord.Embed:
     """The known characters and their gallery image counts."""
     if not counts:
-        return discord.Embed(title="No characters yet",
-                             description="The gallery has not been indexed: the owner can run /reindex.")
+        return discord.Embed(
+            title="No characters yet", description="The gallery has not been indexed: the owner can run /reindex."
+        )
     lines = [f"{name} — {count}" for name, count in counts.items()]
     room, shown = DESCRIPTION_LENGTH - len("\n… and 99999 more"), 0
     for line in lines:
@@ -121,8 +138,9 @@ def characters_embed(counts: dict[str, int]) -> discord.Embed:
             break
         shown += 1
     text = "\n".join(lines[:shown]) + (f"\n… and {len(lines) - shown} more" if shown < len(lines) else "")
-    return discord.Embed(title=f"{counted(len(counts), 'character')}, {counted(sum(counts.values()), 'gallery image')}",
-                         description=text)
+    return discord.Embed(
+        title=f"{counted(len(counts), 'character')}, {counted(sum(counts.values()), 'gallery image')}", description=text
+    )
 
 
 def fitted(embeds: list[discord.Embed]) -> list[discord.Embed]:
@@ -142,8 +160,7 @@ def fitted(embeds: list[discord.Embed]) -> list[discord.Embed]:
         if embed.description:
             embed.description = cut(embed.description, each)
         for number, field in enumerate(embed.fields):
-            embed.set_field_at(number, name=field.name, value=cut(field.value or "", each),
-                               inline=bool(field.inline))
+            embed.set_field_at(number, name=field.name, value=cut(field.value or "", each), inline=bool(field.inline))
     return embeds
 
 
@@ -166,8 +183,7 @@ class RevealCandidates(discord.ui.View):
     async def reveal(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Send the candidates privately to the member who asked; anyone else is told so, privately."""
         if interaction.user.id != self.asker_id:
-            await interaction.response.send_message("Only the member who asked can see the candidates.",
-                                                    ephemeral=True)
+            await interaction.response.send_message("Only the member who asked can see the candidates.", ephemeral=True)
             return
         embeds = fitted([candidates_embed(result, label) for label, result in self.results])
         await interaction.response.send_message(embeds=embeds, ephemeral=True)

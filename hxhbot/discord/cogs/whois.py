@@ -9,10 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot import attachments
-from hxhbot.attachments import AttachmentError, ImageSource
-from hxhbot.bot import HxhBot, cooldown, member_cooldown
-from hxhbot.pictures import Reply, Taken, answer_each, full_reply
+from hxhbot.discord import attachments
+from hxhbot.discord.attachments import AttachmentError, ImageSource
+from hxhbot.discord.bot import HxhBot, cooldown, member_cooldown
+from hxhbot.discord.messages import Reply, Taken, answer_each, full_reply
 from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,10 @@ class Whois(commands.Cog):
 
     def __init__(self, bot: HxhBot) -> None:
         self.bot = bot
-        self.cooldowns = commands.DynamicCooldownMapping(lambda message: cooldown(bot.settings),  # direct messages
-                                                         commands.BucketType.user)
+        self.cooldowns = commands.DynamicCooldownMapping(
+            lambda message: cooldown(bot.settings),  # direct messages
+            commands.BucketType.user,
+        )
         self.taken = Taken()  # direct messages' pictures answered
         self.menu = app_commands.ContextMenu(name="Who is this?", callback=self.whois_message)
         app_commands.checks.dynamic_cooldown(member_cooldown)(self.menu)
@@ -60,9 +62,14 @@ class Whois(commands.Cog):
         if not done.answered:  # said privately
             raise AttachmentError("\n".join(done.problems)) if done.problems else done.skipped[0]
         reply = full_reply(self.bot, done, interaction.user.id)
-        sent = await interaction.followup.send(content=reply.content or discord.utils.MISSING, embeds=reply.embeds,
-                                               files=reply.files, view=reply.view or discord.utils.MISSING,
-                                               ephemeral=private, wait=True)
+        sent = await interaction.followup.send(
+            content=reply.content or discord.utils.MISSING,
+            embeds=reply.embeds,
+            files=reply.files,
+            view=reply.view or discord.utils.MISSING,
+            ephemeral=private,
+            wait=True,
+        )
         if reply.view is not None:
             reply.view.message = sent
 
@@ -102,8 +109,9 @@ class Whois(commands.Cog):
 async def _reply(message: discord.Message, reply: Reply) -> None:
     """Reply to a direct message, tolerating a member who has closed their DMs since."""
     try:
-        sent = await message.reply(content=reply.content, embeds=reply.embeds, files=reply.files,
-                                   view=reply.view or discord.utils.MISSING)
+        sent = await message.reply(
+            content=reply.content, embeds=reply.embeds, files=reply.files, view=reply.view or discord.utils.MISSING
+        )
     except discord.HTTPException as error:
         log.info("could not answer %s's direct message: %s", message.author, error)
         return

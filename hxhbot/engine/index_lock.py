@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from hxhbot.index import GalleryIndexError
+from hxhbot.engine.index import GalleryIndexError
 
 LOCK_FILE = ".lock"
 
@@ -25,8 +25,10 @@ def index_writer(index_dir: str | Path) -> Iterator[None]:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:  # a file where the folder should be, no permission, a read-only disk
-        raise GalleryIndexError(f"The index folder {directory} cannot be written ({error.strerror}): "
-                                "set INDEX_DIR to a folder hxhbot may create and write.") from None
+        raise GalleryIndexError(
+            f"The index folder {directory} cannot be written ({error.strerror}): "
+            "set INDEX_DIR to a folder hxhbot may create and write."
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from hxhbot.images import decode_image
+from hxhbot.engine.images import decode_image
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -129,7 +129,6 @@ def add_to_gallery(gallery: Path, character: str, data: bytes, sha256: str, sour
     path = gallery_path(gallery, character, sha256)
     if not path.exists():
         write_jpeg(decode_image(data, max_bytes=max(len(data), 1)), path)
-    manifest.add_image(sha256, {"file": f"{character}/{path.name}", "character": character, "sha256": sha256,
-                                **source})
+    manifest.add_image(sha256, {"file": f"{character}/{path.name}", "character": character, "sha256": sha256, **source})
     manifest.save()
     return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
-from hxhbot.confidence import Calibration
+from hxhbot.engine.confidence import Calibration
 
 META_FILE = "index.json"
 NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
@@ -80,12 +80,20 @@ class Similarities:
         scores = calibration.probabilities(per_view)
         best_view = per_view.argmax(axis=0)
         order = np.lexsort((-per_view.max(axis=0), -scores))[:top_k]
-        return [CharacterMatch(self.characters[c], float(scores[c]), float(per_view[best_view[c], c]),
-                               self.images[rows[best_view[c]]][c]) for c in order]
+        return [
+            CharacterMatch(
+                self.characters[c],
+                float(scores[c]),
+                float(per_view[best_view[c], c]),
+                self.images[rows[best_view[c]]][c],
+            )
+            for c in order
+        ]
 
 
-def character_similarities(similarity: np.ndarray, picture: np.ndarray, character: np.ndarray,
-                           characters: int) -> tuple[np.ndarray, np.ndarray]:
+def character_similarities(
+    similarity: np.ndarray, picture: np.ndarray, character: np.ndarray, characters: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows × characters: the mean similarity of each character's two closest gallery pictures (its closest alone
     when that one is a copy of the query, at least `NEAR_COPY`), and the column of its closest view (-1: none).
 
@@ -97,7 +105,7 @@ def character_similarities(similarity: np.ndarray, picture: np.ndarray, characte
     best = np.full((rows, characters), -1, dtype=int)
     order = np.lexsort((picture, character))
     grouped, codes = similarity[:, order], character[order]
-    starts = np.flatnonzero(np.r_[True, (np.diff(picture[order]) != 0) | (np.diff(codes) != 0)])[:len(order)]
+    starts = np.flatnonzero(np.r_[True, (np.diff(picture[order]) != 0) | (np.diff(codes) != 0)])[: len(order)]
     if not rows or not len(starts):
         return per_character, best
     closest = np.maximum.reduceat(grouped, starts, axis=1)  # rows × pictures, grouped by character
@@ -113,7 +121,7 @@ def character_similarities(similarity: np.ndarray, picture: np.ndarray, characte
     mean = np.where(pictures > 1, (top + second) / 2.0, top)
     per_character[:, present] = np.where(top >= NEAR_COPY, top, mean)
     first_view = np.searchsorted(codes, present)  # the closest view: the first column holding its maximum
-    views = grouped[:, first_view[0]:]  # from the first character with a picture left in
+    views = grouped[:, first_view[0] :]  # from the first character with a picture left in
     spans = np.diff(np.r_[first_view, len(order)])
     view_top = np.repeat(np.maximum.reduceat(grouped, first_view, axis=1), spans, axis=1)
     at_top = np.where(views == view_top, np.arange(first_view[0], len(order)), len(order))
@@ -121,8 +129,9 @@ def character_similarities(similarity: np.ndarray, picture: np.ndarray, characte
     return per_character, best
 
 
-def character_means(vectors: np.ndarray, characters: np.ndarray,
-                    centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def character_means(
+    vectors: np.ndarray, characters: np.ndarray, centre: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each character's mean row (characters sorted; each row taken along row − `centre` at unit length when one is
     given), and each row's character as an index into them."""
     vectors = np.asarray(vectors)
@@ -149,8 +158,9 @@ def gallery_centre(vectors: np.ndarray, characters: np.ndarray) -> np.ndarray:
     return ((1.0 - 1.0 / len(means)) * means.mean(axis=0, dtype=np.float64)).astype(np.float32)
 
 
-def within_directions(vectors: np.ndarray, characters: np.ndarray, centre: np.ndarray,
-                      shrinkage: float = SHRINKAGE) -> tuple[np.ndarray, np.ndarray]:
+def within_directions(
+    vectors: np.ndarray, characters: np.ndarray, centre: np.ndarray, shrinkage: float = SHRINKAGE
+) -> tuple[np.ndarray, np.ndarray]:
     """The directions in which one character's views differ from each other (rows), and how much of each to take
     away: a direction holding a share p of that variation keeps 1/sqrt(1 + p × dim / `shrinkage`) of its length.
 
@@ -166,8 +176,8 @@ def within_directions(vectors: np.ndarray, characters: np.ndarray, centre: np.nd
     rows = np.arange(0, len(vectors), -(-len(vectors) // FIT_VIEWS))
     within = np.empty((len(rows), dim), np.float64 if len(rows) < dim else np.float32)
     for start in range(0, len(rows), 4096):  # a block at a time: no temporary copies of the whole sample
-        block = rows[start:start + 4096]
-        within[start:start + 4096] = _unit(vectors[block] - centre) - means[owner[block]]
+        block = rows[start : start + 4096]
+        within[start : start + 4096] = _unit(vectors[block] - centre) - means[owner[block]]
     if len(rows) < dim:  # the smaller eigenproblem, the views' Gram matrix (2.4× faster than an SVD at 2,400 × 2,560)
         variance, mixing = np.linalg.eigh(within @ within.T)
     else:
@@ -193,7 +203,7 @@ class Comparison:
     damping: np.ndarray  # r, each in [0, 1): the share of each direction taken away
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, characters: np.ndarray) -> "Comparison":
+    def fit(cls, vectors: np.ndarray, characters: np.ndarray) -> Comparison:
         """The comparison for a gallery of unit `vectors`, row i showing `characters[i]`."""
         centre = gallery_centre(vectors, characters)
         return cls(centre, *within_directions(vectors, characters, centre))
@@ -224,8 +234,9 @@ def annoy_settings(size: int) -> tuple[int, int]:
 class GalleryIndex:
     """Nearest gallery images and best characters for a query embedding, compared as its gallery says (`Comparison`)."""
 
-    def __init__(self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict, matrix: np.ndarray | None,
-                 comparison: Comparison) -> None:
+    def __init__(
+        self, annoy: AnnoyIndex, items: list[GalleryItem], meta: dict, matrix: np.ndarray | None, comparison: Comparison
+    ) -> None:
         self.annoy = annoy
         self.items = items
         self.meta = meta
@@ -238,8 +249,9 @@ class GalleryIndex:
         self._row = {item: row for row, item in enumerate(items)}
         self._character = np.array([self._column[item.character] for item in items], dtype=int)
         pictures: dict[tuple[str, str], int] = {}
-        self._picture = np.array([pictures.setdefault((item.character, item.sha256), len(pictures)) for item in items],
-                                 dtype=int)
+        self._picture = np.array(
+            [pictures.setdefault((item.character, item.sha256), len(pictures)) for item in items], dtype=int
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -256,9 +268,13 @@ class GalleryIndex:
 
     @classmethod
     def build(
-        cls, vectors: np.ndarray, items: list[GalleryItem], fingerprint: str,
-        n_trees: int | None = None, search_k: int | None = None,
-    ) -> "GalleryIndex":
+        cls,
+        vectors: np.ndarray,
+        items: list[GalleryItem],
+        fingerprint: str,
+        n_trees: int | None = None,
+        search_k: int | None = None,
+    ) -> GalleryIndex:
         """Build an in-memory index of `vectors`, row i belonging to `items[i]`, compared as they say (`Comparison`)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(items):
@@ -267,8 +283,8 @@ class GalleryIndex:
         comparison = Comparison.fit(vectors, np.array([item.character for item in items]))
         lengths = np.empty(len(vectors), np.float32)  # about the centre, to give each embedding back (`vectors`)
         for start in range(0, len(vectors), 4096):  # in place, a block at a time: no copy of the whole gallery
-            block = vectors[start:start + 4096]
-            lengths[start:start + 4096] = np.linalg.norm(block - comparison.centre, axis=1)
+            block = vectors[start : start + 4096]
+            lengths[start : start + 4096] = np.linalg.norm(block - comparison.centre, axis=1)
             block[:] = comparison.apply(block)
         default_trees, default_k = annoy_settings(len(items))
         n_trees = n_trees or default_trees
@@ -288,7 +304,7 @@ class GalleryIndex:
         }
         return cls(annoy, list(items), meta, vectors if vectors.nbytes <= EXACT_MAX_BYTES else None, comparison)
 
-    def extended(self, vectors: np.ndarray, items: list[GalleryItem]) -> "GalleryIndex":
+    def extended(self, vectors: np.ndarray, items: list[GalleryItem]) -> GalleryIndex:
         """A new index of this one's rows (their embeddings reused) and `items` with `vectors`, compared anew."""
         known = self.vectors(range(len(self))).reshape(-1, self.dim)
         rows = np.concatenate([known, np.asarray(vectors, dtype=np.float32)])
@@ -304,9 +320,13 @@ class GalleryIndex:
         if self.matrix is not None:
             np.save(out / f"{name}.npy", self.matrix)
         np.save(out / f"{name}.directions.npy", self.comparison.directions)
-        meta = {**self.meta, "ann_file": f"{name}.ann", "directions_file": f"{name}.directions.npy",
-                "vectors_file": f"{name}.npy" if self.matrix is not None else None,
-                "items": [asdict(item) for item in self.items]}
+        meta = {
+            **self.meta,
+            "ann_file": f"{name}.ann",
+            "directions_file": f"{name}.directions.npy",
+            "vectors_file": f"{name}.npy" if self.matrix is not None else None,
+            "items": [asdict(item) for item in self.items],
+        }
         staged = out / f"{META_FILE}.{name}.tmp"
         staged.write_text(json.dumps(meta, ensure_ascii=False))
         os.replace(staged, out / META_FILE)
@@ -316,7 +336,7 @@ class GalleryIndex:
                 old.unlink(missing_ok=True)  # a live mmap of it stays valid until closed
 
     @classmethod
-    def load(cls, directory: str | Path, fingerprint: str | None = None) -> "GalleryIndex":
+    def load(cls, directory: str | Path, fingerprint: str | None = None) -> GalleryIndex:
         """Memory-map a saved index, refusing one built with another model than `fingerprint`."""
         path = Path(directory) / META_FILE
         if not path.is_file():
@@ -328,14 +348,22 @@ class GalleryIndex:
             annoy.load(str(Path(directory) / meta["ann_file"]))
             vectors_file = meta["vectors_file"]
             matrix = np.load(Path(directory) / vectors_file, mmap_mode="r") if vectors_file else None
-            comparison = Comparison(np.asarray(meta["centre"], dtype=np.float32),
-                                    np.load(Path(directory) / meta["directions_file"]),
-                                    np.asarray(meta["damping"], dtype=np.float32)) if "damping" in meta else None
+            comparison = (
+                Comparison(
+                    np.asarray(meta["centre"], dtype=np.float32),
+                    np.load(Path(directory) / meta["directions_file"]),
+                    np.asarray(meta["damping"], dtype=np.float32),
+                )
+                if "damping" in meta
+                else None
+            )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise GalleryIndexError(f"The index in {directory} is damaged ({error}); rebuild it.") from error
         if comparison is None or len(meta.get("lengths", ())) != len(items):
-            raise GalleryIndexError(f"The index in {directory} was built by an earlier hxhbot, which compared "
-                                    "embeddings otherwise; rebuild it with `python -m hxhbot index`.")
+            raise GalleryIndexError(
+                f"The index in {directory} was built by an earlier hxhbot, which compared "
+                "embeddings otherwise; rebuild it with `python -m hxhbot index`."
+            )
         damping = comparison.damping
         if comparison.directions.shape != (len(damping), meta["dim"]) or not ((damping >= 0) & (damping < 1)).all():
             raise GalleryIndexError(f"The index in {directory} is damaged (directions mismatch); rebuild it.")
@@ -389,19 +417,20 @@ class GalleryIndex:
         """Gallery items `rows` (whole pictures' views) against the gallery without them, compared as that smaller
         gallery would compare (its own `Comparison`, fitted without them): answered as pictures it never saw are."""
         kept = np.setdiff1d(np.arange(len(self.items)), rows)
-        fitted = kept[::max(1, -(-len(kept) // FIT_VIEWS))]  # as many as `within_directions` would sample
+        fitted = kept[:: max(1, -(-len(kept) // FIT_VIEWS))]  # as many as `within_directions` would sample
         comparison = Comparison.fit(self.vectors(fitted), self._character[fitted])
         asked = comparison.apply(self.vectors(rows))
         similarity = np.empty((len(asked), len(kept)), np.float32)
         for start in range(0, len(kept), BLOCK):  # a block of the gallery at a time
-            block = kept[start:start + BLOCK]
-            similarity[:, start:start + BLOCK] = asked @ comparison.apply(self.vectors(block)).T
+            block = kept[start : start + BLOCK]
+            similarity[:, start : start + BLOCK] = asked @ comparison.apply(self.vectors(block)).T
         return self._similarities(similarity, kept)
 
     def _similarities(self, similarity: np.ndarray, columns: np.ndarray) -> Similarities:
         """`Similarities` from views × gallery items `columns` similarities."""
-        per_view, best = character_similarities(similarity, self._picture[columns], self._character[columns],
-                                                len(self.names))
+        per_view, best = character_similarities(
+            similarity, self._picture[columns], self._character[columns], len(self.names)
+        )
         images = [[self.items[columns[column]].path if column >= 0 else "" for column in view] for view in best]
         return Similarities(self.names, per_view, images)
 

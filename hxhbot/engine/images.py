@@ -29,8 +29,12 @@ PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N
 AvifImagePlugin.DEFAULT_MAX_THREADS = 1  # libavif's decoding memory, bounded below, grows with its threads
 ORIENTATION = 0x0112  # the EXIF tag saying how to turn the picture upright
 TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
 
@@ -164,8 +168,9 @@ def load_image(
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:
     """Decode image bytes into a `(size, size, 3)` float32 array of 0–255 RGB values."""
-    picture = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes,
-                           draft_size=2 * size)
+    picture = decode_image(
+        data, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, draft_size=2 * size
+    )
     return to_array(picture, size)
 
 
@@ -221,9 +226,7 @@ def _open(data: bytes) -> Image.Image:
             other = Image.open(io.BytesIO(data))
     except Exception:  # any decoder failure means: not an image we can recognise
         raise NotAnImageError("This file is not an image.") from None
-    raise UnsupportedFormatError(
-        f"{other.format or 'This'} images are not supported; send {READABLE}."
-    )
+    raise UnsupportedFormatError(f"{other.format or 'This'} images are not supported; send {READABLE}.")
 
 
 def _decoding_bytes(image: Image.Image, width: int, height: int, factor: int) -> int:

@@ -1,7 +1,7 @@
 """Calibrated confidence: the probability that a character named for part of a picture is right.
 
 Each character found in a picture is answered from a few of the picture's views (`subject_views`). For
-every candidate character the features are its best similarity over those views (`hxhbot.index`: the
+every candidate character the features are its best similarity over those views (`hxhbot.engine.index`: the
 mean cosine of its two closest gallery pictures), its margin to the best other character (at least to
 `background`, so a one-character gallery has a margin too), and, when two views answer (the whole
 frame and the only face), whether both name it. A logistic model over
@@ -33,7 +33,7 @@ class Calibration:
     fitted: dict = field(default_factory=dict)  # how it was fitted: command, data, figures
 
     def features(self, per_view: np.ndarray) -> np.ndarray:
-        """`(characters, len(FEATURES))` features of each character from its best similarity per view (views × characters)."""
+        """`(characters, len(FEATURES))` features per character from its best similarity per view (views × chars)."""
         per_view = np.atleast_2d(np.asarray(per_view, dtype=np.float64))
         best = per_view.max(axis=0)
         order = np.argsort(-best, kind="stable")
@@ -68,7 +68,7 @@ class Calibration:
         return path
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Calibration":
+    def load(cls, model_dir: str | Path) -> Calibration:
         """The model directory's calibration, or the conservative `DEFAULT` when it has none (or a bad one)."""
         path = Path(model_dir) / CALIBRATION_FILE
         if not path.is_file():

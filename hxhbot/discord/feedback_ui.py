@@ -7,13 +7,13 @@ import logging
 
 import discord
 
-from hxhbot.attachments import AttachmentError, ImageSource
-from hxhbot.bot import HxhBot, send_private
-from hxhbot.feedback import FeedbackStore, Verdict
-from hxhbot.images import ImageError
-from hxhbot.replies import RevealCandidates
-from hxhbot.answers import Identification
-from hxhbot.search import BusyError, NotReadyError
+from hxhbot.discord.attachments import AttachmentError, ImageSource
+from hxhbot.discord.bot import HxhBot, send_private
+from hxhbot.discord.replies import RevealCandidates
+from hxhbot.engine.feedback import FeedbackStore, Verdict
+from hxhbot.engine.identification import Identification
+from hxhbot.engine.images import ImageError
+from hxhbot.engine.search import BusyError, NotReadyError
 
 log = logging.getLogger(__name__)
 MENU_SIZE = 25  # Discord's limit of options in a select menu
@@ -29,8 +29,16 @@ def candidates(ranked: Identification, answer: str, known: list[str]) -> list[st
 class FeedbackView(RevealCandidates):
     """Right / Wrong under an answer (about the picture's top answer), plus "Show candidates" when `reveal`."""
 
-    def __init__(self, bot: HxhBot, result: Identification, source: ImageSource, sha256: str, reveal: bool,
-                 asker_id: int, timeout: float = 900) -> None:
+    def __init__(
+        self,
+        bot: HxhBot,
+        result: Identification,
+        source: ImageSource,
+        sha256: str,
+        reveal: bool,
+        asker_id: int,
+        timeout: float = 900,
+    ) -> None:
         super().__init__([("", result)], asker_id, timeout)
         self.bot = bot
         self.result = result
@@ -67,13 +75,28 @@ class FeedbackView(RevealCandidates):
         assert self.bot.feedback is not None
         return self.bot.feedback
 
-    def verdict(self, interaction: discord.Interaction, right: bool, correction: str | None = None,
-                message: discord.Message | None = None) -> Verdict:
+    def verdict(
+        self,
+        interaction: discord.Interaction,
+        right: bool,
+        correction: str | None = None,
+        message: discord.Message | None = None,
+    ) -> Verdict:
         """A member's verdict on this answer."""
         best = self.result.best
         answer = message or interaction.message
-        return Verdict(interaction.guild_id, interaction.channel_id, answer.id if answer else 0, interaction.user.id,
-                       self.sha256, self.source.url, best.character, best.score, right, correction)
+        return Verdict(
+            interaction.guild_id,
+            interaction.channel_id,
+            answer.id if answer else 0,
+            interaction.user.id,
+            self.sha256,
+            self.source.url,
+            best.character,
+            best.score,
+            right,
+            correction,
+        )
 
     async def on_timeout(self) -> None:
         """Grey every button out once they stop working."""
@@ -99,8 +122,9 @@ class CorrectionView(discord.ui.View):
         self.message = message
         self.names = names
         self.data = data  # the picture, stored with a correction for /review
-        self.choose.options = [discord.SelectOption(label=name[:100], value=str(number))
-                               for number, name in enumerate(names)]
+        self.choose.options = [
+            discord.SelectOption(label=name[:100], value=str(number)) for number, name in enumerate(names)
+        ]
         self.choose.options.append(discord.SelectOption(label="Someone else", value=SOMEONE_ELSE, emoji="❔"))
 
     @discord.ui.select(placeholder="Who is it?")

@@ -10,9 +10,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot.bot import HxhBot, member_cooldown, owner_only
-from hxhbot.replies import characters_embed
-from hxhbot.search import ReindexInProgressError
+from hxhbot.discord.bot import HxhBot, member_cooldown, owner_only
+from hxhbot.discord.replies import characters_embed
+from hxhbot.engine.search import ReindexInProgressError
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 2.0  # seconds between progress edits (Discord rate-limits edits)
@@ -28,8 +28,7 @@ class Admin(commands.Cog):
     @app_commands.checks.dynamic_cooldown(member_cooldown)
     async def characters(self, interaction: discord.Interaction) -> None:
         """List the known characters."""
-        await interaction.response.send_message(embed=characters_embed(self.bot.search.characters()),
-                                                ephemeral=True)
+        await interaction.response.send_message(embed=characters_embed(self.bot.search.characters()), ephemeral=True)
 
     @app_commands.command(name="reindex", description="Rebuild the index from the gallery (owner only)")
     @app_commands.default_permissions(manage_guild=True)  # hidden from members; server managers see it

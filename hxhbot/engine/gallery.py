@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hxhbot.images import IMAGE_SUFFIXES
+from hxhbot.engine.images import IMAGE_SUFFIXES
 
 MAX_NAME = 100  # characters in a name: Discord's longest menu option (the Wrong menu lists names)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hxhbot.model_dir import ModelConfig, ModelError, build_pretrained, fingerprint, has_model, load_model_dir
+from hxhbot.engine.model_dir import ModelConfig, ModelError, build_pretrained, fingerprint, has_model, load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class Embedder:
         )
 
     @classmethod
-    def load(cls, model_dir: str | Path, max_batch: int = 64) -> "Embedder":
+    def load(cls, model_dir: str | Path, max_batch: int = 64) -> Embedder:
         """Load the trained model in `model_dir`, or ImageNet features when none has been trained."""
         if Path(model_dir).exists() and not Path(model_dir).is_dir():
             raise ModelError(f"The model folder {model_dir} is a file: set MODEL_DIR to a model folder.")
@@ -41,15 +41,16 @@ class Embedder:
         return cls(model, config, max_batch)
 
     @classmethod
-    def from_model(cls, model: tf.keras.Model, variant: str, max_batch: int = 64) -> "Embedder":
+    def from_model(cls, model: tf.keras.Model, variant: str, max_batch: int = 64) -> Embedder:
         """Wrap an in-memory model (training, evaluation, tests)."""
         return cls(model, cls._describe(model, variant), max_batch)
 
     @staticmethod
     def _describe(model: tf.keras.Model, variant: str) -> ModelConfig:
         """The config a saved copy of `model` would carry."""
-        return ModelConfig(variant, int(model.input_shape[1]), int(model.output_shape[-1]),
-                           fingerprint=fingerprint(model))
+        return ModelConfig(
+            variant, int(model.input_shape[1]), int(model.output_shape[-1]), fingerprint=fingerprint(model)
+        )
 
     @property
     def input_size(self) -> int:
@@ -74,7 +75,7 @@ class Embedder:
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
         chunks = [
-            self._call(tf.constant(images[start:start + self.max_batch])).numpy()
+            self._call(tf.constant(images[start : start + self.max_batch])).numpy()
             for start in range(0, len(images), self.max_batch)
         ]
         vectors = np.concatenate(chunks).astype(np.float32)

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hxhbot.answers import Identification, identify
-from hxhbot.confidence import Calibration
 from hxhbot.config import Settings
-from hxhbot.detector import FaceDetector
-from hxhbot.embedder import Embedder
-from hxhbot.gallery import GalleryError
-from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
-from hxhbot.gallery_check import checker
-from hxhbot.indexing import BuildSummary, Progress, build_gallery_index
-from hxhbot.manifest import add_to_gallery
-from hxhbot.views import Views, load_views
+from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.crops import Views, load_views
+from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.gallery import GalleryError
+from hxhbot.engine.gallery_check import checker
+from hxhbot.engine.identification import Identification, identify
+from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
+from hxhbot.engine.manifest import add_to_gallery
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,14 @@ class _Job:
 class SearchService:
     """Decode, embed (micro-batched in a thread pool) and rank images against the live index."""
 
-    def __init__(self, embedder: Embedder, index: GalleryIndex | None, settings: Settings,
-                 detector: FaceDetector | None = None, calibration: Calibration | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: GalleryIndex | None,
+        settings: Settings,
+        detector: FaceDetector | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         self.embedder = embedder
         self.detector = detector or FaceDetector()
         self.calibration = calibration or Calibration.load(settings.model_dir)
@@ -75,7 +81,7 @@ class SearchService:
         self._abandon = threading.Event()  # set: a running build stops at its next image
 
     @classmethod
-    def open(cls, settings: Settings) -> "SearchService":
+    def open(cls, settings: Settings) -> SearchService:
         """Load the model and the index (building it from the gallery when missing or stale)."""
         embedder = Embedder.load(settings.model_dir, max_batch=settings.batch_size)
         embedder.warm_up()
@@ -89,13 +95,18 @@ class SearchService:
         return cls(embedder, index, settings, detector, calibration)
 
     @staticmethod
-    def _build_at_start(settings: Settings, embedder: Embedder, detector: FaceDetector,
-                        calibration: Calibration) -> GalleryIndex | None:
+    def _build_at_start(
+        settings: Settings, embedder: Embedder, detector: FaceDetector, calibration: Calibration
+    ) -> GalleryIndex | None:
         """Build the index at start-up; without a usable gallery, start without one."""
         try:
             index, summary = build_gallery_index(
-                settings.gallery_dir, embedder, settings.index_dir, max_pixels=settings.max_image_pixels,
-                detector=detector, check=checker(calibration, settings.confidence_threshold),
+                settings.gallery_dir,
+                embedder,
+                settings.index_dir,
+                max_pixels=settings.max_image_pixels,
+                detector=detector,
+                check=checker(calibration, settings.confidence_threshold),
             )
         except (GalleryError, GalleryIndexError, OSError) as error:
             log.warning("starting without an index: %s", error)
@@ -155,8 +166,14 @@ class SearchService:
 
     def _decode(self, data: bytes) -> Views:
         """Check and decode image bytes, find its faces, cut the model's views of it and draw its preview."""
-        return load_views(data, self.embedder.input_size, self.detector, max_bytes=self.settings.max_image_bytes,
-                          max_pixels=self.settings.max_image_pixels, preview=True)
+        return load_views(
+            data,
+            self.embedder.input_size,
+            self.detector,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            preview=True,
+        )
 
     async def _run_batches(self) -> None:
         """Gather whatever images are waiting into one model call, again and again."""
@@ -187,7 +204,7 @@ class SearchService:
         index, results, start = self.index, [], 0
         for job in jobs:
             count = len(job.views.arrays)
-            similarities = index.similarities(vectors[start:start + count])
+            similarities = index.similarities(vectors[start : start + count])
             results.append(identify(similarities, job.views.boxes, self.calibration, job.top_k, job.views.preview))
             start += count
         return results
@@ -232,8 +249,13 @@ class SearchService:
         item = GalleryItem(character, str(path), hashlib.sha256(saved).hexdigest())
         if self.index is not None and item in self.index.items:
             return self.index, item
-        views = load_views(saved, self.embedder.input_size, self.detector, max_bytes=max(len(saved), 1),
-                           max_pixels=self.settings.max_image_pixels)
+        views = load_views(
+            saved,
+            self.embedder.input_size,
+            self.detector,
+            max_bytes=max(len(saved), 1),
+            max_pixels=self.settings.max_image_pixels,
+        )
         vectors = self.embedder.embed(views.arrays)
         items = [GalleryItem(character, item.path, item.sha256, view) for view in range(len(vectors))]
         if self.index is None:
@@ -246,8 +268,12 @@ class SearchService:
     def _build(self, progress: Progress) -> tuple[GalleryIndex, BuildSummary]:
         """Build and save a new index (runs in the build thread)."""
         return build_gallery_index(
-            self.settings.gallery_dir, self.embedder, self.settings.index_dir,
-            batch_size=self.settings.batch_size, max_pixels=self.settings.max_image_pixels,
-            progress=progress, detector=self.detector,
+            self.settings.gallery_dir,
+            self.embedder,
+            self.settings.index_dir,
+            batch_size=self.settings.batch_size,
+            max_pixels=self.settings.max_image_pixels,
+            progress=progress,
+            detector=self.detector,
             check=checker(self.calibration, self.settings.confidence_threshold),
         )

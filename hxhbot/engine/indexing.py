@@ -5,28 +5,36 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from hxhbot.detector import FaceDetector
-from hxhbot.embedder import Embedder
-from hxhbot.gallery import GalleryError, GalleryFile, scan_gallery
-from hxhbot.gallery_check import GalleryCheck
-from hxhbot.images import DEFAULT_MAX_PIXELS, TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file
-from hxhbot.index import GalleryIndex, GalleryIndexError, GalleryItem
-from hxhbot.index_lock import index_writer
-from hxhbot.views import load_views
+from hxhbot.engine.crops import load_views
+from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.gallery import GalleryError, GalleryFile, scan_gallery
+from hxhbot.engine.gallery_check import GalleryCheck
+from hxhbot.engine.images import (
+    DEFAULT_MAX_PIXELS,
+    TRUSTED_DECODE_BYTES,
+    TRUSTED_MAX_BYTES,
+    ImageError,
+    read_image_file,
+)
+from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.engine.index_lock import index_writer
 from hxhbot.wording import counted, first_few
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 DECODE_THREADS = 2  # gallery pictures decoded and searched for faces in parallel, the model embeds meanwhile
 CHUNK = 32  # pictures decoded ahead of the model: bounds the memory of a build
-FEW_PICTURES = 8  # a character with fewer gallery pictures ranks less well (training/README.md: More pictures per character)
+FEW_PICTURES = (
+    8  # a character with fewer gallery pictures ranks less well (training/README.md: More pictures per character)
+)
 
 
 @dataclass
@@ -43,8 +51,10 @@ class BuildSummary:
 
     def describe(self) -> str:
         """One line for people."""
-        line = (f"{counted(self.characters, 'character')}, {counted(self.images, 'image')}, "
-                f"{len(self.skipped)} skipped, {self.seconds:.1f} s")
+        line = (
+            f"{counted(self.characters, 'character')}, {counted(self.images, 'image')}, "
+            f"{len(self.skipped)} skipped, {self.seconds:.1f} s"
+        )
         if self.few:
             named = first_few([f"{name} ({count})" for name, count in self.few.items()])
             line += f"; fewer than {FEW_PICTURES} images (more would rank them better): {named}"
@@ -62,14 +72,20 @@ def build_gallery_index(
     detector: FaceDetector | None = None,
     check: Callable[[GalleryIndex], GalleryCheck] | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
-    """Embed every view of every readable gallery image and save the index, then `check` it; unreadable files are skipped."""
+    """Embed every view of every readable gallery image, save the index, then `check` it; unreadable files skipped."""
     with index_writer(index_dir):  # one writer at a time: a second build is refused, the index left as it is
         return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress, detector, check)
 
 
 def _build_gallery_index(
-    gallery_dir: str | Path, embedder: Embedder, index_dir: str | Path, batch_size: int, max_pixels: int,
-    progress: Progress | None, detector: FaceDetector | None, check: Callable[[GalleryIndex], GalleryCheck] | None,
+    gallery_dir: str | Path,
+    embedder: Embedder,
+    index_dir: str | Path,
+    batch_size: int,
+    max_pixels: int,
+    progress: Progress | None,
+    detector: FaceDetector | None,
+    check: Callable[[GalleryIndex], GalleryCheck] | None,
 ) -> tuple[GalleryIndex, BuildSummary]:
     """`build_gallery_index` under the writer lock."""
     started = time.perf_counter()
@@ -86,7 +102,7 @@ def _build_gallery_index(
             for item, arrays in pending:
                 items.extend(GalleryItem(item.character, item.path, item.sha256, view) for view in range(len(arrays)))
                 vectors.extend(embedded[: len(arrays)])
-                embedded = embedded[len(arrays):]
+                embedded = embedded[len(arrays) :]
             pending.clear()
 
     def prepare(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None]:
@@ -95,8 +111,14 @@ def _build_gallery_index(
         item = GalleryItem(file.character, str(file.path), hashlib.sha256(data).hexdigest())
         if item.sha256 in known:
             return item, None
-        return item, load_views(data, embedder.input_size, detector, max_bytes=TRUSTED_MAX_BYTES,
-                                max_pixels=max_pixels, max_decode_bytes=TRUSTED_DECODE_BYTES).arrays
+        return item, load_views(
+            data,
+            embedder.input_size,
+            detector,
+            max_bytes=TRUSTED_MAX_BYTES,
+            max_pixels=max_pixels,
+            max_decode_bytes=TRUSTED_DECODE_BYTES,
+        ).arrays
 
     def attempt(file: GalleryFile) -> tuple[GalleryItem, np.ndarray | None] | Exception:
         try:
@@ -106,7 +128,7 @@ def _build_gallery_index(
 
     with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hxhbot-index-decode") as pool:
         for start in range(0, len(files), CHUNK):
-            chunk = files[start:start + CHUNK]
+            chunk = files[start : start + CHUNK]
             for done, (file, result) in enumerate(zip(chunk, pool.map(attempt, chunk)), start + 1):
                 if isinstance(result, Exception):
                     summary.skipped.append((str(file.path), str(result)))
@@ -131,7 +153,9 @@ def _build_gallery_index(
     summary.images = sum(item.view == 0 for item in items)
     counts = index.characters()
     summary.characters = len(counts)
-    summary.few = {name: count for name, count in sorted(counts.items(), key=lambda pair: pair[1]) if count < FEW_PICTURES}
+    summary.few = {
+        name: count for name, count in sorted(counts.items(), key=lambda pair: pair[1]) if count < FEW_PICTURES
+    }
     summary.check = check(index) if check else None
     summary.seconds = time.perf_counter() - started
     log.info("indexed %s", summary.describe())

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from hxhbot.detector import DECODE_SIDE, Box, FaceDetector
-from hxhbot.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode_image, to_array
-from hxhbot.preview import numbered_preview
+from hxhbot.engine.detector import DECODE_SIDE, Box, FaceDetector
+from hxhbot.engine.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode_image, to_array
+from hxhbot.engine.preview import numbered_preview
 
 DETAIL = 4  # decode at least this many times the input size a side, so a face a quarter as wide keeps its detail
 
@@ -29,11 +29,23 @@ def picture_views(picture: Image.Image, boxes: list[Box], size: int) -> np.ndarr
     return np.stack([to_array(picture, size)] + [to_array(crop, size) for crop in crops])
 
 
-def load_views(data: bytes, size: int, detector: FaceDetector | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
-               preview: bool = False) -> Views:
+def load_views(
+    data: bytes,
+    size: int,
+    detector: FaceDetector | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    preview: bool = False,
+) -> Views:
     """Decode image bytes, find its faces (none without a detector) and return the model's views of it."""
-    picture = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes,
-                           draft_size=max(DETAIL * size, DECODE_SIDE))
+    picture = decode_image(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_decode_bytes=max_decode_bytes,
+        draft_size=max(DETAIL * size, DECODE_SIDE),
+    )
     boxes = sorted(detector.detect(picture), key=lambda box: box.left) if detector else []
     return Views(picture_views(picture, boxes, size), boxes, numbered_preview(picture, boxes) if preview else None)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ class FeedbackStore:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-feedback")
 
     @classmethod
-    def open(cls, path: str | Path) -> "FeedbackStore":
+    def open(cls, path: str | Path) -> FeedbackStore:
         """Open (creating or migrating) the database at `path`."""
         path = Path(path)
         try:
@@ -115,13 +116,25 @@ class FeedbackStore:
                 "INSERT INTO feedback (created_at, guild_id, channel_id, message_id, user_id, picture_sha256,"
                 " picture_url, answer, score, verdict, correction, review)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (_now(), verdict.guild_id, verdict.channel_id, verdict.message_id, verdict.user_id,
-                 verdict.picture_sha256, verdict.picture_url, verdict.answer, verdict.score,
-                 "right" if verdict.right else "wrong", verdict.correction, review),
+                (
+                    _now(),
+                    verdict.guild_id,
+                    verdict.channel_id,
+                    verdict.message_id,
+                    verdict.user_id,
+                    verdict.picture_sha256,
+                    verdict.picture_url,
+                    verdict.answer,
+                    verdict.score,
+                    "right" if verdict.right else "wrong",
+                    verdict.correction,
+                    review,
+                ),
             ).rowcount
             if inserted and review == "pending" and data is not None:
-                self._db.execute("INSERT OR IGNORE INTO pictures (sha256, data) VALUES (?, ?)",
-                                 (verdict.picture_sha256, data))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO pictures (sha256, data) VALUES (?, ?)", (verdict.picture_sha256, data)
+                )
         return bool(inserted)
 
     def next_pending(self, after: int = 0) -> Correction | None:
@@ -129,7 +142,8 @@ class FeedbackStore:
         row = self._db.execute(
             "SELECT f.id, f.created_at, f.guild_id, f.user_id, f.picture_sha256, f.picture_url, f.answer,"
             " f.correction, p.data FROM feedback f JOIN pictures p ON p.sha256 = f.picture_sha256"
-            " WHERE f.review = 'pending' AND f.id > ? ORDER BY f.id LIMIT 1", (after,),
+            " WHERE f.review = 'pending' AND f.id > ? ORDER BY f.id LIMIT 1",
+            (after,),
         ).fetchone()
         return Correction(*row) if row else None
 
@@ -143,8 +157,13 @@ class FeedbackStore:
             return self._db.execute(
                 "UPDATE feedback SET review = ?, reviewed_by = ?, reviewed_at = ?"
                 " WHERE review = 'pending' AND picture_sha256 = ? AND correction = ?",
-                ("approved" if approved else "rejected", reviewer, _now(), correction.picture_sha256,
-                 correction.correction),
+                (
+                    "approved" if approved else "rejected",
+                    reviewer,
+                    _now(),
+                    correction.picture_sha256,
+                    correction.correction,
+                ),
             ).rowcount
 
     def verdicts(self) -> dict[str, tuple[int, int]]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import discord
 
-from hxhbot.answers import Identification
-from hxhbot.attachments import AttachmentError, ImageSource
-from hxhbot.bot import HxhBot
-from hxhbot.images import ImageError
-from hxhbot.replies import Answer, RevealCandidates, fitted
-from hxhbot.search import BusyError, NotReadyError
-from hxhbot.teach import FeedbackView
+from hxhbot.discord.attachments import AttachmentError, ImageSource
+from hxhbot.discord.bot import HxhBot
+from hxhbot.discord.feedback_ui import FeedbackView
+from hxhbot.discord.replies import Answer, RevealCandidates, fitted
+from hxhbot.engine.identification import Identification
+from hxhbot.engine.images import ImageError
+from hxhbot.engine.search import BusyError, NotReadyError
 from hxhbot.wording import code, counted
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,9 @@ class Taken:
         return fresh
 
 
-async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None,
-                      only_named: bool = False) -> MessageAnswers:
+async def answer_each(
+    bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None, only_named: bool = False
+) -> MessageAnswers:
     """Identify a message's first `MAX_PICTURES` pictures one after another (`only_named`: as watched channels show
     them); a sentence says how many were left."""
     done = MessageAnswers()
@@ -96,8 +97,9 @@ async def answer_each(bot: HxhBot, sources: list[ImageSource], command: str, gui
         reply = bot.render(result, filename=filename, label=label, only_named=only_named)
         done.answered.append(Answered(label, reply, result, source, sha256))
     if left:
-        done.problems.append(f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a "
-                             "message at most.")
+        done.problems.append(
+            f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a message at most."
+        )
     return done
 
 
@@ -116,5 +118,9 @@ def full_reply(bot: HxhBot, done: MessageAnswers, asker_id: int) -> Reply:
         view = RevealCandidates(unnamed, asker_id)
     if view is not None:
         bot.open_views.add(view)
-    return Reply("\n".join(lines) or None, fitted([answered.reply.embed for answered in done.answered]),
-                 [answered.reply.file for answered in done.answered if answered.reply.file], view)
+    return Reply(
+        "\n".join(lines) or None,
+        fitted([answered.reply.embed for answered in done.answered]),
+        [answered.reply.file for answered in done.answered if answered.reply.file],
+        view,
+    )
