@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.synchronize
 import signal
 import sqlite3
 import subprocess
@@ -113,6 +115,31 @@ def test_every_acknowledged_correction_survives_kill_9(tmp_path: Path) -> None:
     assert set(acknowledged) <= stored
     assert all(store.next_pending(after=n) is not None for n in range(0, len(acknowledged), 50))
     store.close()
+
+
+def _open_at_once(path: str, start: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
+    """Open (creating) the database the moment every other process is ready too; report how it went."""
+    start.wait()
+    try:
+        FeedbackStore.open(path).close()
+        results.put("ok")
+    except FeedbackError as error:
+        results.put(str(error))
+
+
+def test_forty_processes_creating_the_database_at_once_all_succeed(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(40), context.Queue()
+    path = str(tmp_path / "feedback.sqlite3")
+    openers = [context.Process(target=_open_at_once, args=(path, start, results)) for _ in range(40)]
+    for opener in openers:
+        opener.start()
+    outcomes = [results.get(timeout=60) for _ in openers]
+    for opener in openers:
+        opener.join(10)
+    assert outcomes == ["ok"] * 40
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_correction_menu_offers_the_closest_characters_first_and_fits_discord() -> None:

@@ -181,16 +181,20 @@ class FeedbackStore:
 
 
 def migrate(db: sqlite3.Connection) -> int:
-    """Bring the schema to the latest version (`PRAGMA user_version`); the version reached."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise FeedbackError(f"it was written by a newer hxhbot (schema {version}, this one knows {len(MIGRATIONS)})")
-    for number, statements in enumerate(MIGRATIONS[version:], version + 1):
+    """Bring the schema to the latest version (`PRAGMA user_version`); the version reached. Each step reads the
+    version inside its own write transaction, so processes opening a new database at once migrate it once."""
+    while True:
         with _transaction(db):
-            for statement in statements:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise FeedbackError(
+                    f"it was written by a newer hxhbot (schema {version}, this one knows {len(MIGRATIONS)})"
+                )
+            if version == len(MIGRATIONS):
+                return version
+            for statement in MIGRATIONS[version]:
                 db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
-    return len(MIGRATIONS)
+            db.execute(f"PRAGMA user_version = {version + 1}")
 
 
 @contextmanager
