@@ -80,6 +80,17 @@ def many_scans_jpeg(scans: int = 2000) -> bytes:
     return data[:end] + data[start:end] * (scans - 1) + data[end:]
 
 
+def as_mpo(jpeg: bytes) -> bytes:
+    """The JPEG disguised as MPO (a multi-picture file): Pillow's 106-byte MPF segment of a 2-frame MPO after SOI."""
+    out = io.BytesIO()
+    frame = Image.new("RGB", (8, 8))
+    frame.save(out, "MPO", save_all=True, append_images=[frame])
+    mpo = out.getvalue()
+    start = mpo.index(b"\xff\xe2")  # APP2, carrying "MPF\0"
+    end = start + 2 + struct.unpack(">H", mpo[start + 2 : start + 4])[0]
+    return jpeg[:2] + mpo[start:end] + jpeg[2:]
+
+
 def huge_metadata_jpeg(icc_megabytes: int = 4) -> bytes:
     """A small JPEG carrying an `icc_megabytes` MB ICC profile (in 64 KB APP2 segments) and a full EXIF block."""
     exif = Image.Exif()
@@ -176,6 +187,7 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("rgb-2000x2000.avif", big_avif(2000), images.TooManyPixelsError),  # 4 MP: up to ~45 MB, over the budget
         ("text-bomb.png", png_text_bomb(), images.TruncatedImageError),
         ("many-scans.jpg", many_scans_jpeg(), images.TooManyScansError),
+        ("many-scans.mpo", as_mpo(many_scans_jpeg()), images.TooManyScansError),
     ]
 
 

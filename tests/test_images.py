@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from hxhbot.engine import images
+from tests import hostile
 from tests.conftest import encode
 from tests.hostile import SMALL_LIMIT, corpus, heavy
 
@@ -153,3 +154,19 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     data = encode(Image.new("RGB", (300, 300), RED), "PNG")
     with pytest.raises(images.TooManyPixelsError, match="300×300"):
         images.load_image(data, 16, max_pixels=10_000)
+
+
+@pytest.mark.parametrize("guard", ["scans", "memory"])
+def test_a_jpeg_disguised_as_mpo_meets_every_jpeg_guard(guard: str) -> None:
+    jpeg, error = {
+        "scans": (hostile.many_scans_jpeg(), images.TooManyScansError),
+        "memory": (hostile.big_jpeg(3000, 3000, progressive=True), images.TooManyPixelsError),  # coefficients: 27 MB
+    }[guard]
+    mpo = hostile.as_mpo(jpeg)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    refusals = []
+    for data in (jpeg, mpo):
+        with pytest.raises(error) as raised:
+            images.decode_image(data, draft_size=100, max_decode_bytes=16 << 20)
+        refusals.append(str(raised.value))
+    assert refusals[0] == refusals[1]

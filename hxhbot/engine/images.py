@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import AvifImagePlugin, Image, UnidentifiedImageError
+from PIL import AvifImagePlugin, Image, JpegImagePlugin, UnidentifiedImageError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP")
 READABLE = "JPEG, PNG, WebP, AVIF, GIF or BMP"  # the formats above, as members read them
@@ -130,7 +130,8 @@ def decode_image(
         raise AspectRatioError(
             f"The image is {width}×{height} pixels; send one at most {MAX_ASPECT_RATIO} times longer than wide."
         )
-    if image.format == "JPEG" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers
+    kind = _kind(image)
+    if kind == "JPEG" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers
         raise TooManyScansError(
             f"The JPEG has more than {MAX_JPEG_SCANS} progressive scans; save it again as an ordinary JPEG."
         )
@@ -145,9 +146,9 @@ def decode_image(
     cost = _decoding_bytes(image, width, height, factor)
     if cost > max_decode_bytes:
         most = max_decode_bytes / (cost / (width * height)) / 1e6
-        other = "" if image.format == "JPEG" else " or a JPEG"
+        other = "" if kind == "JPEG" else " or a JPEG"
         raise TooManyPixelsError(
-            f"The image is {width}×{height} pixels, too many to read from a {image.format}: "
+            f"The image is {width}×{height} pixels, too many to read from a {kind}: "
             f"send one of at most {most:.0f} megapixels{other}."
         )
     try:
@@ -229,13 +230,19 @@ def _open(data: bytes) -> Image.Image:
     raise UnsupportedFormatError(f"{other.format or 'This'} images are not supported; send {READABLE}.")
 
 
+def _kind(image: Image.Image) -> str:
+    """The format `image` is checked as: an MPO (Pillow's name for a JPEG with a multi-picture header) is a JPEG."""
+    return "JPEG" if isinstance(image, JpegImagePlugin.JpegImageFile) else image.format
+
+
 def _decoding_bytes(image: Image.Image, width: int, height: int, factor: int) -> int:
     """Bytes of pixels decoding `image` (drafted, not loaded) and shrinking it by `factor` take at most."""
     decoded = image.width * image.height * PIXEL_BYTES.get(image.mode, 4)
-    if image.format in ("WEBP", "AVIF"):
+    kind = _kind(image)
+    if kind in ("WEBP", "AVIF"):
         decoded *= 4  # libwebp's two canvases, the bytes handed to Pillow, Pillow's copy (measured: ~16 B/pixel);
         # libavif's YUV planes and RGBA frame, Pillow's copy (measured: up to 11 B/pixel, 8-bit 4:4:4)
-    if image.format == "JPEG" and image.info.get("progressive"):  # all DCT coefficients, at full scale
+    if kind == "JPEG" and image.info.get("progressive"):  # all DCT coefficients, at full scale
         layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
         most = max(h * v for _, h, v, _ in layers)
         decoded += width * height * 2 * sum(h * v for _, h, v, _ in layers) // most
