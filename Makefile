@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test index whois bench clean
+.PHONY: run test lint docs index whois bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ run: $(STAMP)  ## start the bot (needs DISCORD_TOKEN in .env)
 
 test: $(STAMP)  ## run the whole test suite (offline)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff (lint and format), and the docs' tables current
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m docs.render --check
+
+docs: $(STAMP)  ## fill the docs' tables from docs/results/*.json
+	$(BIN)/python -m docs.render
 
 index: $(STAMP)  ## build the index from GALLERY_DIR
 	$(BIN)/python -m hxhbot index
