@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 class Settings:
     """The bot's and the engine's configuration."""
 
-    discord_token: str = ""
+    discord_token: str = field(default="", repr=False)  # never in a log line or a traceback
     gallery_dir: Path = Path("data/gallery")
     model_dir: Path = Path("model")
     index_dir: Path = Path("model/index")
@@ -73,7 +75,7 @@ def load_settings(
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
         confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), 0.7),
         unknown_threshold=read("UNKNOWN_THRESHOLD", _ranged(float, 0.0, 1.0), 0.2),
-        discord_api_base=read("DISCORD_API_BASE", _url, DISCORD_API),
+        discord_api_base=read("DISCORD_API_BASE", _api_base, DISCORD_API),
         watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),
         owner_ids=read("OWNER_IDS", _id_set, frozenset()),
         dev_guild_id=read("DEV_GUILD_ID", _snowflake, None),
@@ -164,6 +166,25 @@ def _url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError("expected an http:// or https:// URL")
     return raw.rstrip("/")
+
+
+def _api_base(raw: str) -> str:
+    """Discord's API base: https, or plain http to this machine only (a local test server); the token goes there."""
+    url = _url(raw)
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and not _is_loopback(host):
+        raise ValueError("the bot token is sent there: use https://, or http:// to 127.0.0.1 or localhost only")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _log_level(raw: str) -> str:

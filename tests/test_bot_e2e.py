@@ -690,3 +690,16 @@ async def test_whois_recognises_new_pictures_with_a_pretrained_model(
                 title = _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"]
                 right.append(title == character)
     assert sum(right) >= len(right) - 1, right
+
+
+async def test_debug_logs_hold_no_interaction_token(
+    server: FakeDiscord, bot: HxhBot, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    interaction = await _whois(server, _image(gallery, "Kurapika"))
+    await server.wait_for_followup(interaction.token, timeout=60)
+    ours = [record for record in caplog.records if not record.name.startswith("tests.")]  # not the fake's own log
+    logged = "\n".join(record.getMessage() for record in ours)
+    assert "INTERACTION_CREATE" in logged and f"/interactions/{interaction.id}/" in logged  # discord.py at DEBUG
+    leaks = [line for line in logged.splitlines() if interaction.token in line or server.token in line]
+    assert not leaks, leaks[:3]

@@ -49,6 +49,8 @@ def test_values_are_parsed() -> None:
         ("DEV_GUILD_ID", "-5"),
         ("MAX_IMAGE_BYTES", "1e9x"),
         ("DISCORD_API_BASE", "ftp://x"),
+        ("DISCORD_API_BASE", "http://discord.example.com/api/v10"),
+        ("DISCORD_API_BASE", "http://127.0.0.1.example.com/api"),
         ("CONFIDENCE_THRESHOLD", "2"),
         ("LOG_LEVEL", "loud"),
         ("WORKERS", "0"),
@@ -64,6 +66,25 @@ def test_malformed_setting_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({name: value})
     assert str(raised.value).startswith(f"{name}=") and "\n" not in str(raised.value)
+
+
+def test_the_token_goes_over_https_or_to_this_machine_only() -> None:
+    for base in (
+        "https://discord.example.com/api",
+        "http://127.0.0.1:9/api",
+        "http://127.8.0.1/api",
+        "http://localhost:9/api",
+        "http://[::1]:9/api",
+    ):
+        assert load_settings({"DISCORD_API_BASE": base}).discord_api_base == base
+    with pytest.raises(ConfigError, match="^DISCORD_API_BASE=.*https://"):
+        load_settings({"DISCORD_API_BASE": "http://10.0.0.5/api"})
+
+
+def test_the_token_is_not_in_the_settings_repr() -> None:
+    settings = load_settings({"DISCORD_TOKEN": "MTIz.secret-token.part"})
+    assert settings.discord_token == "MTIz.secret-token.part"
+    assert "secret-token" not in repr(settings) and "secret-token" not in str(settings)
 
 
 def test_first_run_collection() -> None:

@@ -20,6 +20,7 @@ from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord import attachments
 from hxhbot.discord.api import pointed_at
 from hxhbot.discord.attachments import AttachmentError, ImageSource
+from hxhbot.discord.redaction import hide_tokens
 from hxhbot.discord.replies import Answer, answer
 from hxhbot.engine import first_run
 from hxhbot.engine.feedback import FeedbackError, FeedbackStore
@@ -77,6 +78,7 @@ class HxhBot(commands.AutoShardedBot):
             shard_ids=list(settings.shard_ids or ()) or None,
             **options,
         )
+        hide_tokens()  # discord.py's DEBUG lines carry interaction tokens
         self.settings = settings
         self.search = search
         self.feedback: FeedbackStore | None = None
