@@ -1,4 +1,4 @@
-"""training.collect against fake Jikan and Danbooru servers on 127.0.0.1 (no internet)."""
+"""The collector (hxhbot.engine.collect; its CLI training.collect) against fake Jikan and Danbooru on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
-from training.collect import MANIFEST_NAME, Pacing, ProgressLine, Summary, main, parse_args, run, safe_folder_name
-from training.sources import (
+from hxhbot.engine.collect import Pacing, Summary
+from hxhbot.engine.manifest import MANIFEST_NAME, safe_folder_name
+from hxhbot.engine.sources import (
     JIKAN_RATE,
     Rate,
     RateLimiter,
@@ -26,6 +27,7 @@ from training.sources import (
     parse_retry_after,
     tag_display_name,
 )
+from training.collect import ProgressLine, main, parse_args, run
 
 FAST = Pacing(api=Rate(per_second=1000.0, burst=100), downloads=Rate(per_second=1000.0, burst=100), retry_delay=0.01)
 

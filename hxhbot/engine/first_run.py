@@ -6,10 +6,10 @@ import logging
 import time
 
 from hxhbot.config import Settings
+from hxhbot.engine.collect import CollectError, CollectRequest, collect
 from hxhbot.engine.gallery import GalleryError, scan_gallery
 from hxhbot.engine.manifest import ManifestError
 from hxhbot.engine.search import ReindexError, ReindexInProgressError, SearchService
-from training.collect import CollectError, parse_args, run
 
 log = logging.getLogger(__name__)
 MARKER = ".first-run-collection"  # in the gallery folder while the first collection is unfinished
@@ -33,9 +33,11 @@ def needs_collection(settings: Settings) -> bool:
 async def prepare_gallery(settings: Settings, search: SearchService) -> None:
     """Collect the default gallery (resumable), then index it and swap the index in; progress in the log."""
     marker = settings.gallery_dir / MARKER
-    argv = ["--out", str(settings.gallery_dir), "--per-character", str(settings.collect_per_character)]
-    if settings.collect_base_url:
-        argv += ["--base-url", settings.collect_base_url]
+    request = CollectRequest(
+        out=settings.gallery_dir,
+        per_character=settings.collect_per_character,
+        base_url=settings.collect_base_url or None,
+    )
     log.info(
         "first start: collecting the default Hunter × Hunter gallery into %s (resumed if interrupted)",
         settings.gallery_dir,
@@ -43,7 +45,7 @@ async def prepare_gallery(settings: Settings, search: SearchService) -> None:
     try:
         settings.gallery_dir.mkdir(parents=True, exist_ok=True)
         marker.touch()
-        summary = await run(parse_args(argv), progress=_LogProgress())
+        summary = await collect(request, _LogProgress())
     except (CollectError, ManifestError, OSError) as error:
         log.error("collecting the gallery failed: %s; restart the bot to resume", error)
         return
