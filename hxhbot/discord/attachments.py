@@ -14,6 +14,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hxhbot.engine.images import IMAGE_SUFFIXES, READABLE
+from hxhbot.errors import UserError
 from hxhbot.wording import code
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif", "image/bmp"})
@@ -24,8 +25,8 @@ DISCORD_CDN_HOSTS = frozenset(
 )
 
 
-class AttachmentError(ValueError):
-    """An attachment we will not or cannot fetch; `str()` is a sentence for the user."""
+class AttachmentError(UserError):
+    """An attachment we will not or cannot fetch."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ import logging
 import signal
 import time
 import weakref
-from collections.abc import Callable
-from typing import TypeVar
 
 import aiohttp
 import discord
@@ -19,19 +17,18 @@ from discord.ext import commands
 from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.discord import attachments
 from hxhbot.discord.api import pointed_at
-from hxhbot.discord.attachments import AttachmentError, ImageSource
+from hxhbot.discord.attachments import ImageSource
 from hxhbot.discord.redaction import hide_tokens
 from hxhbot.discord.replies import Answer, answer
+from hxhbot.discord.tree import BotTree, send_private
 from hxhbot.engine import first_run
 from hxhbot.engine.feedback import FeedbackError, FeedbackStore
 from hxhbot.engine.identification import Identification
 from hxhbot.engine.model_dir import ModelError, WeightsUnavailableError
-from hxhbot.engine.search import BusyError, NotReadyError, ReindexError, ReindexInProgressError, SearchService
+from hxhbot.engine.search import NotReadyError, SearchService
 from hxhbot.engine.stats import AnswerStats
-from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")  # what owner_only decorates
 COGS = (
     "hxhbot.discord.cogs.whois",
     "hxhbot.discord.cogs.watch",
@@ -43,14 +40,6 @@ SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
 STATUS = "Who is this hunter? /whois"  # the bot's custom status, under its name in the member list
 EXPIRED = "These buttons no longer work (I have restarted, or they were left too long): ask me again."
-
-
-class NotOwnerError(app_commands.CheckFailure):
-    """The user is not the bot's owner."""
-
-
-class ShuttingDownError(app_commands.CheckFailure):
-    """The bot is stopping and takes no new requests."""
 
 
 class CommandSyncError(RuntimeError):
@@ -74,6 +63,7 @@ class HxhBot(commands.AutoShardedBot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # a file name saying @everyone pings no one
             activity=discord.CustomActivity(STATUS),
+            tree_cls=BotTree,
             shard_count=settings.shard_count,
             shard_ids=list(settings.shard_ids or ()) or None,
             **options,
@@ -104,8 +94,6 @@ class HxhBot(commands.AutoShardedBot):
         self.session = attachments.open_session(self.settings.discord_api_base)
         for cog in COGS:
             await self.load_extension(cog)
-        self.tree.on_error = self.on_app_command_error
-        self.tree.interaction_check = self.admit
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild:
             self.tree.copy_global_to(guild=guild)
@@ -153,12 +141,6 @@ class HxhBot(commands.AutoShardedBot):
         if task is not None:
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
-        return True
-
-    async def admit(self, interaction: discord.Interaction) -> bool:
-        """Every app command is a request in flight; none is taken while shutting down."""
-        if not self.take_request():
-            raise ShuttingDownError("shutting down")
         return True
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -235,61 +217,6 @@ class HxhBot(commands.AutoShardedBot):
         return answer(
             result, self.settings.confidence_threshold, self.settings.unknown_threshold, filename, label, only_named
         )
-
-    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        """Every command error ends here: a short private message, and a log line for the unexpected."""
-        cause = getattr(error, "original", error)
-        if isinstance(cause, (AttachmentError, BusyError, NotReadyError, ReindexError, ReindexInProgressError)):
-            text = str(cause)
-        elif isinstance(error, ShuttingDownError):
-            text = "I'm restarting right now; try again in a minute."
-        elif isinstance(error, NotOwnerError):
-            text = "Only the bot's owner can do that."
-        elif isinstance(error, app_commands.CommandOnCooldown):
-            text = slow_down(error.retry_after)
-        elif isinstance(error, app_commands.CheckFailure):
-            text = "You can't use this command here."
-        else:
-            log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=cause)
-            text = "Something went wrong on my side; it has been logged."
-        await send_private(interaction, text)
-
-
-async def send_private(interaction: discord.Interaction, text: str) -> None:
-    """Tell only the user, whether or not the interaction was already deferred publicly."""
-    try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(text, ephemeral=True)
-            return
-        try:
-            await interaction.delete_original_response()  # drop the public "thinking…" placeholder
-        except discord.HTTPException:
-            pass
-        await interaction.followup.send(text, ephemeral=True)
-    except discord.HTTPException as error:
-        log.warning("could not tell %s: %s", interaction.user, error)
-
-
-def owner_only() -> Callable[[T], T]:
-    """App-command check: only the application owner or OWNER_IDS."""
-
-    async def predicate(interaction: discord.Interaction) -> bool:
-        if await interaction.client.is_owner(interaction.user):  # type: ignore[attr-defined]
-            return True
-        raise NotOwnerError("not the owner")
-
-    return app_commands.check(predicate)
-
-
-def cooldown(settings: Settings) -> app_commands.Cooldown | None:
-    """One request per COOLDOWN_SECONDS (none when 0)."""
-    per = settings.cooldown_seconds
-    return app_commands.Cooldown(1, per) if per > 0 else None
-
-
-def member_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:
-    """Per-user cooldown of an app command."""
-    return cooldown(interaction.client.settings)  # type: ignore[attr-defined]
 
 
 async def run(settings: Settings) -> None:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 
 import discord
 
-from hxhbot.discord.attachments import AttachmentError, ImageSource
-from hxhbot.discord.bot import HxhBot, send_private
+from hxhbot.discord.attachments import ImageSource
+from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import RevealCandidates
+from hxhbot.discord.tree import tell_failure
 from hxhbot.engine.feedback import FeedbackStore, Verdict
 from hxhbot.engine.identification import Identification
-from hxhbot.engine.images import ImageError
-from hxhbot.engine.search import BusyError, NotReadyError
+from hxhbot.errors import UserError
 
-log = logging.getLogger(__name__)
 MENU_SIZE = 25  # Discord's limit of options in a select menu
 SOMEONE_ELSE = "someone-else"
 
@@ -60,7 +58,7 @@ class FeedbackView(RevealCandidates):
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.bot.download(self.source)
         if hashlib.sha256(data).hexdigest() != self.sha256:
-            raise AttachmentError("That picture has changed since I answered; ask me about it again.")
+            raise UserError("That picture has changed since I answered; ask me about it again.")
         answer = self.result.best.character
         search = self.bot.search
         ranked = await search.identify(data, top_k=MENU_SIZE)
@@ -109,8 +107,8 @@ class FeedbackView(RevealCandidates):
                 pass
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """A failed button: logged, and the member told privately."""
-        await _failed(interaction, error)
+        """A failed button: the member told privately."""
+        await tell_failure(interaction, error, "a feedback button")
 
 
 class CorrectionView(discord.ui.View):
@@ -145,14 +143,5 @@ class CorrectionView(discord.ui.View):
         await interaction.response.edit_message(content=text, view=None)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """A failed menu: logged, and the member told privately."""
-        await _failed(interaction, error)
-
-
-async def _failed(interaction: discord.Interaction, error: Exception) -> None:
-    """Log a component's failure and tell the member privately."""
-    if isinstance(error, (AttachmentError, ImageError, BusyError, NotReadyError)):
-        await send_private(interaction, str(error))
-        return
-    log.error("a feedback component failed", exc_info=error)
-    await send_private(interaction, "Something went wrong on my side; it has been logged.")
+        """A failed menu: the member told privately."""
+        await tell_failure(interaction, error, "the correction menu")

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import AvifImagePlugin, Image, JpegImagePlugin, UnidentifiedImageError
 
+from hxhbot.errors import UserError
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP")
 READABLE = "JPEG, PNG, WebP, AVIF, GIF or BMP"  # the formats above, as members read them
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp"})  # names we treat as images
@@ -39,8 +41,8 @@ TRANSPOSE = {
 }
 
 
-class ImageError(ValueError):
-    """An image that cannot be used; `str()` is a sentence fit to show a user."""
+class ImageError(UserError, ValueError):
+    """An image that cannot be used."""
 
     reason = "invalid"
 

@@ -22,23 +22,24 @@ from hxhbot.engine.identification import Identification, identify
 from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.engine.manifest import add_to_gallery
+from hxhbot.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class BusyError(RuntimeError):
+class BusyError(UserError):
     """Too many requests are waiting: try again shortly."""
 
 
-class NotReadyError(RuntimeError):
+class NotReadyError(UserError):
     """There is no index to search yet."""
 
 
-class ReindexInProgressError(RuntimeError):
+class ReindexInProgressError(UserError):
     """A rebuild of the index is already running."""
 
 
-class ReindexError(RuntimeError):
+class ReindexError(UserError):
     """A rebuild failed; the previous index is still in use."""
 
 

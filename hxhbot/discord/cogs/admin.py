@@ -10,8 +10,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot.discord.bot import HxhBot, member_cooldown, owner_only
+from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import characters_embed
+from hxhbot.discord.tree import member_cooldown, owner_only
 from hxhbot.engine.search import ReindexInProgressError
 
 log = logging.getLogger(__name__)

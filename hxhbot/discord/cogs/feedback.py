@@ -11,8 +11,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from hxhbot.discord.bot import HxhBot, owner_only, send_private
+from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import percent
+from hxhbot.discord.tree import owner_only, tell_failure
 from hxhbot.engine.feedback import Correction
 from hxhbot.engine.images import IMAGE_SUFFIXES, ImageError
 from hxhbot.wording import counted
@@ -160,13 +161,8 @@ class ReviewView(discord.ui.View):
         await interaction.edit_original_response(content=done, embed=embed, attachments=[file], view=view)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """A failed button: logged, and the owner told privately."""
-        log.error("a /review button failed", exc_info=error)
-        text = "Something went wrong on my side; it has been logged."
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)  # keep the review message
-        else:
-            await send_private(interaction, text)
+        """A failed button: the owner told privately, the review message kept."""
+        await tell_failure(interaction, error, "a /review button")
 
 
 def _character_line(name: str, answers: int, right: int, wrong: int) -> str:

@@ -10,9 +10,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot.discord import attachments
-from hxhbot.discord.attachments import AttachmentError, ImageSource
-from hxhbot.discord.bot import HxhBot, cooldown, member_cooldown
+from hxhbot.discord.attachments import ImageSource
+from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.messages import Reply, Taken, answer_each, full_reply
+from hxhbot.discord.tree import cooldown, member_cooldown
+from hxhbot.errors import UserError
 from hxhbot.wording import slow_down
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class Whois(commands.Cog):
         """Answer for each image of the chosen message, its stickers included."""
         found = attachments.images_in(message) + attachments.stickers_in(message)
         if not found:
-            raise AttachmentError("That message has no image attachment, image embed or sticker I can read.")
+            raise UserError("That message has no image attachment, image embed or sticker I can read.")
         await self.respond(interaction, found, "who-is-this")
 
     async def respond(self, interaction: discord.Interaction, sources: list[ImageSource], command: str) -> None:
@@ -60,7 +62,7 @@ class Whois(commands.Cog):
         await interaction.response.defer(thinking=True, ephemeral=private)
         done = await answer_each(self.bot, sources, command, interaction.guild_id)
         if not done.answered:  # said privately
-            raise AttachmentError("\n".join(done.problems)) if done.problems else done.skipped[0]
+            raise UserError("\n".join(done.problems)) if done.problems else done.skipped[0]
         reply = full_reply(self.bot, done, interaction.user.id)
         sent = await interaction.followup.send(
             content=reply.content or discord.utils.MISSING,
