@@ -18,6 +18,7 @@ OPERATOR_ERRORS = {
     "hxhbot.config.ConfigError",
     "hxhbot.discord.attachments.PrivateAddressError",
     "hxhbot.discord.bot.CommandSyncError",
+    "hxhbot.engine.collect.CollectError",
     "hxhbot.engine.feedback.FeedbackError",
     "hxhbot.engine.gallery.GalleryError",
     "hxhbot.engine.index.GalleryIndexError",
@@ -27,6 +28,7 @@ OPERATOR_ERRORS = {
     "hxhbot.engine.manifest.ManifestError",
     "hxhbot.engine.model_dir.ModelError",
     "hxhbot.engine.model_dir.WeightsUnavailableError",
+    "hxhbot.engine.sources.FetchError",
 }
 
 
