@@ -20,6 +20,8 @@ from hxhbot.engine.search import (
     SearchService,
 )
 
+SOURCE = {"source": "feedback", "url": "https://cdn/p.png"}  # what /review records of an approved picture
+
 
 @pytest.fixture
 def settings(gallery: Path, model_dir: Path, tmp_path: Path) -> Settings:
@@ -152,3 +154,67 @@ async def test_add_to_gallery_saves_the_picture_and_indexes_it_without_a_rebuild
     await reloaded.close()
     await service.add_to_gallery("Kurapika", picture, {"source": "feedback", "url": "https://cdn/p.png"})
     assert len(service.index) == before + 1  # the same picture twice is one gallery image
+
+
+async def test_an_approval_while_another_build_writes_is_refused_and_saves_nothing(
+    service: SearchService, settings: Settings, gallery: Path
+) -> None:
+    from hxhbot.engine.index_lock import LOCK_FILE, IndexBusyError, index_writer
+    from tests.conftest import COLOURS, character_image, encode
+
+    saved = {path.name: path.read_bytes() for path in settings.index_dir.iterdir() if path.name != LOCK_FILE}
+    pictures = sorted(gallery.rglob("*"))
+    with index_writer(settings.index_dir):  # as `python -m hxhbot index` holds it while it builds
+        with pytest.raises(IndexBusyError, match="Another index build is running"):
+            await service.add_to_gallery("Kurapika", encode(character_image(COLOURS["Gon Freecss"], 77)), SOURCE)
+    assert sorted(gallery.rglob("*")) == pictures and len(service.index) == 16
+    assert {path.name: path.read_bytes() for path in settings.index_dir.iterdir() if path.name != LOCK_FILE} == saved
+
+
+async def test_an_approval_after_a_command_line_build_extends_that_build(
+    service: SearchService, settings: Settings, gallery: Path
+) -> None:
+    from hxhbot.engine.index import GalleryIndex
+    from hxhbot.engine.indexing import build_gallery_index
+    from tests.conftest import COLOURS, character_image, encode, write_gallery
+
+    write_gallery(gallery, per_character=2, characters={"Zushi": (250, 120, 0)})
+    build_gallery_index(gallery, service.embedder, settings.index_dir)  # `python -m hxhbot index`, the bot serving
+    await service.add_to_gallery("Kurapika", encode(character_image(COLOURS["Gon Freecss"], 77)), SOURCE)
+    assert service.characters()["Zushi"] == 2 and service.characters()["Kurapika"] == 5
+    assert GalleryIndex.load(settings.index_dir).characters() == service.characters()
+
+
+async def test_approvals_racing_command_line_builds_leave_a_loadable_index(
+    service: SearchService, settings: Settings, gallery: Path
+) -> None:
+    from hxhbot.engine.index import GalleryIndex
+    from hxhbot.engine.index_lock import IndexBusyError
+    from hxhbot.engine.indexing import build_gallery_index
+    from tests.conftest import COLOURS, character_image, encode
+
+    builds, refused = 0, 0
+
+    def command_line() -> None:  # six `python -m hxhbot index` runs, each retried until it gets the lock
+        nonlocal builds, refused
+        while builds < 6:
+            try:
+                build_gallery_index(gallery, service.embedder, settings.index_dir)
+                builds += 1
+            except IndexBusyError:
+                refused += 1
+
+    builder = asyncio.create_task(asyncio.to_thread(command_line))
+    for variant in range(6):  # six approvals, each retried until it gets the lock
+        while True:
+            try:
+                await service.add_to_gallery(
+                    "Kurapika", encode(character_image(COLOURS["Kurapika"], 200 + variant)), SOURCE
+                )
+                break
+            except IndexBusyError:
+                refused += 1
+                await asyncio.sleep(0.01)
+        GalleryIndex.load(settings.index_dir)  # whoever wrote last, the saved index loads
+    await builder
+    assert GalleryIndex.load(settings.index_dir).characters()["Kurapika"] == 4 + 6 == service.characters()["Kurapika"]

@@ -20,6 +20,7 @@ from hxhbot.engine.gallery import GalleryError
 from hxhbot.engine.gallery_check import checker
 from hxhbot.engine.identification import Identification, identify
 from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.engine.index_lock import index_writer
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.engine.manifest import add_to_gallery
 from hxhbot.errors import UserError
@@ -244,27 +245,41 @@ class SearchService:
             return item
 
     def _add(self, character: str, data: bytes, source: dict[str, str]) -> tuple[GalleryIndex, GalleryItem]:
-        """Save, embed and index one picture's views, reusing every other embedding (runs in the build thread)."""
-        path = add_to_gallery(self.settings.gallery_dir, character, data, hashlib.sha256(data).hexdigest(), source)
-        saved = path.read_bytes()
-        item = GalleryItem(character, str(path), hashlib.sha256(saved).hexdigest())
-        if self.index is not None and item in self.index.items:
-            return self.index, item
-        views = load_views(
-            saved,
-            self.embedder.input_size,
-            self.detector,
-            max_bytes=max(len(saved), 1),
-            max_pixels=self.settings.max_image_pixels,
-        )
-        vectors = self.embedder.embed(views.arrays)
-        items = [GalleryItem(character, item.path, item.sha256, view) for view in range(len(vectors))]
-        if self.index is None:
-            index = GalleryIndex.build(vectors, items, self.embedder.fingerprint)
-        else:
-            index = self.index.extended(vectors, items)
-        index.save(self.settings.index_dir)
-        return index, item
+        """Save, embed and index one picture's views, reusing every other embedding, as the index's one writer (runs
+        in the build thread); `IndexBusyError`, nothing saved, while another build (`python -m hxhbot index`) runs."""
+        with index_writer(self.settings.index_dir):
+            base = self._latest_index()
+            path = add_to_gallery(self.settings.gallery_dir, character, data, hashlib.sha256(data).hexdigest(), source)
+            saved = path.read_bytes()
+            item = GalleryItem(character, str(path), hashlib.sha256(saved).hexdigest())
+            if base is not None and item in base.items:
+                return base, item
+            views = load_views(
+                saved,
+                self.embedder.input_size,
+                self.detector,
+                max_bytes=max(len(saved), 1),
+                max_pixels=self.settings.max_image_pixels,
+            )
+            vectors = self.embedder.embed(views.arrays)
+            items = [GalleryItem(character, item.path, item.sha256, view) for view in range(len(vectors))]
+            if base is None:
+                index = GalleryIndex.build(vectors, items, self.embedder.fingerprint)
+            else:
+                index = base.extended(vectors, items)
+            index.save(self.settings.index_dir)
+            return index, item
+
+    def _latest_index(self) -> GalleryIndex | None:
+        """The index to extend: the saved one when another writer has replaced the one served since, else the one
+        served (called holding the writer lock)."""
+        try:
+            saved = GalleryIndex.load(self.settings.index_dir, self.embedder.fingerprint)
+        except GalleryIndexError:
+            return self.index  # none saved, or unusable: what is served becomes the saved index
+        if self.index is not None and saved.meta["ann_file"] == self.index.meta.get("ann_file"):
+            return self.index
+        return saved
 
     def _build(self, progress: Progress) -> tuple[GalleryIndex, BuildSummary]:
         """Build and save a new index (runs in the build thread)."""
