@@ -9,6 +9,7 @@ import pytest
 
 from hxhbot.discord.bot import EXPIRED, HxhBot
 from hxhbot.engine.gallery import MAX_NAME
+from hxhbot.engine.index_lock import index_writer
 from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord, FakeInteraction
 from tests.test_bot_e2e import WEBHOOK_MESSAGE, _replied_to, _settings, _whois, bot, running, server  # noqa: F401 (fixtures)
@@ -29,6 +30,22 @@ async def _answer(server: FakeDiscord, picture: bytes) -> tuple[FakeInteraction,
     interaction = await _whois(server, picture)
     followup = await server.wait_for_followup(interaction.token, timeout=20)
     return interaction, followup.json["embeds"][0], server.messages[max(interaction.message_ids)]
+
+
+async def _correct(server: FakeDiscord, picture: bytes, label: str | None) -> str:
+    """Ask /whois about `picture`, press Wrong and pick `label` (None: the first other character); the thanks."""
+    _, embed, message = await _answer(server, picture)
+    wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
+    menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
+    options = {option["label"]: option["value"] for option in menu["options"]}
+    label = label or next(name for name in sorted(options) if name != "Someone else")
+    pick = await server.send_component(
+        menu["custom_id"],
+        server.messages[wrong.original_message_id],
+        component_type=SELECT,
+        values=[options[label]],
+    )
+    return (await server.wait_for_callback(pick.token)).json["data"]["content"]
 
 
 async def test_wrong_correction_review_approve_then_answered_right(
@@ -208,25 +225,11 @@ async def test_help_and_one_log_line_per_answer(
 async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
     server: FakeDiscord, bot: HxhBot, gallery: Path
 ) -> None:
-    async def correct(picture: bytes, label: str | None) -> str:
-        _, embed, message = await _answer(server, picture)
-        wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
-        menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
-        options = {option["label"]: option["value"] for option in menu["options"]}
-        label = label or next(name for name in sorted(options) if name != "Someone else")
-        pick = await server.send_component(
-            menu["custom_id"],
-            server.messages[wrong.original_message_id],
-            component_type=SELECT,
-            values=[options[label]],
-        )
-        return (await server.wait_for_callback(pick.token)).json["data"]["content"]
-
-    assert "don't know that character" in await correct(encode(character_image((9, 9, 9), 1)), "Someone else")
+    assert "don't know that character" in await _correct(server, encode(character_image((9, 9, 9), 1)), "Someone else")
     review = await server.send_slash_command("review", user_id=server.owner_id)
     assert "No corrections" in (await server.wait_for_callback(review.token)).json["data"]["content"]
 
-    await correct(encode(character_image(COLOURS["Kurapika"], 50)), None)
+    await _correct(server, encode(character_image(COLOURS["Kurapika"], 50)), None)
     review = await server.send_slash_command("review", user_id=server.owner_id)
     page = (await server.wait_for_callback(review.token)).json["data"]
     click = await server.send_component(
@@ -278,3 +281,24 @@ async def test_wrong_fetches_the_picture_again_and_refuses_a_changed_one(
     wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
     told = (await server.wait_for_followup(wrong.token, timeout=20)).json
     assert told["flags"] & EPHEMERAL and "has changed since I answered" in told["content"]
+
+
+async def test_review_buttons_answer_owners_only_and_wait_for_another_index_build(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    await _correct(server, encode(character_image(COLOURS["Kurapika"], 51)), None)
+    review = await server.send_slash_command("review", user_id=server.owner_id)
+    page = (await server.wait_for_callback(review.token)).json["data"]
+    buttons, message = _components(page), server.messages[review.original_message_id]
+    for label in ("Approve", "Reject"):  # a member who is not an owner clicks
+        click = await server.send_component(buttons[label]["custom_id"], message)
+        told = (await server.wait_for_callback(click.token)).json["data"]
+        assert told["flags"] & EPHEMERAL and told["content"] == "Only the bot's owner can do that."
+    assert [review for *_, review in bot.feedback.corrections()] == ["pending"]
+
+    with index_writer(bot.settings.index_dir):  # `python -m hxhbot index` is building
+        click = await server.send_component(buttons["Approve"]["custom_id"], message, user_id=server.owner_id)
+        told = (await server.wait_for_followup(click.token, timeout=20)).json
+    assert told["flags"] & EPHEMERAL and "Another index build is running" in told["content"]
+    assert [review for *_, review in bot.feedback.corrections()] == ["pending"] and len(bot.search.index) == 16
+    assert not (gallery / "manifest.json").exists()

@@ -13,9 +13,10 @@ from discord.ext import commands
 
 from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import percent
-from hxhbot.discord.tree import owner_only, tell_failure
+from hxhbot.discord.tree import NotOwnerError, owner_only, tell_failure
 from hxhbot.engine.feedback import Correction
 from hxhbot.engine.images import IMAGE_SUFFIXES, ImageError
+from hxhbot.engine.index import GalleryIndexError
 from hxhbot.wording import counted
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,12 @@ class ReviewView(discord.ui.View):
         self.cog = cog
         self.correction = correction
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Only an owner approves or rejects; anyone else who clicks is told so, privately (`on_error`)."""
+        if await self.cog.bot.is_owner(interaction.user):
+            return True
+        raise NotOwnerError()
+
     @discord.ui.button(label="Approve", style=discord.ButtonStyle.success, emoji="✅")
     async def approve(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Add the picture to the gallery and the live index, then show the next correction."""
@@ -129,7 +136,7 @@ class ReviewView(discord.ui.View):
         }
         try:
             await self.cog.bot.search.add_to_gallery(correction.correction, correction.data, source)
-        except (ImageError, OSError, ValueError) as error:
+        except (ImageError, GalleryIndexError, OSError, ValueError) as error:  # another index build running, say
             log.error("could not add correction %d to the gallery: %s", correction.id, error)
             await interaction.followup.send(f"I couldn't add that picture to the gallery: {error}", ephemeral=True)
             return
