@@ -104,6 +104,7 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
                 detector,
                 max_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
+                max_decode_bytes=settings.decode_memory_bytes,
             )
         except (OSError, ImageError) as error:
             failed += 1

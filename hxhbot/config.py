@@ -33,8 +33,10 @@ class Settings:
     collect_base_url: str | None = None
     collect_per_character: int = 25
     top_k: int = 5
-    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    decode_memory_bytes: int = 256 * 1024 * 1024
+    decode_wait_seconds: float = 10.0
     confidence_threshold: float = 0.7
     unknown_threshold: float = 0.2
     discord_api_base: str = DISCORD_API
@@ -71,8 +73,10 @@ def load_settings(
         collect_base_url=read("COLLECT_BASE_URL", _url, None),
         collect_per_character=read("COLLECT_PER_CHARACTER", _ranged(int, 1, 1000), 25),
         top_k=read("TOP_K", _ranged(int, 1, 25), 5),
-        max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 8 * 1024 * 1024),
+        max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 10 * 1024 * 1024),
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
+        decode_memory_bytes=read("DECODE_MEMORY_BYTES", _ranged(int, 16 << 20, 1 << 40), 256 * 1024 * 1024),
+        decode_wait_seconds=read("DECODE_WAIT_SECONDS", _ranged(float, 0.0, 600.0), 10.0),
         confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), 0.7),
         unknown_threshold=read("UNKNOWN_THRESHOLD", _ranged(float, 0.0, 1.0), 0.2),
         discord_api_base=read("DISCORD_API_BASE", _api_base, DISCORD_API),

@@ -1,7 +1,8 @@
-"""Peak memory one decoding adds: python -m tests.decode_peak [--size 224] FILE... (one JSON line per file).
+"""Peak memory one picture takes on the bot's path: python -m tests.decode_peak [--size 224] FILE... (a JSON line each).
 
-Each file is decoded by `load_image` in a forked child whose peak resident memory is first reset to its
-current size (Linux: /proc/self/clear_refs), so `peak_mb` is what that decoding alone added above idle.
+Each file goes through `load_views` (decoding, faces, crops, preview) at the bot's default limits, in a forked child
+whose peak resident memory is first reset to its current size (Linux: /proc/self/clear_refs): `peak_mb` is what
+that picture alone added above idle, `reserved_mb` what its decoding held of the memory budget, `seconds` its time.
 """
 
 from __future__ import annotations
@@ -10,14 +11,36 @@ import argparse
 import json
 import os
 import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from hxhbot.engine.images import ImageError, load_image
+from hxhbot.engine.crops import load_views
+from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.images import DEFAULT_MAX_DECODE_BYTES, ImageError
+from hxhbot.engine.memory_budget import MemoryBudget
 from tests.conftest import character_image, encode
 
 
-def peak_above_idle(data: bytes, size: int) -> tuple[str, float]:
-    """Decode `data` in a child process: ('accepted' or the ImageError's class name, MB added to its peak RSS)."""
+class RecordingBudget(MemoryBudget):
+    """The bot's default memory budget, remembering the most it held."""
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_MAX_DECODE_BYTES, 0.0)
+        self.most = 0
+
+    @contextmanager
+    def reserve(self, size: int) -> Iterator[None]:
+        """Reserve as the budget does, and remember the bytes held."""
+        with super().reserve(size):
+            self.most = max(self.most, self.held)
+            yield
+
+
+def peak_above_idle(data: bytes, size: int, detector: FaceDetector) -> dict[str, object]:
+    """Take `data` to its views in a child process: its outcome ('accepted' or the ImageError's class name), the MB
+    it added to the child's peak RSS, the MB its decoding reserved and the seconds it took."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: reset the peak, decode, report, and leave without cleanup
@@ -26,34 +49,37 @@ def peak_above_idle(data: bytes, size: int) -> tuple[str, float]:
             with open("/proc/self/clear_refs", "w") as clear:
                 clear.write("5")
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            budget = RecordingBudget()
+            started = time.perf_counter()
             try:
-                load_image(data, size)
+                load_views(data, size, detector, budget=budget, preview=True)
                 outcome = "accepted"
             except ImageError as error:
                 outcome = type(error).__name__
+            seconds = time.perf_counter() - started
             grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-            os.write(write, json.dumps([outcome, grown]).encode())
+            report = {"outcome": outcome, "peak_mb": round(grown, 1), "reserved_mb": round(budget.most / 2**20, 1)}
+            os.write(write, json.dumps({**report, "seconds": round(seconds, 3)}).encode())
         finally:
             os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
         report = pipe.read()
     os.waitpid(pid, 0)
-    outcome, grown = json.loads(report)
-    return outcome, grown
+    return json.loads(report)
 
 
 def main() -> None:
-    """Print each file's outcome and peak memory above idle."""
+    """Print each file's outcome, peak memory above idle, reserved memory and time."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--size", type=int, default=224, help="model input side to decode for")
     args = parser.parse_args()
+    detector = FaceDetector()
     for fmt in ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP"):  # first use loads each decoder: not the decoding's cost
-        load_image(encode(character_image((200, 40, 40), 0), fmt), args.size)
+        load_views(encode(character_image((200, 40, 40), 0, size=700), fmt), args.size, detector, preview=True)
     for path in args.files:
-        outcome, grown = peak_above_idle(path.read_bytes(), args.size)
-        print(json.dumps({"file": path.name, "outcome": outcome, "peak_mb": round(grown, 1)}), flush=True)
+        print(json.dumps({"file": path.name, **peak_above_idle(path.read_bytes(), args.size, detector)}), flush=True)
 
 
 if __name__ == "__main__":

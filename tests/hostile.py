@@ -10,6 +10,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 from PIL import Image
 
 from hxhbot.engine import images
@@ -119,10 +120,39 @@ def big_jpeg(width: int, height: int, progressive: bool = False) -> bytes:
     return out.getvalue()
 
 
-def big_webp(side: int) -> bytes:
-    """A `side`×`side` lossy WebP (a grey gradient)."""
+def big_webp(width: int, height: int, alpha: bool = False) -> bytes:
+    """A `width`×`height` lossy WebP: a grey gradient under a little noise, like a photo; with `alpha`, see-through."""
+    noise = Image.effect_noise((width // 4, height // 4), 60).resize((width, height), Image.Resampling.NEAREST)
+    picture = Image.blend(Image.linear_gradient("L").resize((width, height)), noise, 0.2)
+    picture = picture.convert("RGBA" if alpha else "RGB")
+    if alpha:
+        picture.putalpha(Image.linear_gradient("L").resize((width, height)))
     out = io.BytesIO()
-    Image.linear_gradient("L").resize((side, side)).convert("RGB").save(out, "WEBP", quality=50)
+    picture.save(out, "WEBP", quality=50, method=0)
+    return out.getvalue()
+
+
+def flat(fmt: str, width: int, height: int) -> bytes:
+    """A `width`×`height` picture of one colour in `fmt` (a few hundred bytes: WebP lossless, AVIF)."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 60, 90)).save(out, fmt, lossless=True, quality=10, speed=10, method=0)
+    return out.getvalue()
+
+
+def screenshot_png(width: int, height: int, noisy_rows: int) -> bytes:
+    """A `width`×`height` RGB PNG whose first `noisy_rows` rows are noise (incompressible) and the rest flat."""
+    pixels = np.full((height, width, 3), 40, np.uint8)
+    pixels[:noisy_rows] = np.random.default_rng(0).integers(0, 256, (noisy_rows, width, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def stereo_mpo(width: int, height: int) -> bytes:
+    """A camera's two-frame MPO (baseline JPEG frames, left and right), `width`×`height` each."""
+    left = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    out = io.BytesIO()
+    left.save(out, "MPO", save_all=True, append_images=[left.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     return out.getvalue()
 
 
@@ -182,12 +212,12 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("wide-30000x600.png", png_of(30_000, 600), images.AspectRatioError),
         ("wide-40000x1000.png", png_of(40_000, 1000), images.AspectRatioError),
         ("tall-1x40000.png", png_of(1, 40_000), images.AspectRatioError),
-        ("rgb-6000x5000.png", png_of(6000, 5000), images.TooManyPixelsError),  # 30 MP: too many to read as RGB
-        ("rgb-2400x2400.webp", big_webp(2400), images.TooManyPixelsError),  # 5.8 MP would take ~90 MB
-        ("rgb-2000x2000.avif", big_avif(2000), images.TooManyPixelsError),  # 4 MP: up to ~45 MB, over the budget
+        ("flat-5000x4000.webp", flat("WEBP", 5000, 4000), images.TooManyPixelsError),  # 20 MP: 320 MB to decode
+        ("flat-5000x4000.avif", flat("AVIF", 5000, 4000), images.TooManyPixelsError),
         ("text-bomb.png", png_text_bomb(), images.TruncatedImageError),
         ("many-scans.jpg", many_scans_jpeg(), images.TooManyScansError),
         ("many-scans.mpo", as_mpo(many_scans_jpeg()), images.TooManyScansError),
+        ("truncated.mpo", as_mpo(jpeg)[: len(jpeg) // 2], images.TruncatedImageError),
     ]
 
 
@@ -204,6 +234,14 @@ def heavy() -> list[tuple[str, bytes]]:
         ("grey-6000x6000.png", png_of(6000, 6000, colour_type=0)),
         ("palette-6000x6000.png", png_of(6000, 6000, colour_type=3)),
         ("wide-20to1-12000x600.png", png_of(12_000, 600)),
-        ("rgb-1700x1700.webp", big_webp(1700)),
+        ("rgb-1700x1700.webp", big_webp(1700, 1700)),
         ("noise-444-1700x1700.avif", big_avif(1700, noise=True)),
+        ("rgb-2000x2000.avif", big_avif(2000)),
+        ("photo-2048x1536.webp", big_webp(2048, 1536)),
+        ("rgba-2400x2400.webp", big_webp(2400, 2400, alpha=True)),
+        ("phone-12mp-4000x3000.webp", big_webp(4000, 3000)),
+        ("rgb-6000x5000.png", png_of(6000, 5000)),
+        ("screenshot-4k-3840x2160.png", screenshot_png(3840, 2160, 860)),  # 9.5 MB: over the old 8 MB limit
+        ("stereo-2x-3000x2000.mpo", stereo_mpo(3000, 2000)),
+        ("progressive-6000x6000.mpo", as_mpo(big_jpeg(6000, 6000, progressive=True))),
     ]

@@ -30,6 +30,8 @@ def test_values_are_parsed() -> None:
             "LOG_LEVEL": "debug",
             "GALLERY_DIR": "g",
             "USER_INSTALL": "1",
+            "DECODE_MEMORY_BYTES": str(64 << 20),
+            "DECODE_WAIT_SECONDS": "2.5",
         },
         require_token=True,
     )
@@ -38,6 +40,7 @@ def test_values_are_parsed() -> None:
     assert settings.discord_api_base == "http://127.0.0.1:9/api/v10" and settings.log_level == "DEBUG"
     assert settings.confidence_threshold == 0.25 and settings.gallery_dir == Path("g")
     assert settings.user_install and not load_settings({}).user_install
+    assert settings.decode_memory_bytes == 64 << 20 and settings.decode_wait_seconds == 2.5
 
 
 @pytest.mark.parametrize(
@@ -60,6 +63,8 @@ def test_values_are_parsed() -> None:
         ("COLLECT_ON_START", "maybe"),
         ("COLLECT_BASE_URL", "api.jikan.moe"),
         ("USER_INSTALL", "yes please"),
+        ("DECODE_MEMORY_BYTES", "1000"),
+        ("DECODE_WAIT_SECONDS", "-1"),
     ],
 )
 def test_malformed_setting_is_named(name: str, value: str) -> None:

@@ -84,6 +84,16 @@ async def test_busy_when_queue_is_full(settings: Settings, gallery: Path) -> Non
     await service.close()
 
 
+async def test_busy_when_decoding_memory_stays_taken(settings: Settings, gallery: Path) -> None:
+    service = SearchService.open(dataclasses.replace(settings, decode_wait_seconds=0.0))
+    data = (gallery / "Kurapika" / "01.jpg").read_bytes()
+    with service.budget.reserve(settings.decode_memory_bytes):  # other pictures hold all the decoding memory
+        with pytest.raises(BusyError, match="^The bot is busy reading other pictures right now"):
+            await service.identify(data)
+    assert (await service.identify(data)).best.character == "Kurapika"
+    await service.close()
+
+
 async def test_not_ready_without_gallery(settings: Settings, tmp_path: Path) -> None:
     service = SearchService.open(dataclasses.replace(settings, gallery_dir=tmp_path / "none"))
     with pytest.raises(NotReadyError, match="/reindex"):

@@ -9,6 +9,7 @@ from PIL import Image
 
 from hxhbot.engine.detector import DECODE_SIDE, Box, FaceDetector
 from hxhbot.engine.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode_image, to_array
+from hxhbot.engine.memory_budget import MemoryBudget
 from hxhbot.engine.preview import numbered_preview
 
 DETAIL = 4  # decode at least this many times the input size a side, so a face a quarter as wide keeps its detail
@@ -37,14 +38,17 @@ def load_views(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    budget: MemoryBudget | None = None,
     preview: bool = False,
 ) -> Views:
-    """Decode image bytes, find its faces (none without a detector) and return the model's views of it."""
+    """Decode image bytes (within `budget`, when given), find its faces (none without a detector) and return the
+    model's views of it."""
     picture = decode_image(
         data,
         max_bytes=max_bytes,
         max_pixels=max_pixels,
         max_decode_bytes=max_decode_bytes,
+        budget=budget,
         draft_size=max(DETAIL * size, DECODE_SIDE),
     )
     boxes = sorted(detector.detect(picture), key=lambda box: box.left) if detector else []

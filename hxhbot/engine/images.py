@@ -6,20 +6,22 @@ import io
 import os
 import stat
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 from PIL import AvifImagePlugin, Image, JpegImagePlugin, UnidentifiedImageError
 
+from hxhbot.engine.memory_budget import MemoryBudget
 from hxhbot.errors import UserError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP")
 READABLE = "JPEG, PNG, WebP, AVIF, GIF or BMP"  # the formats above, as members read them
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp"})  # names we treat as images
-DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # Discord's upload limit for everyone
 DEFAULT_MAX_PIXELS = 40_000_000
 TRUSTED_MAX_BYTES = 256 * 1024 * 1024  # one file of the owner's gallery or of a data set
-DEFAULT_MAX_DECODE_BYTES = 48 * 1024 * 1024  # pixel memory one decoding may take: ≤ 64 MB peak (tests/test_images.py)
+DEFAULT_MAX_DECODE_BYTES = 256 * 1024 * 1024  # pixel memory one member's picture may take: all the bot's budget
 TRUSTED_DECODE_BYTES = 512 * 1024 * 1024  # the owner's gallery and data sets: 4K pictures a stranger may not send
 MAX_ASPECT_RATIO = 20  # longer side / shorter side: beyond, the picture is a sliver once letterboxed
 MAX_JPEG_SCANS = 100  # a progressive JPEG re-reads its whole picture per scan: ~10 scans is usual
@@ -108,6 +110,7 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_size: int = 0,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    budget: MemoryBudget | None = None,
 ) -> Image.Image:
     """Decode image bytes into an upright RGB picture, or raise an `ImageError`.
 
@@ -115,6 +118,8 @@ def decode_image(
 
     Memory stays within `max_decode_bytes`: JPEGs decode at a reduced scale, other formats are shrunk
     band by band right after decoding, and pictures that would need more are refused before decoding.
+    With a `budget` shared by the pictures in flight, the decoding first waits for its bytes there
+    (`BusyError` when that would take longer than the budget's wait).
     """
     if not data:
         raise EmptyImageError("The file is empty (0 bytes).")
@@ -146,20 +151,22 @@ def decode_image(
         raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
     factor = max(1, max(image.size) // draft_size) if draft_size else 1
     cost = _decoding_bytes(image, width, height, factor)
-    if cost > max_decode_bytes:
-        most = max_decode_bytes / (cost / (width * height)) / 1e6
+    limit = min(max_decode_bytes, budget.total) if budget else max_decode_bytes
+    if cost > limit:
+        most = limit / (cost / (width * height)) / 1e6
         other = "" if kind == "JPEG" else " or a JPEG"
         raise TooManyPixelsError(
             f"The image is {width}×{height} pixels, too many to read from a {kind}: "
             f"send one of at most {most:.0f} megapixels{other}."
         )
-    try:
-        image.load()
-        orientation = image.getexif().get(ORIENTATION, 1)
-        image = _shrink_to_rgb(image, factor)
-    except Exception as error:  # every decoder failure past the header means damaged data
-        raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
-    return image.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else image
+    with budget.reserve(cost) if budget else nullcontext():
+        try:
+            image.load()
+            orientation = image.getexif().get(ORIENTATION, 1)
+            image = _shrink_to_rgb(image, factor)
+        except Exception as error:  # every decoder failure past the header means damaged data
+            raise TruncatedImageError("The image is damaged or cut short and cannot be read.") from error
+        return image.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else image
 
 
 def load_image(

@@ -23,13 +23,10 @@ from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem
 from hxhbot.engine.index_lock import index_writer
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.engine.manifest import add_to_gallery
+from hxhbot.engine.memory_budget import BusyError, MemoryBudget
 from hxhbot.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-class BusyError(UserError):
-    """Too many requests are waiting: try again shortly."""
 
 
 class NotReadyError(UserError):
@@ -73,6 +70,7 @@ class SearchService:
         self.calibration = calibration or Calibration.load(settings.model_dir)
         self.index = index
         self.settings = settings
+        self.budget = MemoryBudget(settings.decode_memory_bytes, settings.decode_wait_seconds)  # decoding memory
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="hxhbot-decode")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-model")  # never queues behind decoding
         self._build_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-index")
@@ -174,6 +172,8 @@ class SearchService:
             self.detector,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
+            max_decode_bytes=self.settings.decode_memory_bytes,
+            budget=self.budget,
             preview=True,
         )
 
