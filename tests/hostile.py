@@ -243,5 +243,6 @@ def heavy() -> list[tuple[str, bytes]]:
         ("rgb-6000x5000.png", png_of(6000, 5000)),
         ("screenshot-4k-3840x2160.png", screenshot_png(3840, 2160, 860)),  # 9.5 MB: over the old 8 MB limit
         ("stereo-2x-3000x2000.mpo", stereo_mpo(3000, 2000)),
+        ("rgb-1800x1800.bmp", _encoded("BMP", size=(1800, 1800))),  # 9.7 MB: uncompressed, near the byte limit
         ("progressive-6000x6000.mpo", as_mpo(big_jpeg(6000, 6000, progressive=True))),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,17 +129,21 @@ def test_draft_size_shrinks_to_the_longer_side(fmt: str) -> None:
     assert np.allclose(decoded.getpixel((100, 30)), RED, atol=12)
 
 
-def test_corpus_is_large_and_varied() -> None:
-    files = corpus()
-    assert len(files) >= 20
-    assert {expected for _, _, expected in files} >= {
-        images.EmptyImageError,
-        images.NotAnImageError,
-        images.TruncatedImageError,
-        images.TooManyPixelsError,
-        images.ImageTooLargeError,
-        images.UnsupportedFormatError,
-    }
+def test_the_corpus_reaches_every_refusal_and_format_and_each_file_is_what_its_name_says() -> None:
+    assert len(corpus()) + len(heavy()) >= 50
+    assert {kind for _, _, kind in corpus()} == set(images.ImageError.__subclasses__()) - {images.NotAFileError}
+    assert {Image.open(io.BytesIO(data)).format for _, data in heavy()} == set(images.SUPPORTED_FORMATS) | {"MPO"}
+    damaged = {name.split(".")[1] for name, _, _ in corpus() if name.startswith("truncated.")}
+    assert damaged == {"jpg", "mpo", "png", "webp", "avif", "gif", "bmp"}
+    files = [(name, data) for name, data, _ in corpus()] + heavy()
+    for name, data in files:
+        declared = re.search(r"(\d+)x(\d+)\.", name)
+        if declared:
+            assert Image.open(io.BytesIO(data)).size == tuple(map(int, declared.groups())), name
+        if name.startswith("many-scans."):
+            assert data.count(b"\xff\xda") > 10 * images.MAX_JPEG_SCANS, name
+        if name.endswith(".mpo"):
+            assert data[:2] == b"\xff\xd8" and b"MPF\x00" in data[:200], name
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP"])
