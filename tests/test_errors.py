@@ -64,7 +64,7 @@ def test_every_error_a_member_can_meet_derives_from_user_error() -> None:
     for name in (
         "hxhbot.discord.attachments.AttachmentError",
         "hxhbot.engine.images.TruncatedImageError",
-        "hxhbot.engine.search.BusyError",
+        "hxhbot.engine.memory_budget.BusyError",
         "hxhbot.engine.search.ReindexAbandonedError",
     ):
         assert issubclass(classes[name], UserError), name
