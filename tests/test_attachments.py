@@ -13,11 +13,11 @@ from hxhbot.discord.attachments import (
     DISCORD_CDN_HOSTS,
     AttachmentError,
     ImageSource,
-    PublicResolver,
     check,
     download,
     download_hosts,
 )
+from hxhbot.engine.public_net import PublicResolver
 
 pytestmark = pytest.mark.timeout(60)
 PICTURE = b"\x89PNG\r\n\x1a\n" + b"\x00" * 1000

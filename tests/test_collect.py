@@ -63,6 +63,7 @@ class FakeServer:
         app.router.add_get("/v4/characters/{mal_id}/pictures", self.jikan_pictures)
         app.router.add_get("/posts.json", self.danbooru_posts)
         app.router.add_get("/img/{name}", self.image)
+        app.router.add_get("/moved", self.moved)
         return app
 
     def url(self, path: str) -> str:
@@ -121,7 +122,8 @@ class FakeServer:
     async def jikan_pictures(self, request: web.Request) -> web.Response:
         """GET /characters/{id}/pictures."""
         names = self.pictures.get(request.match_info["mal_id"], [])
-        return web.json_response({"data": [{"jpg": {"image_url": self.url(f"/img/{name}")}} for name in names]})
+        urls = [name if "://" in name else self.url(f"/img/{name}") for name in names]  # a full URL: as it is
+        return web.json_response({"data": [{"jpg": {"image_url": url}} for url in urls]})
 
     async def danbooru_posts(self, request: web.Request) -> web.Response:
         """GET /posts.json?tags=<tag> rating:general&limit=&page=."""
@@ -129,6 +131,10 @@ class FakeServer:
         assert rating == "rating:general"
         limit, page = int(request.query["limit"]), int(request.query["page"])
         return web.json_response(self.posts.get(tag, [])[(page - 1) * limit : page * limit])
+
+    async def moved(self, request: web.Request) -> web.Response:
+        """GET /moved?to=<url>: a 302 there."""
+        raise web.HTTPFound(request.query["to"])
 
     async def image(self, request: web.Request) -> web.Response:
         """GET /img/{name}."""
@@ -463,3 +469,36 @@ async def test_command_line_prints_a_summary(fake: FakeServer, tmp_path: Path, c
     out = capsys.readouterr().out
     assert "Collected from jikan: 1 characters" in out and "Saved 1 new images" in out
     assert gallery_files(tmp_path) == {"Gon Freecss": 1}
+
+
+async def test_pictures_come_only_from_the_sources_hosts_redirects_included(fake: FakeServer, tmp_path: Path) -> None:
+    elsewhere = fake.base.replace("127.0.0.1", "localhost")  # the same server under a name that is not the API's
+    fake.add_character(30, "Freecss, Gon", "Main", {"gon0.jpg": picture(0), "gon1.jpg": picture(1)})
+    fake.images["far.jpg"] = fake.images["near.jpg"] = (picture(2), "image/jpeg")
+    fake.pictures["30"] += [
+        f"{elsewhere}/img/far.jpg",  # listed on another host
+        fake.url(f"/moved?to={elsewhere}/img/far.jpg"),  # the API's host redirecting to another host
+        fake.url(f"/moved?to={fake.url('/img/near.jpg')}"),  # ... and to itself: followed
+    ]
+    summary = await collect(fake, tmp_path / "g", "--characters", "Gon Freecss", "--per-character", "5")
+    assert fake.served == Counter({"gon0.jpg": 1, "gon1.jpg": 1, "near.jpg": 1})  # far.jpg never fetched
+    assert summary.saved == 3 and [why for _, why in summary.failed] == [
+        "localhost is not a host pictures are collected from",
+        "redirected to localhost, which is not a host pictures are collected from",
+    ]
+
+
+async def test_a_source_host_resolving_to_a_private_address_is_refused_at_once(fake: FakeServer) -> None:
+    import aiohttp
+
+    from hxhbot.engine.public_net import PublicResolver
+    from hxhbot.engine.sources import FetchError, HttpClient, RetryPolicy
+    from tests.test_attachments import StubResolver
+
+    url = fake.url("/img/x.jpg").replace("127.0.0.1", "cdn.myanimelist.net")  # resolved to this server: private
+    connector = aiohttp.TCPConnector(resolver=PublicResolver(inner=StubResolver("127.0.0.1")))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        http = HttpClient(session, RetryPolicy(max_retries=3, base_delay=0.01), 5, frozenset({"cdn.myanimelist.net"}))
+        with pytest.raises(FetchError, match="^cdn.myanimelist.net resolves to no public address$"):
+            await http.get_bytes(url, RateLimiter(Rate(1000.0, 100)), max_bytes=1 << 20)
+    assert not fake.hits  # neither connected nor retried

@@ -16,7 +16,6 @@ from hxhbot.errors import UserError
 # Errors that stop a start or a command line, read in a log or a terminal by whoever runs the bot; never a member.
 OPERATOR_ERRORS = {
     "hxhbot.config.ConfigError",
-    "hxhbot.discord.attachments.PrivateAddressError",
     "hxhbot.discord.bot.CommandSyncError",
     "hxhbot.engine.collect.CollectError",
     "hxhbot.engine.feedback.FeedbackError",
@@ -28,6 +27,7 @@ OPERATOR_ERRORS = {
     "hxhbot.engine.manifest.ManifestError",
     "hxhbot.engine.model_dir.ModelError",
     "hxhbot.engine.model_dir.WeightsUnavailableError",
+    "hxhbot.engine.public_net.PrivateAddressError",
     "hxhbot.engine.sources.FetchError",
 }
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import aiohttp
 import discord
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hxhbot.engine.images import IMAGE_SUFFIXES, READABLE
+from hxhbot.engine.public_net import PrivateAddressError, public_session
 from hxhbot.errors import UserError
 from hxhbot.wording import code
 
@@ -104,46 +102,9 @@ def download_hosts(api_base: str) -> frozenset[str]:
     return DISCORD_CDN_HOSTS | {yarl.URL(api_base).host or ""}
 
 
-class PrivateAddressError(OSError):
-    """A download host that resolves only to private, loopback, link-local or reserved addresses."""
-
-
-class PublicResolver(AbstractResolver):
-    """Resolve host names to public addresses only, except for `trusted` hosts (the local test server)."""
-
-    def __init__(self, trusted: frozenset[str] = frozenset(), inner: AbstractResolver | None = None) -> None:
-        self.trusted = trusted
-        self.inner = inner or aiohttp.DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """The inner resolver's addresses, refusing private, loopback, link-local and reserved ones."""
-        found = await self.inner.resolve(host, port, family)
-        if host in self.trusted:
-            return found
-        public = [entry for entry in found if _is_public(entry["host"])]
-        if not public:
-            raise PrivateAddressError(f"{host} resolves to no public address")
-        return public
-
-    async def close(self) -> None:
-        """Close the inner resolver."""
-        await self.inner.close()
-
-
-def _is_public(address: str) -> bool:
-    """Whether an IP address is a public one (not private, loopback, link-local, reserved or unparseable)."""
-    try:
-        return ipaddress.ip_address(address).is_global
-    except ValueError:
-        return False
-
-
 def open_session(api_base: str) -> aiohttp.ClientSession:
     """The download session: it connects to public addresses only, but for DISCORD_API_BASE's host."""
-    resolver = PublicResolver(frozenset({yarl.URL(api_base).host or ""}))
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver), headers={"User-Agent": "hxhbot"})
+    return public_session(frozenset({yarl.URL(api_base).host or ""}), "hxhbot")
 
 
 async def download(

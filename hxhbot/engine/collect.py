@@ -10,11 +10,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from hxhbot.engine.images import DEFAULT_MAX_BYTES, ImageError, decode_image
 from hxhbot.engine.manifest import MANIFEST_NAME, Manifest, gallery_path, safe_folder_name, write_jpeg
+from hxhbot.engine.public_net import public_session
 from hxhbot.engine.sources import (
     DANBOORU_RATE,
     DOWNLOAD_RATE,
@@ -219,6 +219,11 @@ class Pacing:
 DEFAULT_PACING = Pacing()
 
 
+def _source_class(request: CollectRequest) -> type[JikanSource] | type[DanbooruSource]:
+    """The kind of source the request names."""
+    return DanbooruSource if request.source == "danbooru" else JikanSource
+
+
 def make_source(request: CollectRequest, http: HttpClient, api_rate: Rate | None) -> PictureSource:
     """The source the request names."""
     if request.source == "danbooru":
@@ -229,8 +234,11 @@ def make_source(request: CollectRequest, http: HttpClient, api_rate: Rate | None
 async def collect(request: CollectRequest, progress: Callable[[str], None], pacing: Pacing = DEFAULT_PACING) -> Summary:
     """Collect as the request says, resuming an earlier run; `progress` gets one short line at each step."""
     retry = RetryPolicy(max_retries=request.max_retries, base_delay=pacing.retry_delay)
-    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
-        http = HttpClient(session, retry, request.timeout)
+    base_url = request.base_url or _source_class(request).DEFAULT_BASE_URL
+    api_host = urlsplit(base_url).hostname or ""
+    trusted = frozenset({api_host}) if request.base_url else frozenset()  # a local API the operator named
+    async with public_session(trusted, USER_AGENT) as session:
+        http = HttpClient(session, retry, request.timeout, _source_class(request).PICTURE_HOSTS | {api_host})
         request.out.mkdir(parents=True, exist_ok=True)
         source = make_source(request, http, pacing.api)
         collector = Collector(source, http, request.out, request.per_character, progress, pacing.downloads)

@@ -16,11 +16,16 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
+from hxhbot.engine.public_net import PrivateAddressError
+
 log = logging.getLogger(__name__)
 
 USER_AGENT = "hxhbot-gallery-collector/0.1 (Hunter x Hunter character gallery for a Discord bot)"
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_JSON_BYTES = 16 * 1024 * 1024
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 3  # followed, each within the allowed hosts
+COLLECTED_FROM = "pictures are collected from"
 
 
 class FetchError(RuntimeError):
@@ -95,10 +100,13 @@ class RetryPolicy:
 class HttpClient:
     """GET requests with a timeout, a rate limiter per service and bounded retries of transient failures."""
 
-    def __init__(self, session: aiohttp.ClientSession, retry: RetryPolicy, timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, retry: RetryPolicy, timeout: float, hosts: frozenset[str]
+    ) -> None:
         self._session = session
         self._retry = retry
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._hosts = hosts  # the only hosts fetched from, redirects included
 
     async def get_json(self, url: str, limiter: RateLimiter, params: dict[str, str] | None = None) -> Any:
         """Fetch and parse a JSON document."""
@@ -136,21 +144,48 @@ class HttpClient:
         return error.retry_after
 
     async def _get_once(self, url: str, params: dict[str, str] | None, max_bytes: int) -> bytes:
-        """One attempt: the body, a `_TransientError` worth retrying, or a `FetchError`."""
+        """One attempt, following up to `MAX_REDIRECTS` redirects within the allowed hosts: the body, a
+        `_TransientError` worth retrying, or a `FetchError`."""
+        refused = self._refused(url)
+        if refused:
+            raise FetchError(f"{refused} is not a host {COLLECTED_FROM}")
         try:
-            async with self._session.get(url, params=params, timeout=self._timeout) as response:
-                if response.status in RETRY_STATUSES:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _TransientError(f"HTTP {response.status} {response.reason}", retry_after)
-                if response.status >= 400:
-                    raise FetchError(f"HTTP {response.status} {response.reason}")
-                return await _read_limited(response, max_bytes)
+            for _ in range(MAX_REDIRECTS + 1):
+                async with self._session.get(
+                    url, params=params, timeout=self._timeout, allow_redirects=False
+                ) as response:
+                    if response.status in REDIRECT_STATUSES:
+                        url, params = urljoin(str(response.url), response.headers.get("Location", "")), None
+                        refused = self._refused(url)
+                        if refused:
+                            raise FetchError(
+                                f"redirected to {refused}, which is not a host pictures are collected from"
+                            )
+                        continue
+                    if response.status in RETRY_STATUSES:
+                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                        raise _TransientError(f"HTTP {response.status} {response.reason}", retry_after)
+                    if response.status >= 400:
+                        raise FetchError(f"HTTP {response.status} {response.reason}")
+                    return await _read_limited(response, max_bytes)
+            raise FetchError(f"more than {MAX_REDIRECTS} redirects")
         except TimeoutError:
             raise _TransientError(f"no answer within {self._timeout.total:g} s") from None
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, PrivateAddressError):  # no retry makes it public
+                raise FetchError(str(error.os_error)) from None
+            raise _TransientError(str(error) or type(error).__name__) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             raise _TransientError(str(error) or type(error).__name__) from None
         except aiohttp.ClientError as error:
             raise FetchError(str(error) or type(error).__name__) from None
+
+    def _refused(self, url: str) -> str | None:
+        """The host (else the URL) when `url` is not http(s) on one of the allowed hosts; None when it is."""
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.hostname in self._hosts:
+            return None
+        return parts.hostname or url
 
 
 async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -267,6 +302,7 @@ class JikanSource:
 
     name = "jikan"
     DEFAULT_BASE_URL = "https://api.jikan.moe/v4"
+    PICTURE_HOSTS = frozenset({"cdn.myanimelist.net"})  # where MyAnimeList serves pictures, besides the API's host
     PLACEHOLDERS = ("questionmark", "apple-touch-icon")  # MAL's stand-ins for "no picture"
 
     def __init__(self, http: HttpClient, base_url: str, anime_id: int, rate: Rate) -> None:
@@ -319,6 +355,7 @@ class DanbooruSource:
 
     name = "danbooru"
     DEFAULT_BASE_URL = "https://danbooru.donmai.us"
+    PICTURE_HOSTS = frozenset({"cdn.donmai.us"})  # where Danbooru serves files, besides the board's host
     PAGE_SIZE = 100
     MAX_PAGES = 5
     IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp"})
