@@ -25,6 +25,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,19 +78,19 @@ class Answers:
 
 
 def embed_set(
-    embedder: Embedder, detector: FaceDetector, paths: list[str], labels: list[str | None], cache: Path
+    embedder: Embedder, detector: FaceDetector, paths: list[str], labels: Sequence[str | None], cache: Path
 ) -> Pictures:
     """Embed pictures through the engine's views, cached by model fingerprint and file list."""
     key = hashlib.sha256("\n".join([embedder.fingerprint, *paths]).encode()).hexdigest()[:16]
     file = cache / f"{embedder.fingerprint}-{key}.npz"
     if file.is_file():
         saved = np.load(file)
-        return Pictures(paths, labels, saved["vectors"], saved["owner"])
+        return Pictures(paths, list(labels), saved["vectors"], saved["owner"])
     print(f"embedding {len(paths)} pictures…", file=sys.stderr, flush=True)
     vectors, owner = embed_pictures(embedder, paths, detector)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(file, vectors=vectors, owner=owner)
-    return Pictures(paths, labels, vectors, owner)
+    return Pictures(paths, list(labels), vectors, owner)
 
 
 def negatives_halves(folder: Path) -> tuple[list[str], list[str]]:
@@ -106,8 +107,8 @@ def draw_answers(
     folders: list[Path],
     sizes: list[int],
     draws: int,
-    excluded: set[str] = frozenset(),
-    trained: set[str] = frozenset(),
+    excluded: frozenset[str] | set[str] = frozenset(),
+    trained: frozenset[str] | set[str] = frozenset(),
 ) -> list[Answers]:
     """Similarities of every query for every gallery drawn from `folders`' characters, `draws` seeds per size.
 
@@ -151,14 +152,15 @@ def _answers(
     """Every query against the gallery of the first `count` of `names` (the others are missing from it), compared
     as the index compares them (`Comparison`; `everything`: the pictures' views, then the negatives')."""
     chosen = sorted(names[:count])
-    columns, column_owner, column_picture = [], [], []
+    column_lists: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    columns_, owners_, pictures_ = column_lists
     for number, character in enumerate(chosen):
         for path in split.gallery[character]:
             views = pictures.views(index[path])
-            columns.append(views)
-            column_owner.append(np.full(len(views), number))
-            column_picture.append(np.full(len(views), index[path]))
-    columns, column_owner, column_picture = map(np.concatenate, (columns, column_owner, column_picture))
+            columns_.append(views)
+            owners_.append(np.full(len(views), number))
+            pictures_.append(np.full(len(views), index[path]))
+    columns, column_owner, column_picture = (np.concatenate(part) for part in column_lists)
     answers = Answers(size, draw, [], [], chosen, [])
     queries = [(p, c, "known") for c in chosen for p in split.query[c]]
     queries += [(p, c, "missing") for c in names[count:] for p in split.gallery[c] + split.query[c]]
@@ -228,7 +230,7 @@ def figures(calibration: Calibration, answers: list[Answers], threshold: float, 
             for g in GROUPS:
                 pooled[g][0].append(probability[groups == g])
                 pooled[g][1].append(right[groups == g])
-        row = {"size": size, "characters": round(float(np.mean(characters)), 1)}
+        row: dict[str, float | None] = {"size": size, "characters": round(float(np.mean(characters)), 1)}
         for g in GROUPS:
             p, r = np.concatenate(pooled[g][0]), np.concatenate(pooled[g][1])
             sure = p >= threshold
@@ -270,7 +272,7 @@ TABLE_HEAD = (
 def sweep(calibration: Calibration, answers: list[Answers]) -> str:
     """How the fit set's answers change with the threshold, pooled over sizes: to choose the default."""
     lines = ["threshold  known-sure  known-right  missing-sure  negative-sure"]
-    pooled = {g: [[], []] for g in GROUPS}
+    pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {g: ([], []) for g in GROUPS}
     for a in answers:
         probability, right = outcomes(calibration, a)
         groups = np.array(a.groups)
@@ -281,9 +283,9 @@ def sweep(calibration: Calibration, answers: list[Answers]) -> str:
     r = np.concatenate(pooled["known"][1])
     for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
         sure = p["known"] >= threshold
-        right = r[sure].mean() if sure.any() else float("nan")
+        share_right = float(r[sure].mean()) if sure.any() else float("nan")
         lines.append(
-            f"{threshold:9.2f}  {sure.mean():10.3f}  {right:11.3f}  "
+            f"{threshold:9.2f}  {sure.mean():10.3f}  {share_right:11.3f}  "
             f"{(p['missing'] >= threshold).mean():12.3f}  {(p['negative'] >= threshold).mean():13.3f}"
         )
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -42,7 +43,7 @@ def compare(
     held_out: list[Path] | tuple = (),
     unseen: float = 0.4,
     evaluate_only: bool = False,
-    **options: object,
+    **options: Any,
 ) -> list[dict]:
     """Train each variant on `splits` seeded splits (or, `evaluate_only`, take the models trained there before),
     evaluate it on every folder, return one row per variant and folder."""

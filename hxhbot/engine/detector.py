@@ -56,7 +56,8 @@ class FaceDetector:
         found = self._cascade().detectMultiScale(
             grey, scaleFactor=1.1, minNeighbors=self.min_neighbours, minSize=(16, 16)
         )
-        faces = sorted((tuple(map(float, face)) for face in found), key=lambda face: -face[2] * face[3])
+        boxes = [(float(x), float(y), float(w), float(h)) for x, y, w, h in found]
+        faces = sorted(boxes, key=lambda face: -face[2] * face[3])
         return [_with_hair(face, *small.size) for face in faces[: self.max_faces]]
 
 

@@ -120,7 +120,7 @@ def character_similarities(
     second = np.where(np.add.reduceat(is_top, first_picture, axis=1) > 1, top, second)  # a tie for closest
     mean = np.where(pictures > 1, (top + second) / 2.0, top)
     per_character[:, present] = np.where(top >= NEAR_COPY, top, mean)
-    first_view = np.searchsorted(codes, present)  # the closest view: the first column holding its maximum
+    first_view = np.asarray(np.searchsorted(codes, present))  # the closest view: the first column holding its maximum
     views = grouped[:, first_view[0] :]  # from the first character with a picture left in
     spans = np.diff(np.r_[first_view, len(order)])
     view_top = np.repeat(np.maximum.reduceat(grouped, first_view, axis=1), spans, axis=1)
@@ -174,7 +174,7 @@ def within_directions(
     if not len(means):
         return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
     rows = np.arange(0, len(vectors), -(-len(vectors) // FIT_VIEWS))
-    within = np.empty((len(rows), dim), np.float64 if len(rows) < dim else np.float32)
+    within: np.ndarray = np.empty((len(rows), dim), np.float64 if len(rows) < dim else np.float32)
     for start in range(0, len(rows), 4096):  # a block at a time: no temporary copies of the whole sample
         block = rows[start : start + 4096]
         within[start : start + 4096] = _unit(vectors[block] - centre) - means[owner[block]]
@@ -376,14 +376,14 @@ class GalleryIndex:
             raise GalleryIndexError(f"The index in {directory} is damaged (item count mismatch); rebuild it.")
         return cls(annoy, items, meta, matrix, comparison)
 
-    def vectors(self, rows: range | list[int]) -> np.ndarray:
+    def vectors(self, rows: range | list[int] | np.ndarray) -> np.ndarray:
         """The embeddings of gallery items `rows` as they were given to `build` (unit length, not compared)."""
-        rows = list(rows)
+        picked = [int(row) for row in rows]
         if self.matrix is not None:
-            stored = np.asarray(self.matrix)[rows]
+            stored = np.asarray(self.matrix)[picked]
         else:
-            stored = np.array([self.annoy.get_item_vector(row) for row in rows], dtype=np.float32)
-        return self.comparison.undo(stored.reshape(len(rows), self.dim), self._lengths[rows])
+            stored = np.array([self.annoy.get_item_vector(row) for row in picked], dtype=np.float32)
+        return self.comparison.undo(stored.reshape(len(picked), self.dim), self._lengths[picked])
 
     def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The `k` gallery images closest to `vector` as the gallery compares (`Comparison`), closest first (exact up
@@ -394,10 +394,10 @@ class GalleryIndex:
             rows = np.argpartition(-similarities, k - 1)[:k] if k < len(similarities) else np.arange(k)
             rows = rows[np.argsort(-similarities[rows])]
             return [Neighbour(self.items[row], float(similarities[row])) for row in rows]
-        rows, distances = self.annoy.get_nns_by_vector(
+        found, distances = self.annoy.get_nns_by_vector(
             np.asarray(vector, dtype=np.float32).tolist(), k, search_k=self.search_k, include_distances=True
         )
-        return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(rows, distances)]
+        return [Neighbour(self.items[row], 1.0 - d * d / 2.0) for row, d in zip(found, distances)]
 
     def similarities(self, vectors: np.ndarray) -> Similarities:
         """Each view's similarity to every character (`character_similarities`; exact while the vectors are in

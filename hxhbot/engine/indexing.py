@@ -140,7 +140,7 @@ def _build_gallery_index(
                         vectors.append(vector)
                     summary.reused += 1
                 else:
-                    pending.append(result)
+                    pending.append((result[0], result[1]))
                 if sum(len(arrays) for _, arrays in pending) >= batch_size:
                     flush()
                 if progress:
