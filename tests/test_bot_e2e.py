@@ -631,7 +631,7 @@ async def test_bad_input_gets_a_private_message_and_the_bot_keeps_serving(
         expected = "is not an image"
     elif case == "declared-too-big":
         interaction = await _whois(server, _image(gallery, "Kurapika"), declared_size=50 * 1024 * 1024)
-        expected = "the limit is 8.0 MB"
+        expected = "the limit is 10.0 MB"
     elif case == "bomb":
         interaction = await _whois(server, png_bomb(), "bomb.png", "image/png")
         expected = "too many pixels"
