@@ -228,3 +228,12 @@ async def test_approvals_racing_command_line_builds_leave_a_loadable_index(
         GalleryIndex.load(settings.index_dir)  # whoever wrote last, the saved index loads
     await builder
     assert GalleryIndex.load(settings.index_dir).characters()["Kurapika"] == 4 + 6 == service.characters()["Kurapika"]
+
+
+async def test_a_start_deletes_what_a_save_killed_half_way_left(service: SearchService, settings: Settings) -> None:
+    left = [settings.index_dir / "index.json.index-0123456789ab.tmp", settings.index_dir / "index-0123456789ab.ann"]
+    for path in left:
+        path.write_bytes(b"half written")
+    restarted = SearchService.open(settings)
+    assert not any(path.exists() for path in left) and len(restarted.index) == 16
+    await restarted.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -13,6 +12,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.durable import sync_file, sync_folder, write_durably
 
 META_FILE = "index.json"
 NEIGHBOURS = 100  # gallery views looked at per query view when Annoy serves
@@ -311,8 +311,9 @@ class GalleryIndex:
         return GalleryIndex.build(rows, self.items + list(items), self.fingerprint)
 
     def save(self, directory: str | Path) -> None:
-        """Write a new Annoy file, directions file (and vector file for exact search), then rename the metadata into
-        place."""
+        """Write a new Annoy file, directions file (and vector file for exact search), flush them to disk, rename the
+        metadata into place durably, then delete the files of older indexes (`sweep`); only the index's one writer
+        (`index_writer`) may call it."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         name = f"index-{uuid.uuid4().hex[:12]}"
@@ -327,13 +328,12 @@ class GalleryIndex:
             "vectors_file": f"{name}.npy" if self.matrix is not None else None,
             "items": [asdict(item) for item in self.items],
         }
-        staged = out / f"{META_FILE}.{name}.tmp"
-        staged.write_text(json.dumps(meta, ensure_ascii=False))
-        os.replace(staged, out / META_FILE)
+        for written in out.glob(f"{name}.*"):
+            sync_file(written)
+        sync_folder(out)  # the new files are on disk before index.json names them
+        write_durably(out / META_FILE, json.dumps(meta, ensure_ascii=False).encode(), out / f"{META_FILE}.{name}.tmp")
         self.meta = {key: value for key, value in meta.items() if key != "items"}
-        for old in out.glob("index-*.*"):
-            if old.name.split(".")[0] != name and old.suffix in (".ann", ".npy"):
-                old.unlink(missing_ok=True)  # a live mmap of it stays valid until closed
+        sweep(out)
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> GalleryIndex:
@@ -441,3 +441,17 @@ class GalleryIndex:
             if item.view == 0:
                 counts[item.character] = counts.get(item.character, 0) + 1
         return dict(sorted(counts.items(), key=lambda pair: pair[0].casefold()))
+
+
+def sweep(directory: str | Path) -> None:
+    """Delete what earlier saves left in an index folder: the files of older indexes and of saves killed half-way
+    (`index-*` files index.json does not name, staged `index.json.*.tmp`). Only its one writer may call it."""
+    folder = Path(directory)
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        named = {meta.get("ann_file"), meta.get("vectors_file"), meta.get("directions_file")}
+    except (OSError, ValueError, AttributeError):
+        named = set()  # no readable index.json: every index file is a leftover
+    for path in [*folder.glob("index-*"), *folder.glob(f"{META_FILE}.*.tmp")]:
+        if path.name not in named:
+            path.unlink(missing_ok=True)  # a live mmap of it stays valid until closed

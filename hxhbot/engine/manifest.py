@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import unicodedata
 from collections import Counter
@@ -13,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from hxhbot.engine.durable import write_durably
 from hxhbot.engine.images import decode_image
 
 MANIFEST_NAME = "manifest.json"
@@ -72,10 +72,8 @@ class Manifest:
             raise unusable from None
 
     def save(self) -> None:
-        """Write the manifest atomically (a crash leaves the old or the new one, never half)."""
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps(self._data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, self.path)
+        """Write the manifest atomically and durably (a crash leaves the old or the new one, never half)."""
+        write_durably(self.path, json.dumps(self._data, indent=1, ensure_ascii=False).encode("utf-8"))
 
     def url(self, url: str) -> dict[str, Any] | None:
         """What happened to `url` before, if anything."""
@@ -114,13 +112,11 @@ def gallery_path(gallery: Path, folder: str, sha256: str) -> Path:
 
 
 def write_jpeg(image: Image.Image, path: Path) -> None:
-    """Save an RGB picture as a JPEG, atomically."""
+    """Save an RGB picture as a JPEG, atomically and durably."""
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=JPEG_QUALITY)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(buffer.getvalue())
-    os.replace(temporary, path)
+    write_durably(path, buffer.getvalue())
 
 
 def add_to_gallery(gallery: Path, character: str, data: bytes, sha256: str, source: dict[str, str]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -19,7 +20,7 @@ from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.gallery import GalleryError
 from hxhbot.engine.gallery_check import checker
 from hxhbot.engine.identification import Identification, identify
-from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem
+from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem, sweep
 from hxhbot.engine.index_lock import index_writer
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.engine.manifest import add_to_gallery
@@ -87,6 +88,9 @@ class SearchService:
         embedder.warm_up()
         detector = FaceDetector()
         calibration = Calibration.load(settings.model_dir)
+        with contextlib.suppress(GalleryIndexError):  # another writer is running (it sweeps), or no folder yet
+            with index_writer(settings.index_dir):
+                sweep(settings.index_dir)  # what a save killed half-way left behind
         try:
             index = GalleryIndex.load(settings.index_dir, embedder.fingerprint)
         except GalleryIndexError as error:
