@@ -29,6 +29,7 @@ class Settings:
     model_dir: Path = Path("model")
     index_dir: Path = Path("model/index")
     feedback_db: Path = Path("data/feedback.sqlite3")
+    correction_retention_days: int = 30
     collect_on_start: bool = True
     collect_base_url: str | None = None
     collect_per_character: int = 25
@@ -69,6 +70,7 @@ def load_settings(
         model_dir=read("MODEL_DIR", Path, Path("model")),
         index_dir=read("INDEX_DIR", Path, Path("model/index")),
         feedback_db=read("FEEDBACK_DB", Path, Path("data/feedback.sqlite3")),
+        correction_retention_days=read("CORRECTION_RETENTION_DAYS", _ranged(int, 1, 3650), 30),
         collect_on_start=read("COLLECT_ON_START", _flag, True),
         collect_base_url=read("COLLECT_BASE_URL", _url, None),
         collect_per_character=read("COLLECT_PER_CHARACTER", _ranged(int, 1, 1000), 25),

@@ -52,6 +52,7 @@ def test_values_are_parsed() -> None:
         ("DEV_GUILD_ID", "-5"),
         ("MAX_IMAGE_BYTES", "1e9x"),
         ("DISCORD_API_BASE", "ftp://x"),
+        ("CORRECTION_RETENTION_DAYS", "0"),
         ("DISCORD_API_BASE", "http://discord.example.com/api/v10"),
         ("DISCORD_API_BASE", "http://127.0.0.1.example.com/api"),
         ("CONFIDENCE_THRESHOLD", "2"),

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,57 @@ def test_verdicts_corrections_and_review(tmp_path: Path) -> None:
     assert store.resolve(pending, approved=True, reviewer=99) == 2  # both pending rows for that picture
     assert store.next_pending() is None and store.pending_count() == 0
     assert [row[3] for row in store.corrections()] == ["approved", "approved", "none"]
+    store.close()
+
+
+def _pictures(path: Path) -> list[str]:
+    """The checksums of the pictures the database keeps."""
+    return sorted(sha for (sha,) in sqlite3.connect(path).execute("SELECT sha256 FROM pictures"))
+
+
+def test_a_picture_is_deleted_once_no_correction_of_it_waits_for_review(tmp_path: Path) -> None:
+    store = FeedbackStore.open(tmp_path / "feedback.sqlite3")
+    assert store.record(_verdict(user_id=1, sha="a" * 64), b"first")
+    assert store.record(_verdict(user_id=2, sha="a" * 64, correction="Killua Zoldyck"), b"first")
+    assert store.record(_verdict(user_id=3, sha="b" * 64), b"second")
+    first = store.next_pending()
+    assert first is not None and store.resolve(first, approved=True, reviewer=99) == 1
+    assert _pictures(tmp_path / "feedback.sqlite3") == ["a" * 64, "b" * 64]  # Killua's correction of it still waits
+    killua = store.next_pending()
+    assert killua is not None and killua.correction == "Killua Zoldyck"
+    store.resolve(killua, approved=False, reviewer=99)
+    assert _pictures(tmp_path / "feedback.sqlite3") == ["b" * 64]
+    store.close()
+
+
+def test_unreviewed_pictures_expire_after_the_retention_period(tmp_path: Path) -> None:
+    store = FeedbackStore.open(tmp_path / "feedback.sqlite3")
+    assert store.record(_verdict(user_id=1), b"jpeg")
+    assert store.expire(30, now=time.time() + 29 * 86400) == 0  # within the period: kept
+    assert store.pending_count() == 1 and _pictures(tmp_path / "feedback.sqlite3") == ["a" * 64]
+    assert store.expire(30, now=time.time() + 31 * 86400) == 1
+    assert store.pending_count() == 0 and store.next_pending() is None
+    assert _pictures(tmp_path / "feedback.sqlite3") == [] and [row[3] for row in store.corrections()] == ["expired"]
+    store.close()
+
+
+def test_a_first_schema_database_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(";".join(MIGRATIONS[0]) + ";PRAGMA user_version = 1")
+    row = "'2026-01-01T00:00:00Z', 1, 2, {0}, 7, '{1}', 'u', 'Gon Freecss', 0.5, 'wrong', 'Kurapika', '{2}'"
+    for number, (sha, review) in enumerate([("a" * 64, "approved"), ("b" * 64, "pending")]):
+        db.execute(
+            "INSERT INTO feedback (created_at, guild_id, channel_id, message_id, user_id, picture_sha256, picture_url,"
+            f" answer, score, verdict, correction, review) VALUES ({row.format(number, sha, review)})"
+        )
+        db.execute("INSERT INTO pictures VALUES (?, ?)", (sha, b"jpeg"))
+    db.commit()
+    db.close()
+    store = FeedbackStore.open(path)
+    assert [(sha[0], review) for _, sha, _, review in store.corrections()] == [("a", "approved"), ("b", "pending")]
+    assert _pictures(path) == ["b" * 64]  # the reviewed one's picture, kept by an earlier hxhbot, is gone
+    assert store.expire(1) == 1 and store.corrections()[1][3] == "expired"
     store.close()
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from hxhbot.discord.bot import EXPIRED, HxhBot
+from hxhbot.engine.feedback import FeedbackStore, Verdict
 from hxhbot.engine.gallery import MAX_NAME
 from hxhbot.engine.index_lock import index_writer
 from tests.conftest import COLOURS, character_image, encode, write_gallery
@@ -302,3 +305,21 @@ async def test_review_buttons_answer_owners_only_and_wait_for_another_index_buil
     assert told["flags"] & EPHEMERAL and "Another index build is running" in told["content"]
     assert [review for *_, review in bot.feedback.corrections()] == ["pending"] and len(bot.search.index) == 16
     assert not (gallery / "manifest.json").exists()
+
+
+async def test_a_correction_left_unreviewed_expires_with_its_picture(
+    server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    settings = _settings(server, gallery, model_dir, tmp_path / "index")
+    store = FeedbackStore.open(settings.feedback_db)
+    old = Verdict(server.guild_id, 1, 2, 3, "a" * 64, "https://cdn/p.png", "Gon Freecss", 0.9, False, "Kurapika")
+    store.record(old, b"picture")
+    store.close()
+    sqlite3.connect(settings.feedback_db).execute(
+        "UPDATE feedback SET created_at = '2020-01-01T00:00:00Z'"
+    ).connection.commit()
+    async with running(server, settings) as bot:
+        async with asyncio.timeout(60):  # expired as the bot starts
+            while [review for *_, review in await bot.feedback.call(bot.feedback.corrections)] != ["expired"]:
+                await asyncio.sleep(0.1)
+        assert await bot.feedback.call(bot.feedback.next_pending) is None

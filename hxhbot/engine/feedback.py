@@ -15,29 +15,44 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+FEEDBACK_TABLE = """CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    guild_id INTEGER,
+    channel_id INTEGER,
+    message_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    picture_sha256 TEXT NOT NULL,
+    picture_url TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    score REAL NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('right', 'wrong')),
+    correction TEXT,
+    review TEXT NOT NULL CHECK (review IN ({reviews})),
+    reviewed_by INTEGER,
+    reviewed_at TEXT,
+    UNIQUE (message_id, picture_sha256, user_id)
+)"""
+PENDING_INDEX = "CREATE INDEX feedback_pending ON feedback (id) WHERE review = 'pending'"
+# A kept picture goes once no correction of it waits for review (reviewed, or expired after CORRECTION_RETENTION_DAYS).
+UNNEEDED_PICTURES = (
+    "DELETE FROM pictures WHERE sha256 NOT IN (SELECT picture_sha256 FROM feedback WHERE review = 'pending')"
+)
+
 # One tuple of statements per schema version; version n is reached by running MIGRATIONS[n - 1].
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        """CREATE TABLE feedback (
-            id INTEGER PRIMARY KEY,
-            created_at TEXT NOT NULL,
-            guild_id INTEGER,
-            channel_id INTEGER,
-            message_id INTEGER NOT NULL,
-            user_id INTEGER NOT NULL,
-            picture_sha256 TEXT NOT NULL,
-            picture_url TEXT NOT NULL,
-            answer TEXT NOT NULL,
-            score REAL NOT NULL,
-            verdict TEXT NOT NULL CHECK (verdict IN ('right', 'wrong')),
-            correction TEXT,
-            review TEXT NOT NULL CHECK (review IN ('none', 'pending', 'approved', 'rejected')),
-            reviewed_by INTEGER,
-            reviewed_at TEXT,
-            UNIQUE (message_id, picture_sha256, user_id)
-        )""",
-        "CREATE INDEX feedback_pending ON feedback (id) WHERE review = 'pending'",
+        FEEDBACK_TABLE.format(name="feedback", reviews="'none', 'pending', 'approved', 'rejected'"),
+        PENDING_INDEX,
         "CREATE TABLE pictures (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)",
+    ),
+    (  # 'expired': unreviewed for CORRECTION_RETENTION_DAYS, its picture deleted
+        FEEDBACK_TABLE.format(name="feedback_v2", reviews="'none', 'pending', 'approved', 'rejected', 'expired'"),
+        "INSERT INTO feedback_v2 SELECT * FROM feedback",
+        "DROP TABLE feedback",
+        "ALTER TABLE feedback_v2 RENAME TO feedback",
+        PENDING_INDEX,
+        UNNEEDED_PICTURES,  # those of corrections reviewed before pictures were deleted after review
     ),
 )
 
@@ -152,9 +167,10 @@ class FeedbackStore:
         return self._db.execute("SELECT count(*) FROM feedback WHERE review = 'pending'").fetchone()[0]
 
     def resolve(self, correction: Correction, approved: bool, reviewer: int) -> int:
-        """Approve or reject a correction, with every pending one naming the same character for that picture."""
+        """Approve or reject a correction, with every pending one naming the same character for that picture; the
+        picture is deleted once no other correction of it waits."""
         with _transaction(self._db):
-            return self._db.execute(
+            resolved = self._db.execute(
                 "UPDATE feedback SET review = ?, reviewed_by = ?, reviewed_at = ?"
                 " WHERE review = 'pending' AND picture_sha256 = ? AND correction = ?",
                 (
@@ -165,6 +181,19 @@ class FeedbackStore:
                     correction.correction,
                 ),
             ).rowcount
+            self._db.execute(UNNEEDED_PICTURES)
+        return resolved
+
+    def expire(self, days: int, now: float | None = None) -> int:
+        """Mark the corrections waiting for review longer than `days` expired and delete their pictures; how many."""
+        cutoff = _now((time.time() if now is None else now) - days * 86400)
+        with _transaction(self._db):
+            expired = self._db.execute(
+                "UPDATE feedback SET review = 'expired', reviewed_at = ? WHERE review = 'pending' AND created_at < ?",
+                (_now(), cutoff),
+            ).rowcount
+            self._db.execute(UNNEEDED_PICTURES)
+        return expired
 
     def verdicts(self) -> dict[str, tuple[int, int]]:
         """For each character answered, how many verdicts said right and how many wrong (all time)."""
@@ -209,6 +238,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _now() -> str:
-    """The current UTC time, ISO 8601."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _now(seconds: float | None = None) -> str:
+    """The current UTC time (or `seconds` since the epoch), ISO 8601."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

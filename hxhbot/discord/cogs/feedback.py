@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import percent
@@ -28,6 +28,27 @@ class Feedback(commands.Cog):
 
     def __init__(self, bot: HxhBot) -> None:
         self.bot = bot
+
+    async def cog_load(self) -> None:
+        """Start expiring unreviewed corrections (at once, then hourly)."""
+        self.expire.start()
+
+    async def cog_unload(self) -> None:
+        """Stop expiring."""
+        self.expire.cancel()
+
+    @tasks.loop(hours=1)
+    async def expire(self) -> None:
+        """Delete the pictures of corrections left unreviewed for CORRECTION_RETENTION_DAYS."""
+        store = self.bot.feedback
+        assert store is not None
+        expired = await store.call(store.expire, self.bot.settings.correction_retention_days)
+        if expired:
+            log.info(
+                "%d corrections left unreviewed for %d days expired; their pictures were deleted",
+                expired,
+                self.bot.settings.correction_retention_days,
+            )
 
     @app_commands.command(name="review", description="Approve or reject members' corrections (owner only)")
     @app_commands.default_permissions()
