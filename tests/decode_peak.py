@@ -40,7 +40,7 @@ class RecordingBudget(MemoryBudget):
 
 def peak_above_idle(data: bytes, size: int, detector: FaceDetector) -> dict[str, object]:
     """Take `data` to its views in a child process: its outcome ('accepted' or the ImageError's class name), the MB
-    it added to the child's peak RSS, the MB its decoding reserved and the seconds it took."""
+    it added to the child's peak RSS, the MB its decoding reserved, the seconds it took and the refusal's sentence."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: reset the peak, decode, report, and leave without cleanup
@@ -53,13 +53,13 @@ def peak_above_idle(data: bytes, size: int, detector: FaceDetector) -> dict[str,
             started = time.perf_counter()
             try:
                 load_views(data, size, detector, budget=budget, preview=True)
-                outcome = "accepted"
+                outcome, message = "accepted", ""
             except ImageError as error:
-                outcome = type(error).__name__
+                outcome, message = type(error).__name__, str(error)
             seconds = time.perf_counter() - started
             grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
             report = {"outcome": outcome, "peak_mb": round(grown, 1), "reserved_mb": round(budget.most / 2**20, 1)}
-            os.write(write, json.dumps({**report, "seconds": round(seconds, 3)}).encode())
+            os.write(write, json.dumps({**report, "seconds": round(seconds, 3), "message": message}).encode())
         finally:
             os._exit(0)
     os.close(write)

@@ -246,3 +246,12 @@ def heavy() -> list[tuple[str, bytes]]:
         ("rgb-1800x1800.bmp", _encoded("BMP", size=(1800, 1800))),  # 9.7 MB: uncompressed, near the byte limit
         ("progressive-6000x6000.mpo", as_mpo(big_jpeg(6000, 6000, progressive=True))),
     ]
+
+
+def in_flight(count: int = 32) -> list[tuple[str, bytes, str]]:
+    """`count` pictures to send at once: every heavy file, then the hostile ones that pass the header's first look;
+    (name, bytes, 'answered' or the ImageError class name it must give)."""
+    unread = (images.EmptyImageError, images.NotAnImageError, images.UnsupportedFormatError, images.ImageTooLargeError)
+    files = [(name, data, "answered") for name, data in heavy()]
+    files += [(name, data, kind.__name__) for name, data, kind in corpus() if not issubclass(kind, unread)]
+    return files[:count]

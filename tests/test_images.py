@@ -28,13 +28,14 @@ ROOT = Path(__file__).parent.parent
 DETECTOR = FaceDetector()
 BOT_SIZE = 224  # the shipped model's input side: the bot decodes for it
 SLACK_MB = 24  # what a picture's views take beside its decoding: faces found, crops, arrays, preview
-NOT_PICTURES = (
+REFUSED_BEFORE_DECODING = (
     images.EmptyImageError,
     images.NotAnImageError,
     images.UnsupportedFormatError,
-    images.ImageTooLargeError,
+    images.TooManyPixelsError,
+    images.TooManyScansError,
+    images.AspectRatioError,
 )
-REFUSED_BEFORE_DECODING = NOT_PICTURES + (images.TooManyPixelsError, images.TooManyScansError, images.AspectRatioError)
 
 
 @pytest.mark.timeout(10)
@@ -106,9 +107,7 @@ def test_every_decoding_stays_within_what_it_reserved(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 def test_32_hostile_pictures_in_flight_keep_the_bot_under_1_5_gb(tmp_path: Path) -> None:
-    files = [(name, data, "answered") for name, data in heavy()]
-    files += [(name, data, kind.__name__) for name, data, kind in corpus() if not issubclass(kind, NOT_PICTURES)]
-    files = files[:32]
+    files = hostile.in_flight(32)
     # the shipped model, as the bot runs it; no wait is too long here, so every picture is read
     options = ("--model", str(ROOT / "model"), "--wait", "600")
     (figures,) = _measure("tests.flight_peak", files, tmp_path, *options)

@@ -17,6 +17,7 @@ from hxhbot.errors import UserError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP")
 READABLE = "JPEG, PNG, WebP, AVIF, GIF or BMP"  # the formats above, as members read them
+SPELLED = {"WEBP": "WebP"}  # a format's name as members read it, where it is not Pillow's
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp"})  # names we treat as images
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # Discord's upload limit for everyone
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -156,7 +157,7 @@ def decode_image(
         most = limit / (cost / (width * height)) / 1e6
         other = "" if kind == "JPEG" else " or a JPEG"
         raise TooManyPixelsError(
-            f"The image is {width}×{height} pixels, too many to read from a {kind}: "
+            f"The image is {width}×{height} pixels, too many for the bot to read as {SPELLED.get(kind, kind)}: "
             f"send one of at most {most:.0f} megapixels{other}."
         )
     with budget.reserve(cost) if budget else nullcontext():
