@@ -39,21 +39,25 @@ def _reserving(budget: MemoryBudget, size: int, name: str, entered: list[str], e
 
 
 @contextmanager
-def _two_in_line(budget: MemoryBudget) -> Iterator[tuple[threading.Thread, threading.Thread, list[str], list[str]]]:
-    """While 60 bytes are held: a thread waiting for 60 more, then one for 10 (it would fit, but comes second); with
-    the list of names that got their bytes and that of the busy errors."""
+def _two_in_line(
+    budget: MemoryBudget, first_waits: float
+) -> Iterator[tuple[threading.Thread, threading.Thread, list[str], list[str]]]:
+    """While 60 bytes are held: a thread waiting up to `first_waits` s for 60 more, then one waiting up to a minute
+    for 10 (they would fit, but it comes second); with the names that got their bytes and the busy errors."""
     entered: list[str] = []
     errors: list[str] = []
     with budget.reserve(60):
+        budget.wait = first_waits
         first = _reserving(budget, 60, "first", entered, errors)
         _until(lambda: budget.waiting == 1)
+        budget.wait = 60
         second = _reserving(budget, 10, "second", entered, errors)
         yield first, second, entered, errors
 
 
 def test_reservations_wait_for_their_bytes_first_come_first_served() -> None:
     budget = MemoryBudget(100, wait=60)
-    with _two_in_line(budget) as (first, second, entered, errors):
+    with _two_in_line(budget, first_waits=60) as (first, second, entered, errors):
         _until(lambda: budget.waiting == 2)
         assert entered == [] and budget.held == 60
     first.join()
@@ -62,8 +66,8 @@ def test_reservations_wait_for_their_bytes_first_come_first_served() -> None:
 
 
 def test_one_giving_up_lets_the_next_in_line_go() -> None:
-    budget = MemoryBudget(100, wait=0.2)
-    with _two_in_line(budget) as (first, second, entered, errors):
+    budget = MemoryBudget(100, wait=60)
+    with _two_in_line(budget, first_waits=0.2) as (first, second, entered, errors):
         first.join()  # gives up while the 60 bytes are still held
         second.join()
         assert entered == ["second"] and len(errors) == 1 and errors[0].startswith("first: The bot is busy")
