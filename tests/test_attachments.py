@@ -16,6 +16,7 @@ from hxhbot.discord.attachments import (
     check,
     download,
     download_hosts,
+    spoilered_links,
 )
 from hxhbot.engine.public_net import PublicResolver
 
@@ -214,3 +215,9 @@ async def test_total_deadline_against_a_trickle(server: Server, session: aiohttp
 async def test_redirects_are_not_followed(server: Server, session: aiohttp.ClientSession) -> None:
     with pytest.raises(AttachmentError, match="HTTP 302"):
         await download(session, _source(server.url("/redirect.png")), LIMIT, 10, LOCAL)
+
+
+def test_spoilered_links_are_those_between_bars() -> None:
+    text = "look ||https://x.example/1.jpg|| and https://y.example/2.jpg ||who? <https://z.example/3.png>\nhttps://w.example/4||"
+    assert spoilered_links(text) == {"https://x.example/1.jpg", "https://z.example/3.png", "https://w.example/4"}
+    assert spoilered_links("") == set() and spoilered_links("|| https://open.example/5.png") == set()

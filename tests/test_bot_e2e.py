@@ -341,6 +341,30 @@ async def test_a_link_preview_is_answered(server: FakeDiscord, bot: HxhBot, gall
     assert _embed(await server.wait_for_followup(interaction.token, timeout=60))["title"] == "Kurapika"
 
 
+async def test_a_spoilered_link_is_left_alone_in_watched_channels_and_answered_privately(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    proxied = server.add_attachment(_image(gallery, "Kurapika"), "hidden.jpg", "image/jpeg")["proxy_url"]
+    link = "https://example.com/art/hidden.jpg"
+    preview = {
+        "type": "image",
+        "url": link,
+        "thumbnail": {"url": link, "proxy_url": proxied, "width": 96, "height": 96},
+    }
+    message = await server.post_message(server.channel_ids[1], f"who is it? ||{link}||", embeds=[preview])
+    await _processed(server, gallery)
+    assert not [
+        r
+        for r in server.requests
+        if r.params.get("message_id") == message["id"]
+        or _replied_to(r) == message["id"]
+        or r.path.endswith("/hidden.jpg")
+    ]  # no reaction, no reply, nothing downloaded
+    interaction = await server.send_message_command("Who is this?", message)
+    answer = (await server.wait_for_followup(interaction.token, timeout=60)).json
+    assert answer["flags"] & EPHEMERAL and answer["embeds"][0]["title"] == "Kurapika"
+
+
 async def test_a_link_preview_that_comes_later_is_answered(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     # a link Discord has not seen yet: the message comes without its preview, which an update adds a moment later
     proxied = server.add_attachment(_image(gallery, "Kurapika"), "1.jpg", "image/jpeg")["proxy_url"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -21,6 +22,8 @@ STICKER_TYPES = {"png": "image/png", "gif": "image/gif"}  # by discord.py's file
 DISCORD_CDN_HOSTS = frozenset(
     {"cdn.discordapp.com", "media.discordapp.net", "images-ext-1.discordapp.net", "images-ext-2.discordapp.net"}
 )
+SPOILER = re.compile(r"\|\|(.+?)\|\|", re.DOTALL)  # Discord's spoiler mark: ||hidden||
+LINK = re.compile(r"https?://[^\s<>|]+")
 
 
 class AttachmentError(UserError):
@@ -56,17 +59,26 @@ def is_image(source: ImageSource) -> bool:
 
 
 def images_in(message: discord.Message) -> list[ImageSource]:
-    """Every image of a message: its image attachments, then its embeds' images; those of a forwarded message too."""
+    """Every image of a message: its image attachments, then its embeds' images (a spoiler when the link is marked
+    as one, `||https://…||`); those of a forwarded message too."""
     found = []
     for part in (message, *message.message_snapshots):
         found += [source for source in map(from_attachment, part.attachments) if is_image(source)]
+        hidden = spoilered_links(part.content)
         for embed in part.embeds:
             for media in (embed.image, embed.thumbnail):
                 url = media.proxy_url or media.url
                 if url:
-                    found.append(ImageSource(url, PurePosixPath(url.split("?")[0]).name or "image", preview=True))
+                    name = PurePosixPath(url.split("?")[0]).name or "image"
+                    spoiler = bool({embed.url, media.url} & hidden)
+                    found.append(ImageSource(url, name, spoiler=spoiler, preview=True))
                     break
     return found
+
+
+def spoilered_links(content: str) -> set[str]:
+    """The links a message's text marks as spoilers: those between `||` pairs."""
+    return {link for hidden in SPOILER.findall(content or "") for link in LINK.findall(hidden)}
 
 
 def stickers_in(message: discord.Message) -> list[ImageSource]:
