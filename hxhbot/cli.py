@@ -12,6 +12,7 @@ from hxhbot.config import ConfigError, Settings, load_settings
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.crops import load_views
 from hxhbot.engine.detector import FaceDetector
+from hxhbot.engine.fitted_threshold import in_force, stored
 from hxhbot.engine.gallery import GalleryError
 from hxhbot.engine.gallery_check import checker
 from hxhbot.engine.identification import Identification, identify
@@ -94,6 +95,7 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
     embedder = Embedder.load(model_dir)
     calibration = Calibration.load(model_dir)
     index = GalleryIndex.load(args.index or settings.index_dir, embedder.fingerprint)
+    threshold = in_force(stored(index.meta), settings.confidence_threshold)  # as the bot answers with this index
     detector = FaceDetector()
     failed = 0
     for path in args.images:
@@ -112,18 +114,18 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
             _emit(args.json, {"image": str(path), "error": reason})
             continue
         result = identify(index.similarities(embedder.embed(views.arrays)), views.boxes, calibration, top_k)
-        _emit(args.json, {"image": str(path), "characters": _characters(result, settings)})
+        _emit(args.json, {"image": str(path), "characters": _characters(result, threshold, settings.unknown_threshold)})
     return 1 if failed else 0
 
 
-def _characters(result: Identification, settings: Settings) -> list[dict]:
+def _characters(result: Identification, threshold: float, unknown: float) -> list[dict]:
     """One entry per character found, the most confident first: its box (shares of the picture; null: the whole
-    picture), outcome and matches."""
+    picture), outcome (named from `threshold`, unknown below `unknown`) and matches."""
     sightings = sorted(result.sightings, key=lambda sighting: -sighting.best.score)
     return [
         {
             "box": [round(value, 4) for value in (s.box.left, s.box.top, s.box.right, s.box.bottom)] if s.box else None,
-            "outcome": s.outcome(settings.confidence_threshold, settings.unknown_threshold).value,
+            "outcome": s.outcome(threshold, unknown).value,
             "matches": [{"character": m.character, "score": round(m.score, 4), "image": m.image} for m in s.matches],
         }
         for s in sightings

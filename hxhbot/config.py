@@ -38,7 +38,7 @@ class Settings:
     max_image_pixels: int = 40_000_000
     decode_memory_bytes: int = 256 * 1024 * 1024
     decode_wait_seconds: float = 10.0
-    confidence_threshold: float = 0.7
+    confidence_threshold: float | None = None  # the owner's override; None: fitted to the gallery at each build
     unknown_threshold: float = 0.2
     discord_api_base: str = DISCORD_API
     watch_channel_ids: frozenset[int] = field(default_factory=frozenset)
@@ -79,7 +79,7 @@ def load_settings(
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),
         decode_memory_bytes=read("DECODE_MEMORY_BYTES", _ranged(int, 16 << 20, 1 << 40), 256 * 1024 * 1024),
         decode_wait_seconds=read("DECODE_WAIT_SECONDS", _ranged(float, 0.0, 600.0), 10.0),
-        confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), 0.7),
+        confidence_threshold=read("CONFIDENCE_THRESHOLD", _ranged(float, 0.0, 1.0), None),
         unknown_threshold=read("UNKNOWN_THRESHOLD", _ranged(float, 0.0, 1.0), 0.2),
         discord_api_base=read("DISCORD_API_BASE", _api_base, DISCORD_API),
         watch_channel_ids=read("WATCH_CHANNEL_IDS", _id_set, frozenset()),

@@ -600,6 +600,7 @@ async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, b
         timeout=60,
     )
     assert "5 characters, 19 images" in done.json["content"] and "gallery check" in done.json["content"]
+    assert "confidence names from 0%, CONFIDENCE_THRESHOLD set by the owner" in done.json["content"]
     after = await _whois(server, _image(gallery, "Zushi", 2))
     assert _embed(await server.wait_for_followup(after.token, timeout=60))["title"] == "Zushi"
 

@@ -39,6 +39,7 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     built = run("index", "--gallery", str(gallery), env=env)
     assert built.returncode == 0, built.stderr
     assert "4 characters, 16 images, 3 skipped" in built.stdout and "gallery check" in built.stdout
+    assert "confidence names from 97%, the shipped calibration's: too few pictures to fit one" in built.stdout
     assert "bad.png: This file is not an image." in built.stderr
     assert "pipe.jpg: This is a pipe, not an image file." in built.stderr
     assert "zero.png: This is a device, not an image file." in built.stderr
@@ -82,6 +83,13 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
 
     text = run("whois", str(query), env=env)
     assert text.returncode == 0 and "1. Leorio Paradinight" in text.stdout
+
+    meta_file = tmp_path / "index" / "index.json"  # a fit naming from 0 % saved with the index: whois names at it
+    meta = json.loads(meta_file.read_text())
+    meta["fitted_threshold"] = {**meta["fitted_threshold"], "threshold": 0.0}
+    meta_file.write_text(json.dumps(meta))
+    named = run("whois", str(query), "--json", env=env)
+    assert json.loads(named.stdout)["characters"][0]["outcome"] == "named"
 
 
 def test_clear_errors(gallery: Path, env: dict[str, str], tmp_path: Path) -> None:

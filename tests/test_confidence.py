@@ -9,7 +9,8 @@ import pytest
 
 from hxhbot.engine.confidence import DEFAULT, Calibration, subject_views
 from hxhbot.engine.detector import Box
-from hxhbot.engine.gallery_check import CharacterCheck, check_gallery
+from hxhbot.engine.fitted_threshold import SHIPPED, THRESHOLDS, fit_threshold
+from hxhbot.engine.gallery_check import CharacterCheck, answer_gallery, check_gallery
 from hxhbot.engine.identification import Outcome, identify
 from hxhbot.engine.index import GalleryIndex, GalleryItem
 from tests.bench.bench_index import clustered
@@ -163,3 +164,25 @@ def test_a_one_character_gallery_has_no_missing_character_check() -> None:
     items = [GalleryItem("A", f"g/{row}.jpg", f"{row:064x}") for row in range(10)]
     check = check_gallery(GalleryIndex.build(vectors, items, "fp"), DEFAULT, threshold=0.7)
     assert check.pictures == 10 and check.missing == 0 and "left out" not in check.describe()
+
+
+def test_the_check_fits_the_threshold_its_counts_are_at() -> None:
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(20, 32))
+    vectors = np.repeat(centres, 10, axis=0) + 0.6 * rng.normal(size=(200, 32))  # 20 characters, 10 pictures each
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [GalleryItem(f"c{row // 10}", f"g/{row}.jpg", f"{row:064x}") for row in range(200)]
+    index = GalleryIndex.build(vectors, items, "fp")
+    calibration = Calibration((-5.0, 10.0, 10.0, 0.0, 0.0), background=0.0)
+    check = check_gallery(index, calibration)
+    fit = check.confidence
+    assert fit is not None and fit.fitted and fit.threshold in THRESHOLDS and fit.pictures == fit.missing == 200
+    assert (check.named, check.right, check.missing_named) == (fit.named, fit.named - fit.wrong, fit.missing_named)
+    assert check.describe().startswith(f"confidence {fit.describe()}; gallery check")
+    answers = answer_gallery(index, calibration)
+    assert fit == fit_threshold(answers.for_fit())
+    owner = check_gallery(index, calibration, threshold=0.5)  # CONFIDENCE_THRESHOLD: counted at it, the fit kept
+    assert owner.confidence == fit and owner.named == int((answers.scores >= 0.5).sum())
+    assert "CONFIDENCE_THRESHOLD set by the owner" in owner.describe()
+    small = check_gallery(GalleryIndex.build(vectors[:40], items[:40], "fp"), calibration).confidence
+    assert small is not None and not small.fitted and small.threshold == SHIPPED and "too few" in small.reason

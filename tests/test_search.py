@@ -237,3 +237,36 @@ async def test_a_start_deletes_what_a_save_killed_half_way_left(service: SearchS
     restarted = SearchService.open(settings)
     assert not any(path.exists() for path in left) and len(restarted.index) == 16
     await restarted.close()
+
+
+async def test_the_threshold_fitted_at_each_build_is_saved_with_the_index_and_reported(
+    service: SearchService, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from hxhbot.engine.fitted_threshold import META_KEY, SHIPPED, FittedThreshold, stored
+    from hxhbot.engine.index import META_FILE, GalleryIndex
+
+    assert service.confidence.threshold == SHIPPED and not service.confidence.fitted  # 16 pictures are too few to fit
+    assert "too few pictures to fit one (16 checked" in service.describe_confidence()
+    assert stored(GalleryIndex.load(settings.index_dir).meta) == service.confidence
+    meta_file = settings.index_dir / META_FILE
+    meta = json.loads(meta_file.read_text())
+    fit = FittedThreshold(0.8, True, 400, 200, 2, 400, 1, 0.025, 0.02)
+    meta[META_KEY] = fit.to_json()  # as a build of a larger gallery would have saved it
+    meta_file.write_text(json.dumps(meta))
+    caplog.set_level("INFO", logger="hxhbot.engine.search")
+    started = SearchService.open(settings)  # start-up: the saved index, not rebuilt
+    assert started.confidence == fit
+    assert f"confidence: {fit.describe()}" in caplog.text
+    owner = SearchService.open(dataclasses.replace(settings, confidence_threshold=0.5))
+    assert "names from 50%, CONFIDENCE_THRESHOLD set by the owner" in owner.describe_confidence()
+    from tests.conftest import COLOURS, character_image, encode
+
+    await started.add_to_gallery("Kurapika", encode(character_image(COLOURS["Kurapika"], 9)), SOURCE)
+    assert stored(GalleryIndex.load(settings.index_dir).meta) == fit, "the fit stands until the next build"
+    await started.reindex()
+    assert started.confidence.threshold == SHIPPED
+    assert stored(GalleryIndex.load(settings.index_dir).meta) == started.confidence
+    for opened in (started, owner):
+        await opened.close()

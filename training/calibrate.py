@@ -37,6 +37,7 @@ from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.engine.confidence import FEATURES, Calibration, subject_views  # noqa: E402
 from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
+from hxhbot.engine.fitted_threshold import in_force  # noqa: E402
 from hxhbot.engine.gallery import scan_gallery  # noqa: E402
 from hxhbot.engine.images import IMAGE_SUFFIXES  # noqa: E402
 from hxhbot.engine.index import Comparison, character_similarities  # noqa: E402
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         negative = embed_set(embedders[name], detector, negatives, [None] * len(negatives), args.cache)
         sets[name] = draw_answers(pictures, negative, folders, args.sizes, args.draws, excluded, trained_files[name])
     calibration = fit(sets["fit"])
-    threshold, unknown = settings.confidence_threshold, settings.unknown_threshold
+    threshold, unknown = in_force(None, settings.confidence_threshold), settings.unknown_threshold
     print(sweep(calibration, sets["fit"]), file=sys.stderr)
     results = {name: figures(calibration, answers, threshold, unknown) for name, answers in sets.items()}
     command = "python -m training.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
+from hxhbot.engine.fitted_threshold import in_force  # noqa: E402
 from training.data import Split, make_split  # noqa: E402
 from training.evaluate import GROUPS, evaluate, summary_row  # noqa: E402
 from training.model import VARIANTS  # noqa: E402
@@ -56,7 +57,7 @@ def compare(
     results = out / "compare.json"
     kept = json.loads(results.read_text()) if results.is_file() else []
     rows = [row for row in kept if row["variant"] not in variants]  # variants not re-run keep their rows
-    threshold, detector = load_settings().confidence_threshold, FaceDetector()
+    threshold, detector = in_force(None, load_settings().confidence_threshold), FaceDetector()
     for variant in variants:
         runs: dict[str, list] = {str(folder): [] for folder in evaluated}
         for seed, split_file in enumerate(split_files):

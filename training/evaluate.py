@@ -23,6 +23,7 @@ from hxhbot.engine.confidence import DEFAULT, Calibration  # noqa: E402
 from hxhbot.engine.crops import load_views  # noqa: E402
 from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
+from hxhbot.engine.fitted_threshold import in_force  # noqa: E402
 from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file  # noqa: E402
 from hxhbot.engine.index import Comparison  # noqa: E402
 from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
@@ -72,7 +73,7 @@ def evaluate(
 
     "sure" and "right" are the bot's behaviour: its calibrated confidence against `threshold` (CONFIDENCE_THRESHOLD).
     """
-    threshold = load_settings().confidence_threshold if threshold is None else threshold
+    threshold = in_force(None, load_settings().confidence_threshold) if threshold is None else threshold
     (gallery_paths, gallery_labels), queries = split.evaluation(folder)
     gallery, gallery_owner = embed_pictures(embedder, gallery_paths, detector)
     comparison = Comparison.fit(gallery, np.array(gallery_labels)[gallery_owner])  # as the index compares
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if not split_file.is_file():
         parser.error(f"no split file at {split_file}: pass --split")
     split = Split.load(split_file)
-    threshold = load_settings().confidence_threshold
+    threshold = in_force(None, load_settings().confidence_threshold)
     embedder = Embedder.load(args.model)
     if args.part != "model":
         try:

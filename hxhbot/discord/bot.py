@@ -23,6 +23,7 @@ from hxhbot.discord.replies import Answer, answer
 from hxhbot.discord.tree import BotTree, send_private
 from hxhbot.engine import first_run
 from hxhbot.engine.feedback import FeedbackError, FeedbackStore
+from hxhbot.engine.fitted_threshold import in_force
 from hxhbot.engine.identification import Identification
 from hxhbot.engine.model_dir import ModelError, WeightsUnavailableError
 from hxhbot.engine.search import NotReadyError, SearchService
@@ -198,7 +199,7 @@ class HxhBot(commands.AutoShardedBot):
         result = await self.search.identify(data)
         seconds = time.perf_counter() - started
         best = result.best
-        self.stats.add(best.character, best.score >= self.settings.confidence_threshold, seconds)
+        self.stats.add(best.character, best.score >= self.threshold, seconds)
         log.info(
             "answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f characters=%d",
             guild_id,
@@ -214,9 +215,13 @@ class HxhBot(commands.AutoShardedBot):
         self, result: Identification, filename: str = "picture.jpg", label: str = "", only_named: bool = False
     ) -> Answer:
         """The embed (and preview file) answering one identified picture, at this bot's thresholds."""
-        return answer(
-            result, self.settings.confidence_threshold, self.settings.unknown_threshold, filename, label, only_named
-        )
+        return answer(result, self.threshold, self.settings.unknown_threshold, filename, label, only_named)
+
+    @property
+    def threshold(self) -> float:
+        """The score from which a character is named: CONFIDENCE_THRESHOLD when set, else the one fitted to the
+        gallery at its last index build."""
+        return in_force(self.search.confidence if self.search else None, self.settings.confidence_threshold)
 
 
 async def run(settings: Settings) -> None:

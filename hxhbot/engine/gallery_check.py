@@ -1,6 +1,7 @@
 """The owner's gallery checked against itself: each picture answered as if new, by the gallery without a fifth of it
 (itself among them, the comparison fitted without them), and again with its whole character left out, as a member's
-picture of a character missing from the gallery would be."""
+picture of a character missing from the gallery would be; those answers fit the score from which this gallery's
+answers are named (`hxhbot.engine.fitted_threshold`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.detector import Box
+from hxhbot.engine.fitted_threshold import CheckAnswers, FittedThreshold, describe_in_force, fit_threshold, in_force
 from hxhbot.engine.identification import identify
 from hxhbot.engine.index import CharacterMatch, GalleryIndex, Similarities
 from hxhbot.wording import first_few
@@ -32,8 +34,53 @@ class CharacterCheck:
 
 
 @dataclass(frozen=True)
+class GalleryAnswers:
+    """The check's answers, one per gallery picture asked: its character, the top answer's character and score,
+    and the top score with its whole character left out (none when the gallery has one character)."""
+
+    characters: list[str]
+    answered: list[str]
+    scores: np.ndarray
+    missing: np.ndarray
+
+    def for_fit(self) -> CheckAnswers:
+        """What `fit_threshold` needs of them."""
+        right = np.array([a == c for a, c in zip(self.answered, self.characters)], dtype=bool)
+        return CheckAnswers(self.scores, right, self.missing)
+
+    def at(
+        self, threshold: float, confidence: FittedThreshold | None = None, override: float | None = None
+    ) -> GalleryCheck:
+        """How many are named, and right, at `threshold`."""
+        named = self.scores >= threshold
+        right = named & np.array([a == c for a, c in zip(self.answered, self.characters)], dtype=bool)
+        checked = Counter(self.characters)
+        named_right = Counter(c for c, ok in zip(self.characters, right) if ok)
+        taken_for: dict[str, Counter[str]] = {}
+        for character, answered in zip(self.characters, self.answered):
+            if answered != character:
+                taken_for.setdefault(character, Counter())[answered] += 1
+        characters = {
+            name: CharacterCheck(
+                count, named_right[name], taken_for[name].most_common(1)[0][0] if name in taken_for else None
+            )
+            for name, count in checked.items()
+        }
+        return GalleryCheck(
+            len(self.scores),
+            int(named.sum()),
+            int(right.sum()),
+            len(self.missing),
+            int((self.missing >= threshold).sum()),
+            characters,
+            confidence,
+            override,
+        )
+
+
+@dataclass(frozen=True)
 class GalleryCheck:
-    """How the bot answers its own gallery's pictures, each as if new (`check_gallery`)."""
+    """How the bot answers its own gallery's pictures, each as if new (`check_gallery`), at the threshold in force."""
 
     pictures: int
     named: int  # answered with a confident name
@@ -41,11 +88,14 @@ class GalleryCheck:
     missing: int = 0  # the same pictures asked with their whole character left out (0: the gallery has only one)
     missing_named: int = 0  # of those, answered with a confident name: always a wrong one
     characters: dict[str, CharacterCheck] = field(default_factory=dict)
+    confidence: FittedThreshold | None = None  # the threshold fitted to these answers
+    override: float | None = None  # CONFIDENCE_THRESHOLD, when the owner set it
 
     def describe(self) -> str:
         """One line for people."""
+        fitted = f"confidence {describe_in_force(self.confidence, self.override)}; " if self.confidence else ""
         if not self.pictures:
-            return "gallery check: no character has a second picture"
+            return fitted + "gallery check: no character has a second picture"
         share = f"{self.right / self.named:.0%} of them right" if self.named else "none to check"
         line = (
             f"gallery check (each picture against the rest, as if new): {self.named / self.pictures:.0%} of "
@@ -56,7 +106,7 @@ class GalleryCheck:
                 f"; with its character left out of the gallery, {self.missing_named / self.missing:.0%} "
                 "still named (wrongly)"
             )
-        return line + self._named_least()
+        return fitted + line + self._named_least()
 
     def _named_least(self) -> str:
         """The characters whose pictures are named right least often, below `NAMED_LEAST`, as a clause."""
@@ -79,10 +129,18 @@ class GalleryCheck:
         )
 
 
-def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float) -> GalleryCheck:
-    """Answer every gallery picture whose character has other pictures, at `threshold`, against the gallery without
-    its fold (`FOLDS`), compared as that smaller gallery would compare, so that no picture helps compare itself; then,
-    if the gallery has another character, the same pictures with their whole character left out as well."""
+def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float | None = None) -> GalleryCheck:
+    """The gallery's answers to itself (`answer_gallery`), the threshold fitted to them, and the counts at
+    `threshold` (CONFIDENCE_THRESHOLD; None: the fitted one)."""
+    answers = answer_gallery(index, calibration)
+    fit = fit_threshold(answers.for_fit())
+    return answers.at(in_force(fit, threshold), fit, threshold)
+
+
+def answer_gallery(index: GalleryIndex, calibration: Calibration) -> GalleryAnswers:
+    """Answer every gallery picture whose character has other pictures against the gallery without its fold
+    (`FOLDS`), compared as that smaller gallery would compare, so that no picture helps compare itself; then, if the
+    gallery has another character, the same pictures with their whole character left out as well."""
     views: dict[str, list[int]] = {}
     for row, item in enumerate(index.items):
         views.setdefault(item.sha256, []).append(row)
@@ -90,10 +148,10 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
     pictures = [rows for rows in views.values() if counts.get(index.items[rows[0]].character, 0) > 1]
     if len(pictures) > MAX_PICTURES:
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
-    named = missing_named = 0
-    checked: Counter[str] = Counter()
-    named_right: Counter[str] = Counter()
-    taken_for: dict[str, Counter[str]] = {}
+    characters: list[str] = []
+    answered: list[str] = []
+    scores: list[float] = []
+    missing: list[float] = []
     for fold in _folds(index, pictures):
         together = index.held_out_similarities([row for number in fold for row in pictures[number]])
         bounds = np.cumsum([0] + [len(pictures[number]) for number in fold])
@@ -103,35 +161,18 @@ def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: floa
             answer = _identify(
                 Similarities(together.characters, per_view, together.images[start:end]), rows, calibration
             )
-            checked[character] += 1
-            if answer.character != character:
-                taken_for.setdefault(character, Counter())[answer.character] += 1
-            if answer.score >= threshold:
-                named += 1
-                named_right[character] += answer.character == character
+            characters.append(character)
+            answered.append(answer.character)
+            scores.append(answer.score)
             if len(counts) > 1:  # asked again as a picture of a character missing from the gallery
-                missing = per_view.copy()
-                missing[:, together.characters.index(character)] = -1.0
-                missing_named += (
+                left_out = per_view.copy()
+                left_out[:, together.characters.index(character)] = -1.0
+                missing.append(
                     _identify(
-                        Similarities(together.characters, missing, together.images[start:end]), rows, calibration
+                        Similarities(together.characters, left_out, together.images[start:end]), rows, calibration
                     ).score
-                    >= threshold
                 )
-    characters = {
-        name: CharacterCheck(
-            count, named_right[name], taken_for[name].most_common(1)[0][0] if name in taken_for else None
-        )
-        for name, count in checked.items()
-    }
-    return GalleryCheck(
-        len(pictures),
-        named,
-        sum(named_right.values()),
-        len(pictures) if len(counts) > 1 else 0,
-        missing_named,
-        characters,
-    )
+    return GalleryAnswers(characters, answered, np.array(scores, dtype=float), np.array(missing, dtype=float))
 
 
 def _folds(index: GalleryIndex, pictures: list[list[int]]) -> list[list[int]]:
@@ -158,6 +199,6 @@ def _faces(rows: list[int]) -> list[Box]:
     return [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)
 
 
-def checker(calibration: Calibration, threshold: float) -> Callable[[GalleryIndex], GalleryCheck]:
+def checker(calibration: Calibration, threshold: float | None) -> Callable[[GalleryIndex], GalleryCheck]:
     """`check_gallery` at these settings, for `build_gallery_index(check=...)`."""
     return lambda index: check_gallery(index, calibration, threshold)

@@ -15,6 +15,7 @@ import numpy as np
 from hxhbot.engine.crops import load_views
 from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.fitted_threshold import store
 from hxhbot.engine.gallery import GalleryError, GalleryFile, scan_gallery
 from hxhbot.engine.gallery_check import GalleryCheck
 from hxhbot.engine.images import (
@@ -72,7 +73,8 @@ def build_gallery_index(
     detector: FaceDetector | None = None,
     check: Callable[[GalleryIndex], GalleryCheck] | None = None,
 ) -> tuple[GalleryIndex, BuildSummary]:
-    """Embed every view of every readable gallery image, save the index, then `check` it; unreadable files skipped."""
+    """Embed every view of every readable gallery image, `check` the index (the threshold fitted to it is saved with
+    it) and save it; unreadable files are skipped."""
     with index_writer(index_dir):  # one writer at a time: a second build is refused, the index left as it is
         return _build_gallery_index(gallery_dir, embedder, index_dir, batch_size, max_pixels, progress, detector, check)
 
@@ -149,6 +151,9 @@ def _build_gallery_index(
     if not items:
         raise GalleryError(f"The gallery {gallery_dir} has no readable images: nothing to index.")
     index = GalleryIndex.build(np.stack(vectors), items, embedder.fingerprint)
+    summary.check = check(index) if check else None
+    if summary.check and summary.check.confidence:
+        store(index.meta, summary.check.confidence)  # saved with the index: the threshold it answers at
     index.save(index_dir)
     summary.images = sum(item.view == 0 for item in items)
     counts = index.characters()
@@ -156,7 +161,6 @@ def _build_gallery_index(
     summary.few = {
         name: count for name, count in sorted(counts.items(), key=lambda pair: pair[1]) if count < FEW_PICTURES
     }
-    summary.check = check(index) if check else None
     summary.seconds = time.perf_counter() - started
     log.info("indexed %s", summary.describe())
     return index, summary

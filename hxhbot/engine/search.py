@@ -17,6 +17,7 @@ from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.crops import Views, load_views
 from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.fitted_threshold import FittedThreshold, describe_in_force, store, stored
 from hxhbot.engine.gallery import GalleryError
 from hxhbot.engine.gallery_check import checker
 from hxhbot.engine.identification import Identification, identify
@@ -69,6 +70,7 @@ class SearchService:
         self.embedder = embedder
         self.detector = detector or FaceDetector()
         self.calibration = calibration or Calibration.load(settings.model_dir)
+        self.confidence: FittedThreshold = stored({})
         self.index = index
         self.settings = settings
         self.budget = MemoryBudget(settings.decode_memory_bytes, settings.decode_wait_seconds)  # decoding memory
@@ -96,7 +98,25 @@ class SearchService:
         except GalleryIndexError as error:
             log.warning("%s", error)
             index = cls._build_at_start(settings, embedder, detector, calibration)
-        return cls(embedder, index, settings, detector, calibration)
+        service = cls(embedder, index, settings, detector, calibration)
+        if index is not None:
+            log.info("confidence: %s", service.describe_confidence())
+        return service
+
+    @property
+    def index(self) -> GalleryIndex | None:
+        """The live index."""
+        return self._index
+
+    @index.setter
+    def index(self, index: GalleryIndex | None) -> None:
+        """Swap an index in, with the threshold fitted to its gallery (`hxhbot.engine.fitted_threshold`)."""
+        self._index = index
+        self.confidence = stored(index.meta) if index is not None else stored({})
+
+    def describe_confidence(self) -> str:
+        """The threshold in force and its expected error, for people."""
+        return describe_in_force(self.confidence, self.settings.confidence_threshold)
 
     @staticmethod
     def _build_at_start(
@@ -271,6 +291,7 @@ class SearchService:
                 index = GalleryIndex.build(vectors, items, self.embedder.fingerprint)
             else:
                 index = base.extended(vectors, items)
+            store(index.meta, self.confidence if base is None else stored(base.meta))  # stands until the next build
             index.save(self.settings.index_dir)
             return index, item
 

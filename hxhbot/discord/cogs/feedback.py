@@ -15,6 +15,7 @@ from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import percent
 from hxhbot.discord.tree import NotOwnerError, owner_only, tell_failure
 from hxhbot.engine.feedback import Correction
+from hxhbot.engine.fitted_threshold import describe_in_force
 from hxhbot.engine.images import IMAGE_SUFFIXES, ImageError
 from hxhbot.engine.index import GalleryIndexError
 from hxhbot.wording import counted
@@ -96,6 +97,7 @@ class Feedback(commands.Cog):
         index = self.bot.search.index
         confident = f"{percent(stats.confident / stats.answers)} confident" if stats.answers else "none yet"
         p50, p95 = stats.latency(50), stats.latency(95)
+        confidence = describe_in_force(self.bot.search.confidence, self.bot.settings.confidence_threshold)
         latency = f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms" if p50 is not None else "no answers yet"
         size = (
             f"{counted(len(index), 'image')}, {counted(len(index.characters()), 'character')}" if index else "no index"
@@ -107,6 +109,7 @@ class Feedback(commands.Cog):
                     f"**Answers:** {stats.answers} ({confident})",
                     f"**Latency:** {latency}",
                     f"**Index:** {size}",
+                    f"**Confidence:** {confidence}",
                     f"**Corrections waiting for /review:** {pending}",
                 ]
             ),

@@ -52,7 +52,7 @@ def help_embed(bot: HxhBot, guild_id: int | None) -> discord.Embed:
         inline=False,
         value=(
             f"A score is how likely my answer is right. I name a character from "
-            f"**{percent(settings.confidence_threshold)}**; below that I say I'm not sure and **Show candidates** "
+            f"**{percent(bot.threshold)}**; below that I say I'm not sure and **Show candidates** "
             f"reveals my guesses to whoever asked; below **{percent(settings.unknown_threshold)}** I say it is no "
             f"character I know. Several characters in one picture each get a numbered box and a line."
         ),
