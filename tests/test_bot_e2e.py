@@ -467,6 +467,42 @@ async def test_a_mention_is_no_command_error(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+async def test_watched_channels_answer_a_member_once_every_cooldown(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=3600)
+    watched, other = server.channel_ids[1], server.member_id + 1
+
+    def picture(name: str) -> list[dict]:
+        return [server.add_attachment(_image(gallery, name), f"{name}.jpg", "image/jpeg")]
+
+    first = await server.post_message(watched, "who", attachments=picture("Kurapika"))
+    await server.wait_for(lambda r: _replied_to(r) == first["id"], timeout=60)
+    fetched = len([r for r in server.requests if r.route.startswith("/attachments/")])
+    flood = [await server.post_message(watched, "and?", attachments=picture("Gon Freecss")) for _ in range(3)]
+    link = await server.post_message(watched, "https://example.com/1.jpg")  # its preview comes later
+    await server.unfurl(
+        link,
+        [
+            {
+                "type": "image",
+                "url": "https://example.com/1.jpg",
+                "thumbnail": {"url": "https://example.com/1.jpg", "proxy_url": picture("Gon Freecss")[0]["proxy_url"]},
+            }
+        ],
+    )
+    someone_else = await server.post_message(watched, "who", attachments=picture("Killua Zoldyck"), author_id=other)
+    reply = await server.wait_for(lambda r: _replied_to(r) == someone_else["id"], timeout=60)  # every other handled
+    assert reply.json["embeds"][0]["title"] == "Killua Zoldyck"
+    slowed = {m["id"] for m in (*flood, link)}
+    for message_id in slowed:
+        await server.wait_for(lambda r, i=message_id: r.route == REACTION and r.params["message_id"] == i, timeout=60)
+    reactions = [r for r in server.requests if r.route == REACTION and r.params["message_id"] in slowed]
+    assert sorted((r.params["message_id"], r.params["emoji"]) for r in reactions) == sorted((i, "🐢") for i in slowed)
+    assert not [r for r in server.requests if _replied_to(r) in slowed]
+    assert len([r for r in server.requests if r.route.startswith("/attachments/")]) == fetched + 1  # Killua's only
+
+
 async def test_watched_channel_says_busy(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
     bot.search.settings = dataclasses.replace(bot.search.settings, queue_size=0)  # every image: BusyError
     image = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")

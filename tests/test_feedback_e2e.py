@@ -48,7 +48,15 @@ async def _correct(server: FakeDiscord, picture: bytes, label: str | None) -> st
         component_type=SELECT,
         values=[options[label]],
     )
-    return (await server.wait_for_callback(pick.token)).json["data"]["content"]
+    return (await _picked(server, pick))["content"]
+
+
+async def _picked(server: FakeDiscord, pick: FakeInteraction) -> dict:
+    """The correction menu's message once a pick is stored: the bot defers the pick, then edits its message."""
+    edit = await server.wait_for(
+        lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH" and r.params["token"] == pick.token, timeout=60
+    )
+    return edit.json
 
 
 async def test_wrong_correction_review_approve_then_answered_right(
@@ -72,8 +80,9 @@ async def test_wrong_correction_review_approve_then_answered_right(
     pick = await server.send_component(
         menu["custom_id"], server.messages[wrong.original_message_id], component_type=SELECT, values=[options[chosen]]
     )
-    thanks = (await server.wait_for_callback(pick.token)).json
-    assert thanks["type"] == 7 and chosen in thanks["data"]["content"] and not thanks["data"]["components"]
+    assert (await server.wait_for_callback(pick.token)).json["type"] == 6  # deferred: the picture is fetched again
+    thanks = await _picked(server, pick)
+    assert chosen in thanks["content"] and not thanks["components"]
 
     refused = await server.send_slash_command("review")
     assert "owner" in (await server.wait_for_callback(refused.token)).json["data"]["content"]
@@ -113,7 +122,7 @@ async def test_direct_messages_answer_and_take_a_correction(server: FakeDiscord,
     pick = await server.send_component(
         menu["custom_id"], server.messages[wrong.original_message_id], component_type=SELECT, values=[chosen["value"]]
     )
-    assert chosen["label"] in (await server.wait_for_callback(pick.token)).json["data"]["content"]
+    assert chosen["label"] in (await _picked(server, pick))["content"]
     review = await server.send_slash_command("review", user_id=server.owner_id)  # in the server
     page = (await server.wait_for_callback(review.token)).json["data"]
     embed = page["embeds"][0]
@@ -324,3 +333,50 @@ async def test_a_correction_left_unreviewed_expires_with_its_picture(
             while [review for *_, review in await bot.feedback.call(bot.feedback.corrections)] != ["expired"]:
                 await asyncio.sleep(0.1)
         assert await bot.feedback.call(bot.feedback.next_pending) is None
+
+
+async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
+    server: FakeDiscord, bot: HxhBot, gallery: Path
+) -> None:
+    picture = encode(character_image(COLOURS["Gon Freecss"], 96))
+    _, embed, message = await _answer(server, picture)
+    wrong = _components(message)["Wrong"]["custom_id"]
+
+    def fetched() -> int:
+        return len([r for r in server.requests if r.route.startswith("/attachments/")])
+
+    downloads = fetched()
+    ranked = []
+    identify = bot.search.identify
+
+    async def counted(data: bytes, top_k: int | None = None):
+        ranked.append(top_k)
+        return await identify(data, top_k)
+
+    bot.search.identify = counted  # type: ignore[method-assign]
+    bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=3600)
+    members = [server.member_id, *(server.member_id + n for n in range(1, 8))]
+    presses = await asyncio.gather(*(server.send_component(wrong, message, user_id=member) for member in members))
+    menus = [(await server.wait_for_followup(press.token, timeout=60)).json for press in presses]
+    assert {menu["content"] for menu in menus} == {f"Who is it, if not {embed['title']}?"}
+    assert (
+        len(ranked) == 1 and len([r for r in server.requests if r.route.startswith("/attachments/")]) == downloads + 1
+    )
+    assert not [view for view in bot.open_views for value in vars(view).values() if isinstance(value, bytes)]
+
+    again = await server.send_component(wrong, message)  # the same member, within COOLDOWN_SECONDS
+    told = (await server.wait_for_callback(again.token)).json["data"]
+    assert told["flags"] & EPHEMERAL and told["content"].startswith("Slow down a little")
+    assert len(ranked) == 1
+
+    menu = _components(menus[0])["Who is it?"]
+    chosen = menu["options"][0]
+    pick = await server.send_component(
+        menu["custom_id"],
+        server.messages[presses[0].original_message_id],
+        component_type=SELECT,
+        values=[chosen["value"]],
+    )
+    assert chosen["label"] in (await _picked(server, pick))["content"]
+    pending = bot.feedback.next_pending()
+    assert pending is not None and pending.data == picture  # fetched again for the correction, not kept meanwhile

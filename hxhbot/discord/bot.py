@@ -20,7 +20,7 @@ from hxhbot.discord.api import pointed_at
 from hxhbot.discord.attachments import ImageSource
 from hxhbot.discord.redaction import hide_tokens
 from hxhbot.discord.replies import Answer, answer
-from hxhbot.discord.tree import BotTree, send_private
+from hxhbot.discord.tree import BotTree, cooldown, send_private
 from hxhbot.engine import first_run
 from hxhbot.engine.feedback import FeedbackError, FeedbackStore
 from hxhbot.engine.fitted_threshold import in_force
@@ -79,6 +79,10 @@ class HxhBot(commands.AutoShardedBot):
         self.download_hosts = attachments.download_hosts(settings.discord_api_base)
         self.download_slots = asyncio.Semaphore(PARALLEL_DOWNLOADS)
         self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
+        # Wrong under an answer, per member: one press every COOLDOWN_SECONDS (feedback_ui)
+        self.wrong_presses = commands.DynamicCooldownMapping(
+            lambda interaction: cooldown(self.settings), lambda interaction: interaction.user.id
+        )
         self.in_flight: set[asyncio.Task] = set()  # the tasks handling requests taken
         self.draining = False
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import discord
+from discord import app_commands
 
 from hxhbot.discord.attachments import ImageSource
 from hxhbot.discord.bot import HxhBot
@@ -40,8 +42,10 @@ class FeedbackView(RevealCandidates):
         super().__init__([("", result)], asker_id, timeout)
         self.bot = bot
         self.result = result
-        self.source = source  # the picture's bytes are not kept: "Wrong" downloads them again
+        self.source = source  # the picture's bytes are not kept: "Wrong", and a correction, download them again
         self.sha256 = sha256
+        self.names: list[str] | None = None  # the correction menu: ranked on the first Wrong, then kept
+        self.ranking = asyncio.Lock()  # Wrong pressed by many at once: one download, one ranking
         if not reveal:
             self.remove_item(self.reveal)
 
@@ -54,18 +58,33 @@ class FeedbackView(RevealCandidates):
 
     @discord.ui.button(label="Wrong", style=discord.ButtonStyle.danger, emoji="✖️")
     async def wrong(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Ask, privately, who it really is, offering the characters closest to the picture first."""
+        """Ask, privately, who it really is, offering the characters closest to the picture first; a member may ask
+        once every COOLDOWN_SECONDS."""
+        bucket = self.bot.wrong_presses.get_bucket(interaction)
+        retry_after = bucket.update_rate_limit() if bucket else None
+        if bucket and retry_after:
+            raise app_commands.CommandOnCooldown(bucket, retry_after)
         await interaction.response.defer(ephemeral=True, thinking=True)
+        menu = CorrectionView(self, interaction.message, await self.candidates())
+        self.bot.open_views.add(menu)
+        await interaction.followup.send(f"Who is it, if not {self.result.best.character}?", view=menu, ephemeral=True)
+
+    async def candidates(self) -> list[str]:
+        """Who else it may be, the characters closest to the picture first: downloaded and ranked once per answer,
+        however many press Wrong."""
+        async with self.ranking:
+            if self.names is None:
+                search = self.bot.search
+                ranked = await search.identify(await self.picture(), top_k=MENU_SIZE)
+                self.names = candidates(ranked, self.result.best.character, list(search.characters()))
+        return self.names
+
+    async def picture(self) -> bytes:
+        """The picture, downloaded again; refused when it has changed since the answer."""
         data = await self.bot.download(self.source)
         if hashlib.sha256(data).hexdigest() != self.sha256:
             raise UserError("That picture has changed since I answered; ask me about it again.")
-        answer = self.result.best.character
-        search = self.bot.search
-        ranked = await search.identify(data, top_k=MENU_SIZE)
-        names = candidates(ranked, answer, list(search.characters()))
-        menu = CorrectionView(self, interaction.message, names, data)
-        self.bot.open_views.add(menu)
-        await interaction.followup.send(f"Who is it, if not {answer}?", view=menu, ephemeral=True)
+        return data
 
     @property
     def store(self) -> FeedbackStore:
@@ -114,12 +133,11 @@ class FeedbackView(RevealCandidates):
 class CorrectionView(discord.ui.View):
     """A private menu of who else it may be, with "someone else" last."""
 
-    def __init__(self, answer: FeedbackView, message: discord.Message | None, names: list[str], data: bytes) -> None:
+    def __init__(self, answer: FeedbackView, message: discord.Message | None, names: list[str]) -> None:
         super().__init__(timeout=answer.timeout)
         self.answer = answer
         self.message = message
-        self.names = names
-        self.data = data  # the picture, stored with a correction for /review
+        self.names = names  # no picture held: it is downloaded again once a character is chosen
         self.choose.options = [
             discord.SelectOption(label=name[:100], value=str(number)) for number, name in enumerate(names)
         ]
@@ -127,12 +145,13 @@ class CorrectionView(discord.ui.View):
 
     @discord.ui.select(placeholder="Who is it?")
     async def choose(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
-        """Store the correction and thank the member."""
+        """Store the correction (with the picture, downloaded again, when a character is named) and thank the member."""
         value = select.values[0]
         name = None if value == SOMEONE_ELSE else self.names[int(value)]
+        await interaction.response.defer()  # the download may take longer than Discord waits for an answer
         store = self.answer.store
         verdict = self.answer.verdict(interaction, right=False, correction=name, message=self.message)
-        recorded = await store.call(store.record, verdict, self.data if name else None)
+        recorded = await store.call(store.record, verdict, await self.answer.picture() if name else None)
         if not recorded:
             text = "You already told me about this answer, thanks."
         elif name:
@@ -140,7 +159,7 @@ class CorrectionView(discord.ui.View):
         else:
             text = "Thanks, noted: I don't know that character yet."
         self.stop()
-        await interaction.response.edit_message(content=text, view=None)
+        await interaction.edit_original_response(content=text, view=None)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
         """A failed menu: the member told privately."""

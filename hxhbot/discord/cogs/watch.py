@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import discord
 from discord.ext import commands
@@ -12,6 +13,7 @@ from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.feedback_ui import FeedbackView
 from hxhbot.discord.messages import Answered, Taken, answer_each
 from hxhbot.discord.replies import fitted
+from hxhbot.discord.tree import cooldown
 from hxhbot.engine.identification import Outcome
 from hxhbot.engine.search import BusyError
 
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 LOOKING = "🔍"
 UNSURE = "🤷"
 BUSY = "⏳"  # too many images waiting: not the same as unsure
+SLOW = "🐢"  # the member's pictures were answered less than COOLDOWN_SECONDS ago: these are not looked at
+DECISIONS_KEPT = 1000  # messages whose admission is remembered, as `Taken` remembers their pictures
 NOT_NAMED = {Outcome.UNSURE: "not sure who this is", Outcome.UNKNOWN: "no character I know"}
 NEEDED = (
     "view_channel",
@@ -38,6 +42,10 @@ class Watch(commands.Cog):
         self.bot = bot
         self.checked = False  # the watched channels are checked at the first READY only
         self.taken = Taken()
+        self.cooldowns = commands.DynamicCooldownMapping(
+            lambda message: cooldown(bot.settings), commands.BucketType.user
+        )
+        self.decisions: OrderedDict[int, bool] = OrderedDict()  # message id → whether its pictures are answered
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -82,6 +90,22 @@ class Watch(commands.Cog):
         if self.watched(after):
             await self.answer(after, attachments.images_in(after))
 
+    async def admitted(self, message: discord.Message) -> bool:
+        """Whether a message's pictures may be answered: one message per member every COOLDOWN_SECONDS, decided when
+        it first shows pictures (a preview an edit adds later follows the message); a 🐢 on a message refused."""
+        if message.id not in self.decisions:
+            moment = message.created_at.timestamp()
+            bucket = self.cooldowns.get_bucket(message, moment)
+            self.decisions[message.id] = not (bucket and bucket.update_rate_limit(moment))
+            while len(self.decisions) > DECISIONS_KEPT:
+                self.decisions.popitem(last=False)
+            if not self.decisions[message.id]:
+                log.info(
+                    "not looking at %s's pictures in #%s: within COOLDOWN_SECONDS", message.author, message.channel
+                )
+                await _react(message, SLOW)
+        return self.decisions[message.id]
+
     def watched(self, message: discord.Message) -> bool:
         """A human's message in a watched channel or in a thread of one."""
         channels = {message.channel.id, getattr(message.channel, "parent_id", None)}
@@ -90,7 +114,7 @@ class Watch(commands.Cog):
     async def answer(self, message: discord.Message, found: list[attachments.ImageSource]) -> None:
         """React, identify the images not marked as spoilers, and reply for the characters named."""
         sources = self.taken.new(message.id, [source for source in found if not source.spoiler])
-        if not sources or not self.bot.take_request():
+        if not sources or not await self.admitted(message) or not self.bot.take_request():
             return
         await _react(message, LOOKING)
         done = await answer_each(
