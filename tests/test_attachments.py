@@ -178,20 +178,22 @@ async def test_byte_cap_without_content_length(server: Server, session: aiohttp.
 
 
 async def test_byte_cap_when_content_length_lies(session: aiohttp.ClientSession) -> None:
-    sent = 0
+    flood = 256 * 1024 * 1024  # far beyond what the kernel's socket buffers hold (a few MB on loopback)
+    sent, hung_up = 0, asyncio.get_running_loop().create_future()
 
     async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Declare 1,000 bytes, then send ten times the limit (raw HTTP: aiohttp's server would not lie)."""
+        """Declare 1,000 bytes, then send 256 MB (raw HTTP: aiohttp's server would not lie) unless hung up on."""
         nonlocal sent
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n")
         try:
-            for _ in range(10 * LIMIT // 4096):
-                writer.write(b"\x00" * 4096)
-                sent += 4096
+            while sent < flood:
+                writer.write(b"\x00" * 65536)
+                sent += 65536
                 await writer.drain()
+            hung_up.set_result(False)
         except ConnectionError:
-            pass
+            hung_up.set_result(True)
         writer.close()
 
     listener = await asyncio.start_server(liar, "127.0.0.1", 0)
@@ -203,7 +205,8 @@ async def test_byte_cap_when_content_length_lies(session: aiohttp.ClientSession)
             assert "could not be downloaded" in str(error)
         else:
             assert len(data) == 1000  # or the declared length bounds the read, whatever comes after
-    assert sent > 0
+        # the connection is dropped, not left open (a liar's writes would then block until it times out)
+        assert await asyncio.wait_for(hung_up, 30) and sent < flood
 
 
 async def test_total_deadline_against_a_trickle(server: Server, session: aiohttp.ClientSession) -> None:

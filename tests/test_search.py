@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hxhbot.config import Settings
+from hxhbot.engine.crops import Views
 from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.images import NotAnImageError
 from hxhbot.engine.search import (
@@ -71,12 +72,18 @@ async def test_bad_image_fails_alone(service: SearchService, gallery: Path) -> N
 
 async def test_busy_when_queue_is_full(settings: Settings, gallery: Path) -> None:
     service = SearchService.open(dataclasses.replace(settings, queue_size=2))
-    release = threading.Event()
+    entered, release = threading.Barrier(3), threading.Event()  # the two decodings and this test
     decode = service._decode
-    service._decode = lambda data: (release.wait(10), decode(data))[1]  # type: ignore[method-assign]
+
+    def held(data: bytes) -> Views:
+        entered.wait(60)
+        release.wait(60)
+        return decode(data)
+
+    service._decode = held  # type: ignore[method-assign]
     data = (gallery / "Kurapika" / "01.jpg").read_bytes()
     waiting = [asyncio.create_task(service.identify(data)) for _ in range(2)]
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(entered.wait, 60)  # both are being decoded: QUEUE_SIZE images in flight, however slow
     with pytest.raises(BusyError, match="busy"):
         await service.identify(data)
     release.set()
