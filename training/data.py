@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import random
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +17,13 @@ import tensorflow as tf
 import tensorflow_addons as tfa
 from PIL import Image, ImageEnhance, ImageOps
 
-from hxhbot.engine.crops import DETAIL, picture_views
-from hxhbot.engine.detector import DECODE_SIDE, Box, FaceDetector
+from hxhbot.engine.detector import Box
 from hxhbot.engine.gallery import scan_gallery
 from hxhbot.engine.images import (
     TRUSTED_DECODE_BYTES,
     TRUSTED_MAX_BYTES,
     ImageError,
-    decode_image,
     load_image_file,
-    read_image_file,
     to_array,
 )
 
@@ -73,6 +72,25 @@ class Split:
         wanted = Path(folder).resolve()
         return [c for c in names if c in self.folders and Path(self.folders[c]).resolve() == wanted]
 
+    def training_only(self, folders: list[str | Path]) -> Split:
+        """The split without the seen characters of folders other than `folders` (its unseen ones all kept)."""
+        wanted = {Path(folder).resolve() for folder in folders}
+        dropped = {c for c in self.seen if c in self.folders and Path(self.folders[c]).resolve() not in wanted}
+
+        def kept(table: dict) -> dict:
+            return {name: value for name, value in table.items() if name not in dropped}
+
+        seen = [c for c in self.seen if c not in dropped]
+        return replace(
+            self,
+            seen=seen,
+            train=kept(self.train),
+            val=kept(self.val),
+            gallery=kept(self.gallery),
+            query=kept(self.query),
+            folders=kept(self.folders),
+        )
+
     def evaluation(
         self, folder: str | Path | None = None
     ) -> tuple[tuple[list[str], list[str]], dict[str, tuple[list[str], list[str]]]]:
@@ -93,10 +111,12 @@ def make_split(
     val: float = 0.2,
     seed: int = 0,
     held_out: list | tuple = (),
+    unseen_characters: list | tuple = (),
 ) -> Split:
     """Split data folders by character (seen/unseen, per folder) and by source picture, seeded.
 
-    Every character of a `held_out` folder is unseen: the model never trains on that folder.
+    Every character of a `held_out` folder is unseen: the model never trains on that folder; so is every
+    character named in `unseen_characters`. One name in several folders is one character (of its first folder).
     Per character: `gallery_size` pictures form its gallery; an unseen character's other pictures are
     all queries; a seen character's other pictures give `query` of them to queries and the rest, with
     the gallery, to training. Pictures of one source (`source_groups`) always land on one side.
@@ -104,21 +124,21 @@ def make_split(
     folders = [Path(d) for d in (data_dirs if isinstance(data_dirs, list) else [data_dirs])]
     rng = random.Random(seed)
     seen, unseen_names, owner = [], [], {}
-    by_character: dict[str, list[list[str]]] = {}
+    paths: dict[str, list[str]] = {}
     for folder in folders:
-        files, _ = scan_gallery(folder)
-        paths: dict[str, list[str]] = {}
-        for file in files:
-            paths.setdefault(file.character, []).append(str(file.path))
-        names = sorted(paths)
+        found = scan_characters(folder)
+        names = sorted(set(found) - set(owner))
         rng.shuffle(names)
         count = unseen if isinstance(unseen, int) else round(len(names) * unseen)
         count = len(names) if str(folder) in {str(Path(h)) for h in held_out} else count
         unseen_names += names[:count]
         seen += names[count:]
-        for name in names:
-            owner[name] = str(folder)
-            by_character[name] = source_groups(sorted(paths[name]))
+        for name in found:
+            owner.setdefault(name, str(folder))
+            paths[name] = sorted(paths.get(name, []) + found[name])
+    named = set(unseen_characters) & set(seen)
+    seen, unseen_names = [name for name in seen if name not in named], unseen_names + sorted(named)
+    by_character = {name: source_groups(paths[name]) for name in paths}
     train, valid, gallery, queries = {}, {}, {}, {}
     for name in sorted(by_character):
         groups = by_character[name]
@@ -133,6 +153,15 @@ def make_split(
         held, _ = _take([[p] for p in train[name]], round(len(train[name]) * val) if len(train[name]) > 2 else 0)
         valid[name] = held
     return Split(seed, sorted(seen), sorted(unseen_names), train, valid, gallery, queries, owner)
+
+
+def scan_characters(folder: str | Path) -> dict[str, list[str]]:
+    """A gallery folder's pictures by character (sorted paths), as the gallery reads it."""
+    files, _ = scan_gallery(Path(folder))
+    paths: dict[str, list[str]] = {}
+    for file in files:
+        paths.setdefault(file.character, []).append(str(file.path))
+    return {name: sorted(found) for name, found in paths.items()}
 
 
 def _take(groups: list[list[str]], count: int) -> tuple[list[str], list[list[str]]]:
@@ -151,8 +180,9 @@ def source_groups(paths: list[str]) -> list[list[str]]:
     """Pictures of one character grouped so that crops or copies of one source stay together.
 
     Joined: names that say they are crops of one file (`<name>.jpg-2.jpg`), files from one
-    repository (`owner__repo__file`, the shared sets' naming), and near-identical pixels (a 64-bit
-    difference hash at most 3 bits apart: recompressed or resized copies).
+    repository (`owner__repo__file`, the shared sets' naming), files whose source in their data folder's
+    SOURCES.csv has one name (`artwork_keys`: one artwork cut at several scales), and near-identical pixels
+    (a 64-bit difference hash at most 3 bits apart: recompressed or resized copies).
     """
     parent = list(range(len(paths)))
 
@@ -168,8 +198,10 @@ def source_groups(paths: list[str]) -> list[list[str]]:
         crop = re.match(r"(.+\.(?:jpe?g|png|webp|gif|bmp))-\d+\.\w+$", name, re.IGNORECASE)
         parts = name.split("__")
         key = crop.group(1) if crop else ("__".join(parts[:2]) if len(parts) >= 3 else None)
-        if key is not None:
-            parent[root(number)] = root(first.setdefault(key, number))
+        artwork = artwork_keys(str(Path(path).parent.parent)).get((Path(path).parent.name, name))
+        for one in (key, artwork and f"artwork:{artwork}"):
+            if one is not None:
+                parent[root(number)] = root(first.setdefault(one, number))
     hashes = [_difference_hash(path) for path in paths]
     for i in range(len(paths)):
         for j in range(i):
@@ -179,6 +211,22 @@ def source_groups(paths: list[str]) -> list[list[str]]:
     for number, path in enumerate(paths):
         groups.setdefault(root(number), []).append(path)
     return [sorted(group) for _, group in sorted(groups.items())]
+
+
+@functools.lru_cache(maxsize=64)
+def artwork_keys(folder: str) -> dict[tuple[str, str], str]:
+    """(character, file) → the name of its source in `folder`/SOURCES.csv (none without one): the file name of
+    `source_path` without extension, lower case, letters, digits and '+' only (`char_002_amiya_1+` whether cut
+    as full art, portrait or avatar; `epoque#4` as `epoque4`)."""
+    table = Path(folder) / "SOURCES.csv"
+    if not table.is_file():
+        return {}
+    with open(table, newline="", encoding="utf-8") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("source_path") and row.get("file")]
+    return {
+        (row["character"], row["file"]): re.sub(r"[^a-z0-9+]", "", Path(row["source_path"]).stem.lower())
+        for row in rows
+    }
 
 
 def _difference_hash(path: str) -> int | None:
@@ -221,43 +269,6 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int = 0) -> Iterator[np
     while True:
         chosen = rng.choice(classes, size=min(p, len(classes)), replace=False)
         yield np.concatenate([rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in chosen])
-
-
-def picture_views_of(
-    paths: list[str], size: int, detector: FaceDetector, rounds: int = 0, faces: int = 2, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of every picture as the engine cuts them (whole frame, then faces), and `rounds` augmented copies.
-
-    Returns the arrays, per array the index of its picture, and whether it is a clean view (as the engine
-    cuts it). Augmented views look like what members post: cropped and rescaled, mirrored, 20 % greyscale
-    (manga), colour and light shifted; a face crop is jittered around its box. Rows come clean views first.
-    """
-
-    def one(number: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        try:
-            picture = decode_image(
-                read_image_file(paths[number], TRUSTED_MAX_BYTES),
-                max_bytes=TRUSTED_MAX_BYTES,
-                max_decode_bytes=TRUSTED_DECODE_BYTES,
-                draft_size=max(DETAIL * size, DECODE_SIDE),
-            )
-        except (OSError, ImageError) as error:
-            raise ValueError(f"{paths[number]}: {error}") from error
-        boxes = detector.detect(picture)[:faces]
-        clean = list(picture_views(picture, boxes, size))
-        rng = random.Random(seed * 1_000_003 + number)
-        extra = [augmented_view(picture, None, size, rng) for _ in range(rounds)]
-        extra += [augmented_view(picture, box, size, rng) for box in boxes for _ in range(max(1, rounds // 2))]
-        return clean, extra if rounds else []
-
-    with ThreadPoolExecutor(4) as pool:
-        views = list(pool.map(one, range(len(paths))))
-    if not views:
-        return np.zeros((0, size, size, 3), np.float32), np.zeros(0, int), np.zeros(0, bool)
-    owners = np.concatenate([np.full(len(clean) + len(extra), n) for n, (clean, extra) in enumerate(views)])
-    is_clean = np.concatenate([np.r_[np.ones(len(clean), bool), np.zeros(len(extra), bool)] for clean, extra in views])
-    arrays = np.stack([a for clean, extra in views for a in clean + extra])
-    return arrays, owners, is_clean
 
 
 def augmented_view(picture: Image.Image, box: Box | None, size: int, rng: random.Random) -> np.ndarray:

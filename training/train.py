@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,10 +25,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_addons as tfa  # noqa: E402
 
-from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.model_dir import save_model_dir  # noqa: E402
-from training.data import Split, augment, encode_labels, load_arrays, make_split, picture_views_of, pk_batches  # noqa: E402
+from training.data import Split, augment, encode_labels, load_arrays, make_split, pk_batches  # noqa: E402
 from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build, fit_whitening  # noqa: E402
+from training.view_cache import CachedViews, ViewCache  # noqa: E402
 
 log = logging.getLogger("training.train")
 TUNED_EPOCHS = 6  # the loss is near its floor by then; the top's weights are averaged over the last epochs
@@ -36,6 +37,7 @@ TUNED_SCALE = 24.0
 TUNED_MARGIN = 0.1
 TUNED_LEARNING_RATE = 3e-4
 TUNED_AVERAGE_FROM = 2  # the top's weights are averaged over the epochs from this one to the last
+SAMPLINGS = ("views", "characters")  # how the top's batches draw views: uniformly, or a uniformly drawn class's
 
 
 def train(
@@ -54,11 +56,19 @@ def train(
     unseen: float = 0.4,
     query: float = 1 / 3,
     held_out: list[Path] | tuple = (),
+    cache: Path | None = None,
+    sampling: str = "views",
 ) -> dict:
-    """Train `variant` on the split's seen characters and save the model directory; return the history."""
+    """Train `variant` on the split's seen characters of the `data` folders and save the model directory; return
+    the history. `tuned` reads its views' bottom maps from `cache` (default: a folder in `out`, removed at the
+    end), computing the missing ones."""
     tf.keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    split = Split.load(split_file) if split_file else _split_in(out, data, seed, unseen, query, held_out)
+    split = (
+        Split.load(split_file).training_only(data)
+        if split_file
+        else _split_in(out, data, seed, unseen, query, held_out)
+    )
     split.save(out / "split.json")
     size = input_size or INPUT_SIZES[variant]
     model = build(variant, size, weights)
@@ -82,6 +92,8 @@ def train(
             augment_rounds // 2,
             verbose,
             seed,
+            cache or out / "view-cache",
+            sampling,
         )
     elif variant != "pretrained":
         images, val_images = load_arrays(train_paths, size), load_arrays(val_paths, size)
@@ -120,6 +132,8 @@ def train(
     for leftover in ("best.weights.h5", "best.weights.json", "average.weights.npz", "average.weights.json"):
         (out / leftover).unlink(missing_ok=True)  # the saved model holds the weights kept
     shutil.rmtree(out / "backup", ignore_errors=True)
+    if cache is None:
+        shutil.rmtree(out / "view-cache", ignore_errors=True)
     if history:
         _plot(history, out / "curves.png", variant)
     log.info("%s: %.1f s (%s s/epoch), saved to %s", variant, seconds, summary["seconds_per_epoch"], out)
@@ -252,70 +266,146 @@ def _fit_tuned(
     rounds: int,
     verbose: int,
     seed: int,
+    cache: Path,
+    sampling: str,
 ) -> dict:
-    """Cache the frozen bottom's maps of every view (clean and `rounds` augmented), then fine-tune the top.
-
-    The top learns through a cosine softmax with an additive margin over the training identities; its
-    weights are averaged over the epochs from `TUNED_AVERAGE_FROM` on (steadier on characters it never
-    saw than any one epoch's). The classifier is dropped after training and the pooled backbone
-    features, whitened on the training pictures' clean views (whole frame and faces), are the embedding.
-    """
-    features, head = model.get_layer("features"), model.get_layer("head")
-    size = int(model.input_shape[1])
-    bottom, detector = _batched(features), FaceDetector()
-    maps, owners, clean, whole = [], [], [], []
-    for start in range(0, len(paths), 32):  # a chunk at a time: all views at 224 px would not fit in memory
-        arrays, chunk_owners, chunk_clean = picture_views_of(
-            paths[start : start + 32], size, detector, rounds, seed=seed
-        )
-        maps.append(bottom(arrays).astype(np.float16))
-        whole.append(np.r_[True, chunk_owners[1:] != chunk_owners[:-1]])  # each picture's whole-frame view
-        owners.append(chunk_owners + start)
-        clean.append(chunk_clean)
-    maps, owners = np.concatenate(maps), np.concatenate(owners)
-    clean, whole = np.flatnonzero(np.concatenate(clean)), np.flatnonzero(np.concatenate(whole))
-    targets = labels[owners]
-    val_maps = (
-        bottom(picture_views_of(val_paths, size, detector, faces=0)[0]).astype(np.float16)
-        if val_paths
-        else maps[whole[:0]]
+    """The frozen bottom's maps of every view (clean and `rounds` augmented) from the view cache, then `fit_top`."""
+    cached = ViewCache(cache, model.get_layer("features"))
+    views, val = cached.views(paths, rounds), cached.views(val_paths)
+    return fit_top(
+        model,
+        views,
+        labels[views.owners],
+        classes,
+        out,
+        epochs,
+        seed=seed,
+        verbose=verbose,
+        patience=patience,
+        val=(val.maps[val.whole], val_labels),
+        sampling=sampling,
     )
+
+
+def fit_top(
+    model: tf.keras.Model,
+    views: CachedViews,
+    targets: np.ndarray,
+    classes: int,
+    out: Path,
+    epochs: int,
+    *,
+    seed: int = 0,
+    verbose: int = 0,
+    patience: int = 10,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    sampling: str = "views",
+) -> dict:
+    """Fine-tune a tuned model's top on cached bottom maps (`targets`: each view's class), then whiten it.
+
+    The top learns through a cosine softmax with an additive margin over the training identities, on batches
+    of views drawn uniformly (`sampling` 'views') or each of a uniformly drawn class ('characters'); its
+    weights are averaged over the epochs from `TUNED_AVERAGE_FROM` on (steadier on characters it never saw
+    than any one epoch's). The classifier is dropped after training and the pooled backbone features,
+    whitened on the clean views (whole frames and faces), are the embedding. Resumes from `out` when
+    interrupted; logs its progress and the time left.
+    """
+    maps, head = views.maps, model.get_layer("head")
     trainer = _head_trainer("tuned", head, classes, 0)
     embed = _batched(head)
+    val_maps, val_labels = val if val is not None else (maps[:0], np.zeros(0, np.int32))
     checkpoint = RecallCheckpoint(
         lambda m: _unit(embed(m.astype(np.float32))),
-        maps[whole],
-        labels,
+        maps[views.whole],
+        targets[views.whole],
         val_maps,
         val_labels,
         out / "best.weights.h5",
         patience,
         keep_best=False,
     )  # averaged instead
-    rng = np.random.default_rng(seed)
-
-    batch = min(TUNED_BATCH, len(maps))  # fewer views than a batch would never yield one: fit would wait forever
+    rows = view_batches(targets, min(TUNED_BATCH, len(maps)), sampling, seed)
 
     def batches():
-        while True:
-            order = rng.permutation(len(maps))
-            for start in range(0, len(order) - batch + 1, batch):
-                rows = np.sort(order[start : start + batch])
-                yield maps[rows].astype(np.float32), targets[rows]
+        for chosen in rows:
+            yield maps[chosen].astype(np.float32), targets[chosen]
 
     spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
     average = WeightAverage(head, out / "average.weights.npz", min(TUNED_AVERAGE_FROM, epochs))
+    steps = max(1, len(maps) // TUNED_BATCH)
     history = trainer.fit(
         dataset,
-        steps_per_epoch=max(1, len(maps) // TUNED_BATCH),
+        steps_per_epoch=steps,
         epochs=epochs,
         verbose=verbose,
-        callbacks=[tf.keras.callbacks.BackupAndRestore(str(out / "backup")), checkpoint, average],
+        callbacks=[
+            tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
+            checkpoint,
+            average,
+            Progress(epochs, steps),
+        ],
     )
     head.set_weights(average.averaged())
-    fit_whitening(model, _unit(embed(maps[clean].astype(np.float32))))
+    fit_whitening(model, _unit(embed(maps[views.clean].astype(np.float32))))
     return _clean_history(history.history)
+
+
+def view_batches(targets: np.ndarray, batch: int, sampling: str, seed: int = 0) -> Iterator[np.ndarray]:
+    """Endless sorted row batches: every view once per pass in a shuffled order ('views'), or each row a view of a
+    uniformly drawn class ('characters': a character with 6 pictures weighs as much as one with 75)."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(targets == label) for label in np.unique(targets)]
+
+    def draw() -> Iterator[np.ndarray]:
+        while True:
+            if sampling == "views":
+                order = rng.permutation(len(targets))
+                for start in range(0, len(order) - batch + 1, batch):
+                    yield np.sort(order[start : start + batch])
+            else:
+                yield np.sort([rng.choice(by_class[c]) for c in rng.integers(0, len(by_class), batch)])
+
+    return draw()
+
+
+class Progress(tf.keras.callbacks.Callback):
+    """Logs the epoch and step reached, the time spent and the time left, every `every` seconds and each epoch."""
+
+    def __init__(self, epochs: int, steps: int, every: float = 60.0) -> None:
+        super().__init__()
+        self.epochs, self.steps, self.every = epochs, steps, every
+        self.epoch, self.started, self.first, self.logged = 0, 0.0, 0, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+        if not self.started:  # the first epoch of this session, which may be a resumed run's third
+            self.started, self.first = time.perf_counter(), epoch * self.steps
+            self.logged = self.started
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if time.perf_counter() - self.logged >= self.every:
+            self._log(batch + 1)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._log(self.steps)
+
+    def _log(self, step: int) -> None:
+        now = time.perf_counter()
+        done = self.epoch * self.steps + step
+        left = (now - self.started) / max(1, done - self.first) * (self.epochs * self.steps - done)
+        log.info(
+            "top: epoch %d/%d, step %d/%d, %.0f s, about %.0f s left",
+            self.epoch + 1,
+            self.epochs,
+            step,
+            self.steps,
+            now - self.started,
+            left,
+        )
+        self.logged = now
 
 
 def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) -> tf.keras.Model:
@@ -544,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         "--held-out", type=Path, nargs="+", default=[], help="--data folders none of whose characters are trained on"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/view-cache"),
+        help="folder of the bottom's maps of every view (tuned), shared by every run: computed once",
+    )
+    parser.add_argument("--sampling", choices=SAMPLINGS, default="views", help="how the tuned top's batches draw views")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for folder in args.data:
@@ -561,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         unseen=args.unseen,
         query=args.query,
+        cache=args.cache,
+        sampling=args.sampling,
         held_out=args.held_out,
     )
     print(
