@@ -13,9 +13,11 @@ import pytest
 import tensorflow as tf
 
 from hxhbot.engine.crops import load_views
+from hxhbot.engine.embedder import Embedder
 from tests.conftest import write_gallery
 from training import train as train_module
 from training import view_cache
+from training.beside import compose
 from training.data import scan_characters
 from training.model import build
 from training.train import Progress, fit_top, train, view_batches
@@ -163,3 +165,14 @@ def test_tuned_runs_share_one_cache(data: Path, tmp_path: Path, monkeypatch: pyt
     split = tmp_path / "a" / "split.json"
     summary = train([data], "tuned", tmp_path / "b", split_file=split, sampling="characters", **options)
     assert summary["epochs"] == 1 and json.loads((tmp_path / "b" / "config.json").read_text())["variant"] == "tuned"
+
+
+def test_compose_takes_the_raw_centre_from_the_cache(data: Path, tmp_path: Path, imagenet_model_dir: Path) -> None:
+    cache = tmp_path / "cache"
+    train([data], "tuned", tmp_path / "t", epochs=1, input_size=32, augment_rounds=2, cache=cache, unseen=0, verbose=0)
+    centres = []
+    for name, cached in (("engine", None), ("cached", cache)):
+        compose(tmp_path / "t", 0.7, tmp_path / name, cached)
+        composed = Embedder.load(tmp_path / name).model.get_layer("imagenet_top")
+        centres.append(composed.get_layer("imagenet_centre").mean.numpy()[0])
+    assert np.allclose(centres[0], centres[1], atol=2e-3)  # the same views; maps kept at 16 bits

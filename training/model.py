@@ -197,14 +197,13 @@ def beside_imagenet(
     if not 0.0 < weight < 1.0:  # at 1 it would be `tuned` itself, padded with zeros that change the index's damping
         raise ValueError(f"the tuned features' weight must be in (0, 1), not {weight}")
     size = int(tuned.input_shape[1])
-    maps, top = _top_blocks(mobilenet_v2(size, weights, name="imagenet"))
-    raw = tf.keras.layers.UnitNormalization()(tf.keras.layers.GlobalAveragePooling2D()(top))
+    raw = raw_features_of_maps(size, weights)
     centred = tf.keras.layers.Normalization(
         mean=np.asarray(centre, np.float32)[None],
         variance=np.ones((1, len(centre)), np.float32),
         name="imagenet_centre",
-    )(raw)
-    imagenet_top = tf.keras.Model(maps, tf.keras.layers.UnitNormalization()(centred), name="imagenet_top")
+    )(raw.output)
+    imagenet_top = tf.keras.Model(raw.input, tf.keras.layers.UnitNormalization()(centred), name="imagenet_top")
     imagenet_top.trainable = False
     inputs = tf.keras.Input((size, size, 3), name="image")
     shared = tuned.get_layer("features")(inputs)
@@ -216,6 +215,13 @@ def beside_imagenet(
         tf.keras.layers.Rescaling(float(np.sqrt(1.0 - weight)), name="imagenet_part")(imagenet_top(shared)),
     ]
     return tf.keras.Model(inputs, tf.keras.layers.Concatenate(name="embedding")(parts), name=f"{tuned.name}_imagenet")
+
+
+def raw_features_of_maps(size: int, weights: str | None = "imagenet") -> tf.keras.Model:
+    """Raw ImageNet features of the frozen bottom's maps (MobileNetV2's own blocks 13–16, average-pooled, unit
+    length): `pretrained`'s features, and the raw part of `beside_imagenet` before its centring."""
+    maps, top = _top_blocks(mobilenet_v2(size, weights, name="imagenet"))
+    return tf.keras.Model(maps, tf.keras.layers.UnitNormalization()(tf.keras.layers.GlobalAveragePooling2D()(top)))
 
 
 def _top_blocks(backbone: tf.keras.Model) -> tuple[tf.Tensor, tf.Tensor]:
