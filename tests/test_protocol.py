@@ -108,6 +108,10 @@ def test_ranking_is_the_evaluations_own(folders: tuple[Path, Path], model_dir: P
     figures = protocol.rank(vectors, owners, paths, split, sorted(HELD), sorted(HELD))
     for key in ("queries", "characters", "top1", "top5", "map@r", "per_character"):
         assert figures[key] == expected[key], key
+    shuffled = protocol.rank(vectors, owners, paths, split, sorted(HELD)[::-1], sorted(HELD)[1:] + sorted(HELD)[:1])
+    assert {key: shuffled[key] for key in ("top1", "top5", "per_character")} == {
+        key: figures[key] for key in ("top1", "top5", "per_character")
+    }  # whatever order the characters are listed in
 
 
 def test_cli_splits_and_ranks_held_out_characters_among_the_validation_ones(
@@ -131,12 +135,14 @@ def test_cli_splits_and_ranks_held_out_characters_among_the_validation_ones(
     table = json.loads(result.read_text())
     assert set(table) == {"title", "command", "protocol", "date", "columns", "rows"}
     rows = {row[1]: row for row in table["rows"]}
-    assert set(rows) == {"validation", "hunters", "hxh+val"}
-    assert rows["hxh+val"][2] == 3 + 5 and rows["hunters"][2] == 3 and rows["validation"][2] == 5  # characters
-    assert rows["hxh+val"][3] == rows["hunters"][3]  # the same queries, among more characters
+    assert set(rows) == {"validation", "hunters", "hunters + validation"}
+    assert (
+        rows["hunters + validation"][2] == 3 + 5 and rows["hunters"][2] == 3 and rows["validation"][2] == 5
+    )  # characters
+    assert rows["hunters + validation"][3] == rows["hunters"][3]  # the same queries, among more characters
     assert len(rows["validation"][5].split(" / ")) == 3
     report = json.loads((tmp_path / "all.json").read_text())["models"][str(model_dir)]
-    assert set(report["hxh+val"][0]["per_character"]) == set(HELD)
+    assert set(report["hunters + validation"][0]["per_character"]) == set(HELD)
     config = json.loads((model_dir / "config.json").read_text())
     trained = tmp_path / "trained"
     trained.mkdir()

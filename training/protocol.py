@@ -9,9 +9,9 @@ and differ in which pictures make each one's gallery (whole sources only) and wh
 one models train on (`training.train --split`). `evaluate` embeds every unseen character's pictures once per model
 through the engine's path and ranks the queries of each split as the bot's index ranks them:
 
-- `hxh+val`: the held-out Hunter × Hunter characters among themselves and every validation character;
 - `validation`: the validation characters among themselves (model choices are made on this one);
-- one ranking per held-out folder among its own characters (hxh-dev's 9: the figure of before).
+- per held-out folder, its characters among themselves (hxh-dev's 9: the figure of before), and
+  `<folder> + validation`: its characters among themselves and every validation character.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ VALIDATION_SIZE = 45
 GALLERY_SIZE = 8
 MIN_PICTURES = 11  # a validation character needs a gallery of 8 and queries beyond it
 MIN_SOURCES = 4  # ... from this many sources at least, so that no source is on both sides
-ACROSS = "hxh+val"  # the ranking of the held-out folder's characters among every validation character too
+ACROSS = " + validation"  # a held-out folder's characters ranked among every validation character too
 VALIDATION = "validation"
 VAL = 0.05  # of a trained character's pictures kept from training to follow its recall (the tuned top averages epochs)
 
@@ -109,8 +109,7 @@ def rankings(split: Split, validation: list[str]) -> dict[str, tuple[list[str], 
     for folder in held:
         own = split.characters_of(folder)
         out[Path(folder).name] = (own, own)
-        if folder == held[0]:
-            out[ACROSS] = (own + validation, own)
+        out[f"{Path(folder).name}{ACROSS}"] = (own + validation, own)
     return out
 
 
@@ -133,8 +132,7 @@ def rank(
 
     gallery, gallery_owner, gallery_labels = pick(split.gallery, gallery_names)
     queries, query_owner, query_labels = pick(split.query, query_names)
-    _, gallery_owner = np.unique(gallery_owner, return_inverse=True)
-    _, query_owner = np.unique(query_owner, return_inverse=True)
+    gallery_owner, query_owner = _in_order(gallery_owner), _in_order(query_owner)
     comparison = Comparison.fit(gallery, np.array(gallery_labels)[gallery_owner])
     gallery, queries = comparison.apply(gallery), comparison.apply(queries)
     labels = np.array(gallery_labels)
@@ -147,6 +145,11 @@ def rank(
         **{key: figures[key] for key in keys},
         "gallery_pictures": int(np.mean([len(split.gallery[name]) for name in gallery_names]) * 1000) / 1000,
     }
+
+
+def _in_order(owners: np.ndarray) -> np.ndarray:
+    """Picture numbers 0, 1, 2 … in the order the pictures' rows come (each picture's rows are together)."""
+    return np.cumsum(np.r_[True, owners[1:] != owners[:-1]]) - 1 if len(owners) else owners
 
 
 def evaluate_model(
