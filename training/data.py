@@ -7,7 +7,7 @@ import functools
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -72,7 +72,7 @@ class Split:
         wanted = Path(folder).resolve()
         return [c for c in names if c in self.folders and Path(self.folders[c]).resolve() == wanted]
 
-    def training_only(self, folders: list[str | Path]) -> Split:
+    def training_only(self, folders: Sequence[str | Path]) -> Split:
         """The split without the seen characters of folders other than `folders` (its unseen ones all kept)."""
         wanted = {Path(folder).resolve() for folder in folders}
         dropped = {c for c in self.seen if c in self.folders and Path(self.folders[c]).resolve() not in wanted}
@@ -123,7 +123,9 @@ def make_split(
     """
     folders = [Path(d) for d in (data_dirs if isinstance(data_dirs, list) else [data_dirs])]
     rng = random.Random(seed)
-    seen, unseen_names, owner = [], [], {}
+    seen: list[str] = []
+    unseen_names: list[str] = []
+    owner: dict[str, str] = {}
     paths: dict[str, list[str]] = {}
     for folder in folders:
         found = scan_characters(folder)
