@@ -163,7 +163,7 @@ def test_tuned_runs_share_one_cache(data: Path, tmp_path: Path, monkeypatch: pyt
     assert list(cache.rglob("*.npy")) and not (tmp_path / "a" / "view-cache").exists()
     monkeypatch.setattr(ViewCache, "_bottom", lambda *_: pytest.fail("computed a view the cache holds"))
     split = tmp_path / "a" / "split.json"
-    summary = train([data], "tuned", tmp_path / "b", split_file=split, sampling="characters", **options)
+    summary = train([data], "tuned", tmp_path / "b", split_file=split, sampling="characters", steps=2, **options)
     assert summary["epochs"] == 1 and json.loads((tmp_path / "b" / "config.json").read_text())["variant"] == "tuned"
 
 

@@ -58,6 +58,7 @@ def train(
     held_out: list[Path] | tuple = (),
     cache: Path | None = None,
     sampling: str = "views",
+    steps: int | None = None,
 ) -> dict:
     """Train `variant` on the split's seen characters of the `data` folders and save the model directory; return
     the history. `tuned` reads its views' bottom maps from `cache` (default: a folder in `out`, removed at the
@@ -94,6 +95,7 @@ def train(
             seed,
             cache or out / "view-cache",
             sampling,
+            steps,
         )
     elif variant != "pretrained":
         images, val_images = load_arrays(train_paths, size), load_arrays(val_paths, size)
@@ -268,6 +270,7 @@ def _fit_tuned(
     seed: int,
     cache: Path,
     sampling: str,
+    steps: int | None,
 ) -> dict:
     """The frozen bottom's maps of every view (clean and `rounds` augmented) from the view cache, then `fit_top`."""
     cached = ViewCache(cache, model.get_layer("features"))
@@ -284,6 +287,7 @@ def _fit_tuned(
         patience=patience,
         val=(val.maps[val.whole], val_labels),
         sampling=sampling,
+        steps=steps,
     )
 
 
@@ -300,6 +304,7 @@ def fit_top(
     patience: int = 10,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     sampling: str = "views",
+    steps: int | None = None,
 ) -> dict:
     """Fine-tune a tuned model's top on cached bottom maps (`targets`: each view's class), then whiten it.
 
@@ -308,7 +313,7 @@ def fit_top(
     weights are averaged over the epochs from `TUNED_AVERAGE_FROM` on (steadier on characters it never saw
     than any one epoch's). The classifier is dropped after training and the pooled backbone features,
     whitened on the clean views (whole frames and faces), are the embedding. Resumes from `out` when
-    interrupted; logs its progress and the time left.
+    interrupted; logs its progress and the time left. An epoch is `steps` batches (default: as many views).
     """
     maps, head = views.maps, model.get_layer("head")
     trainer = _head_trainer("tuned", head, classes, 0)
@@ -333,7 +338,7 @@ def fit_top(
     spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
     average = WeightAverage(head, out / "average.weights.npz", min(TUNED_AVERAGE_FROM, epochs))
-    steps = max(1, len(maps) // TUNED_BATCH)
+    steps = steps or max(1, len(maps) // TUNED_BATCH)
     history = trainer.fit(
         dataset,
         steps_per_epoch=steps,
@@ -641,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         help="folder of the bottom's maps of every view (tuned), shared by every run: computed once",
     )
     parser.add_argument("--sampling", choices=SAMPLINGS, default="views", help="how the tuned top's batches draw views")
+    parser.add_argument(
+        "--steps", type=int, help="batches an epoch of the tuned top (default: one pass over its views)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for folder in args.data:
@@ -660,6 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         query=args.query,
         cache=args.cache,
         sampling=args.sampling,
+        steps=args.steps,
         held_out=args.held_out,
     )
     print(
