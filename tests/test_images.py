@@ -93,6 +93,7 @@ def _measure(module: str, files: list[tuple[str, bytes, str]], tmp_path: Path, *
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.timeout(900)  # as long as its subprocess may take on a slow host
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 def test_every_decoding_stays_within_what_it_reserved(tmp_path: Path) -> None:
     files = [(name, data, kind.__name__) for name, data, kind in corpus() if kind is not images.ImageTooLargeError]
@@ -105,6 +106,7 @@ def test_every_decoding_stays_within_what_it_reserved(tmp_path: Path) -> None:
     assert peaks["grey-6000x6000.png"]["peak_mb"] > 30  # the 36 MB frame shows: the measure sees decoding
 
 
+@pytest.mark.timeout(900)  # as long as its subprocess may take on a slow host
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 def test_32_hostile_pictures_in_flight_keep_the_bot_under_1_5_gb(tmp_path: Path) -> None:
     files = hostile.in_flight(32)
