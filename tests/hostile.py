@@ -212,8 +212,8 @@ def corpus() -> list[tuple[str, bytes, type[images.ImageError]]]:
         ("wide-30000x600.png", png_of(30_000, 600), images.AspectRatioError),
         ("wide-40000x1000.png", png_of(40_000, 1000), images.AspectRatioError),
         ("tall-1x40000.png", png_of(1, 40_000), images.AspectRatioError),
-        ("flat-5000x4000.webp", flat("WEBP", 5000, 4000), images.TooManyPixelsError),  # 20 MP: 320 MB to decode
-        ("flat-5000x4000.avif", flat("AVIF", 5000, 4000), images.TooManyPixelsError),
+        ("flat-6000x6000.webp", flat("WEBP", 6000, 6000), images.TooManyPixelsError),  # 36 MP: 288 MB to decode
+        ("flat-5000x4000.avif", flat("AVIF", 5000, 4000), images.TooManyPixelsError),  # 20 MP: 320 MB to decode
         ("text-bomb.png", png_text_bomb(), images.TruncatedImageError),
         ("many-scans.jpg", many_scans_jpeg(), images.TooManyScansError),
         ("many-scans.mpo", as_mpo(many_scans_jpeg()), images.TooManyScansError),

@@ -154,19 +154,21 @@ def test_supported_formats_decode_to_rgb(fmt: str) -> None:
     assert np.allclose(array[8, 8], RED, atol=12)
 
 
-def test_animated_gif_uses_first_frame() -> None:
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_an_animation_is_read_from_its_first_frame(fmt: str) -> None:
     frames = [Image.new("RGB", (20, 20), colour) for colour in (RED, (0, 0, 255))]
     out = io.BytesIO()
-    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    frames[0].save(out, fmt, save_all=True, append_images=frames[1:], lossless=True)
     assert np.allclose(images.load_image(out.getvalue(), 8)[4, 4], RED, atol=12)
 
 
-def test_exif_orientation_is_applied() -> None:
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_exif_orientation_is_applied_once(fmt: str) -> None:
     picture = Image.new("RGB", (40, 20), RED)
     picture.paste((0, 0, 255), (0, 0, 20, 20))  # blue on the left
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    upright = images.decode_image(encode(picture, "JPEG", exif=exif.tobytes()))
+    upright = images.decode_image(encode(picture, fmt, exif=exif.tobytes()))
     assert upright.size == (20, 40)
     assert upright.getpixel((10, 5))[2] > 200  # blue is now on top
 
@@ -175,9 +177,9 @@ def test_transparency_is_composited_on_neutral_grey() -> None:
     rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
     palette = Image.new("P", (10, 10), 0)
     palette.info["transparency"] = 0
-    for picture in (rgba, palette):
-        decoded = images.decode_image(encode(picture, "PNG"))
-        assert decoded.mode == "RGB" and decoded.getpixel((5, 5)) == images.BACKGROUND
+    for picture, fmt in ((rgba, "PNG"), (palette, "PNG"), (rgba, "WEBP")):
+        decoded = images.decode_image(encode(picture, fmt, lossless=True))
+        assert decoded.mode == "RGB" and decoded.getpixel((5, 5)) == images.BACKGROUND, fmt
 
 
 @pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("1", "BMP"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("LA", "PNG")])
