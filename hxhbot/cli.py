@@ -64,7 +64,7 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
     from hxhbot.engine.embedder import Embedder
 
     model_dir = args.model or settings.model_dir
-    embedder = Embedder.load(model_dir)
+    embedder = Embedder.load(model_dir, threads=settings.model_threads)
     _, summary = build_gallery_index(
         args.gallery or settings.gallery_dir,
         embedder,
@@ -92,7 +92,7 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
         print("error: --top must be at least 1", file=sys.stderr)
         return 2
     model_dir = args.model or settings.model_dir
-    embedder = Embedder.load(model_dir)
+    embedder = Embedder.load(model_dir, threads=settings.model_threads)
     calibration = Calibration.load(model_dir)
     index = GalleryIndex.load(args.index or settings.index_dir, embedder.fingerprint)
     threshold = in_force(stored(index.meta), settings.confidence_threshold)  # as the bot answers with this index

@@ -32,6 +32,7 @@ def test_values_are_parsed() -> None:
             "USER_INSTALL": "1",
             "DECODE_MEMORY_BYTES": str(64 << 20),
             "DECODE_WAIT_SECONDS": "2.5",
+            "MODEL_THREADS": "2",
         },
         require_token=True,
     )
@@ -39,6 +40,7 @@ def test_values_are_parsed() -> None:
     assert settings.dev_guild_id == 7 and settings.max_image_bytes == 2048
     assert settings.discord_api_base == "http://127.0.0.1:9/api/v10" and settings.log_level == "DEBUG"
     assert settings.confidence_threshold == 0.25 and settings.gallery_dir == Path("g")
+    assert settings.model_threads == 2 and load_settings({}).model_threads == 1
     assert settings.user_install and not load_settings({}).user_install
     assert settings.decode_memory_bytes == 64 << 20 and settings.decode_wait_seconds == 2.5
 
@@ -58,6 +60,7 @@ def test_values_are_parsed() -> None:
         ("CONFIDENCE_THRESHOLD", "2"),
         ("LOG_LEVEL", "loud"),
         ("WORKERS", "0"),
+        ("MODEL_THREADS", "0"),
         ("SHARD_COUNT", "0"),
         ("SHARD_IDS", "3-1"),
         ("SHARD_IDS", "a"),

@@ -15,7 +15,7 @@ from PIL import Image
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
-from hxhbot.engine.model_dir import build_pretrained
+from hxhbot.engine.model_dir import build_pretrained, load_model_dir
 from tests.conftest import encode, write_gallery
 from training import beside as beside_cli
 from training import calibrate
@@ -161,7 +161,7 @@ def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tm
     rebuilt = tf.keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
     assert np.allclose(loaded.embed(images), Embedder.from_model(rebuilt, variant).embed(images), atol=1e-5)
     if variant == "tuned":  # whitened on its training views
-        assert not np.allclose(loaded.model.get_layer("whitening").get_weights()[0], np.eye(1280))
+        assert not np.allclose(rebuilt.get_layer("whitening").get_weights()[0], np.eye(1280))
     if variant != "pretrained":
         assert (tmp_path / "model" / "curves.png").is_file()
         history = json.loads((tmp_path / "model" / "history.json").read_text())
@@ -214,9 +214,8 @@ def test_beside_cli_composes_a_tuned_model_directory_the_engine_and_evaluate_loa
     assert np.allclose(both[:, :1280], np.sqrt(0.5) * tuned, atol=1e-5)
     raw = Embedder.from_model(build_pretrained(32, weights="imagenet"), "pretrained")
     centre = evaluate_cli.embed_pictures(raw, trained, FaceDetector())[0].mean(axis=0)  # the views it trained on
-    assert np.allclose(
-        composed.model.get_layer("imagenet_top").get_layer("imagenet_centre").mean.numpy()[0], centre, atol=1e-5
-    )
+    imagenet_top = load_model_dir(tmp_path / "b")[0].get_layer("imagenet_top")
+    assert np.allclose(imagenet_top.get_layer("imagenet_centre").mean.numpy()[0], centre, atol=1e-5)
     centred = raw.embed(images) - centre
     assert np.allclose(
         both[:, 1280:], np.sqrt(0.5) * centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-4
@@ -270,7 +269,7 @@ def test_training_changes_the_head(data: Path, tmp_path: Path) -> None:
     model = build("softmax", 32, weights=None)
     before = model.get_layer("head").get_weights()[0].copy()
     train([data], "softmax", tmp_path / "m", epochs=2, input_size=32, weights=None, augment_rounds=1, verbose=0)
-    after = Embedder.load(tmp_path / "m").model.get_layer("head").get_weights()[0]
+    after = load_model_dir(tmp_path / "m")[0].get_layer("head").get_weights()[0]
     assert before.shape == after.shape and not np.allclose(before, after)
 
 
@@ -556,7 +555,7 @@ def test_calibrate_fits_on_characters_the_fit_model_never_saw(
 def test_evaluate_cli_evaluates_parts_of_a_model(
     data: Path, hunter: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    model = Embedder.load(hunter).model
+    model = load_model_dir(hunter)[0]
     for part, dim in (("features", 2944), ("shape", 2432), ("colour", 512)):
         assert evaluate_cli.model_part(model, part).output_shape == (None, dim)
         out = tmp_path / f"{part}.json"

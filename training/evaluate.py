@@ -26,7 +26,7 @@ from hxhbot.engine.embedder import Embedder  # noqa: E402
 from hxhbot.engine.fitted_threshold import in_force  # noqa: E402
 from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, read_image_file  # noqa: E402
 from hxhbot.engine.index import Comparison  # noqa: E402
-from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
+from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained, load_model_dir  # noqa: E402
 from training.data import Split  # noqa: E402
 from training.metrics import bot_answers, picture_similarity, retrieval_figures, view_similarities  # noqa: E402
 
@@ -172,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no split file at {split_file}: pass --split")
     split = Split.load(split_file)
     threshold = in_force(None, load_settings().confidence_threshold)
-    embedder = Embedder.load(args.model)
+    embedder = Embedder.load(args.model)  # ranks as the bot does: through the model's TensorFlow Lite copy
     if args.part != "model":
+        model, config = load_model_dir(args.model)
         try:
-            part = model_part(embedder.model, args.part)
+            part = model_part(model, args.part)
         except ValueError:
-            parser.error(f"the {embedder.config.variant} model in {args.model} has no {args.part} part")
-        embedder = Embedder.from_model(part, f"{embedder.config.variant}:{args.part}")
+            parser.error(f"the {config.variant} model in {args.model} has no {args.part} part")
+        embedder = Embedder.from_model(part, f"{config.variant}:{args.part}")
     weights = None if args.baseline_weights == "none" else args.baseline_weights
     baseline_embedder = Embedder.from_model(build_pretrained(PRETRAINED_INPUT_SIZE, weights), "pretrained")
     detector = None if args.no_faces else FaceDetector()

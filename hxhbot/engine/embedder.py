@@ -1,56 +1,77 @@
-"""Image arrays in, unit-length embeddings out, through one compiled call of the model."""
+"""Image arrays in, unit-length embeddings out: served through TensorFlow Lite, Keras where a model is trained."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from hxhbot.engine.model_dir import ModelConfig, ModelError, build_pretrained, fingerprint, has_model, load_model_dir
+from hxhbot.config import Settings
+from hxhbot.engine.interpreter import LiteInterpreter
+from hxhbot.engine.model_dir import (
+    ModelConfig,
+    ModelError,
+    build_pretrained,
+    fingerprint,
+    has_model,
+    lite_model,
+    load_model_dir,
+    read_config,
+)
 
 log = logging.getLogger(__name__)
+Forward = Callable[[np.ndarray], np.ndarray]  # `(n, size, size, 3)` 0–255 float32 arrays → the model's `(n, dim)`
 
 
 class Embedder:
-    """A loaded embedding model with a traced, batch-polymorphic inference function."""
+    """A model's forward pass (TensorFlow Lite or Keras), fed `max_batch` arrays a call, its outputs unit length."""
 
-    def __init__(self, model: tf.keras.Model, config: ModelConfig, max_batch: int = 64) -> None:
-        self.model = model
+    def __init__(self, forward: Forward, config: ModelConfig, max_batch: int = 64) -> None:
+        self.forward = forward
         self.config = config
         self.max_batch = max_batch
-        size = config.input_size
-        self._call = tf.function(
-            lambda images: model(images, training=False),
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-        )
 
     @classmethod
-    def load(cls, model_dir: str | Path, max_batch: int = 64) -> Embedder:
-        """Load the trained model in `model_dir`, or ImageNet features when none has been trained."""
+    def load(cls, model_dir: str | Path, max_batch: int = 64, threads: int = Settings.model_threads) -> Embedder:
+        """Serve `model_dir`'s model through its TensorFlow Lite copy, or ImageNet features when none is trained."""
         if Path(model_dir).exists() and not Path(model_dir).is_dir():
             raise ModelError(f"The model folder {model_dir} is a file: set MODEL_DIR to a model folder.")
-        if has_model(model_dir):
-            model, config = load_model_dir(model_dir)
-            log.info("loaded %s model from %s (fingerprint %s)", config.variant, model_dir, config.fingerprint)
-        else:
-            log.warning("no trained model in %s: using pretrained ImageNet MobileNetV2 features", model_dir)
-            model = build_pretrained(weights="imagenet")
-            config = cls._describe(model, "pretrained")
-        return cls(model, config, max_batch)
+        if not has_model(model_dir):
+            log.warning("no trained model in %s: using pretrained ImageNet MobileNetV2 features (Keras)", model_dir)
+            return cls.from_model(build_pretrained(weights="imagenet"), "pretrained", max_batch)
+        config = read_config(model_dir)
+        interpreter = LiteInterpreter(lite_model(model_dir), config.input_size, threads)
+        if interpreter.dim != config.embedding_dim:
+            raise ModelError(
+                f"{model_dir}: the TensorFlow Lite model gives {interpreter.dim} dimensions, "
+                f"config.json says {config.embedding_dim}"
+            )
+        log.info(
+            "serving %s model from %s through TensorFlow Lite (fingerprint %s, %d thread%s)",
+            config.variant,
+            model_dir,
+            config.fingerprint,
+            threads,
+            "" if threads == 1 else "s",
+        )
+        return cls(interpreter, config, max_batch)
+
+    @classmethod
+    def load_keras(cls, model_dir: str | Path, max_batch: int = 64) -> Embedder:
+        """The Keras model of `model_dir` itself: the training artefact its TensorFlow Lite copy is checked against."""
+        model, config = load_model_dir(model_dir)
+        return cls(_keras_forward(model), config, max_batch)
 
     @classmethod
     def from_model(cls, model: tf.keras.Model, variant: str, max_batch: int = 64) -> Embedder:
-        """Wrap an in-memory model (training, evaluation, tests)."""
-        return cls(model, cls._describe(model, variant), max_batch)
-
-    @staticmethod
-    def _describe(model: tf.keras.Model, variant: str) -> ModelConfig:
-        """The config a saved copy of `model` would carry."""
-        return ModelConfig(
+        """Wrap an in-memory Keras model (training, evaluation, tests)."""
+        config = ModelConfig(
             variant, int(model.input_shape[1]), int(model.output_shape[-1]), fingerprint=fingerprint(model)
         )
+        return cls(_keras_forward(model), config, max_batch)
 
     @property
     def input_size(self) -> int:
@@ -75,14 +96,23 @@ class Embedder:
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
         chunks = [
-            self._call(tf.constant(images[start : start + self.max_batch])).numpy()
-            for start in range(0, len(images), self.max_batch)
+            self.forward(images[start : start + self.max_batch]) for start in range(0, len(images), self.max_batch)
         ]
         vectors = np.concatenate(chunks).astype(np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
 
     def warm_up(self) -> None:
-        """Trace and run the model at one image and at a full batch, so first requests are not slow."""
+        """Run the model at one image and at a full batch, so first requests are not slow."""
         blank = np.zeros((self.max_batch, self.input_size, self.input_size, 3), np.float32)
-        for size in (1, 1, 1, self.max_batch, self.max_batch):  # TF's kernels set up lazily on first calls
+        for size in (1, 1, 1, self.max_batch, self.max_batch):  # kernels (Keras's, XNNPACK's) set up on first calls
             self.embed(blank[:size])
+
+
+def _keras_forward(model: tf.keras.Model) -> Forward:
+    """`model`'s inference traced once for any batch size."""
+    size = int(model.input_shape[1])
+    call = tf.function(
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+    )
+    return lambda images: call(tf.constant(images)).numpy()

@@ -1,4 +1,4 @@
-"""The model directory: an embedding model saved beside the config that says how to feed it."""
+"""The model directory: an embedding model saved beside the config that says how to feed it, and its serving copy."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
+LITE_FILE = "model.tflite"  # the serving copy: MODEL_FILE converted to TensorFlow Lite (float32)
+LITE_KEY_FILE = "model.tflite.json"  # what LITE_FILE was made from, and its checksum: a copy that disagrees is remade
 PREPROCESSING = "mobilenet_v2"  # RGB 0..255 in, scaled to [-1, 1] by the model's first layer
 PRETRAINED_INPUT_SIZE = 224  # raw ImageNet features need the size they were trained at for whole pictures
 
@@ -92,6 +94,7 @@ def save_model_dir(model: tf.keras.Model, variant: str, out_dir: str | Path, **e
         model.save(staged)
         os.replace(staged, out / MODEL_FILE)
     _write_json(out / CONFIG_FILE, {**asdict(config), **extra})
+    _cache_lite(out, to_lite(model), _lite_key(out, config))
     return config
 
 
@@ -121,6 +124,72 @@ def load_model_dir(model_dir: str | Path) -> tuple[tf.keras.Model, ModelConfig]:
     return model, config
 
 
+def to_lite(model: tf.keras.Model) -> bytes:
+    """`model` converted to a TensorFlow Lite float32 model (its batch size left free)."""
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    except Exception as error:  # the converter raises ConverterError, ValueError and others
+        raise ModelError(f"the {model.name} model cannot be converted to TensorFlow Lite: {error}") from error
+
+
+def lite_model(model_dir: str | Path) -> bytes:
+    """The directory's model as TensorFlow Lite: its cached copy when made from this very model, else converted now."""
+    directory = Path(model_dir)
+    key = _lite_key(directory, read_config(directory))
+    cached = _cached_lite(directory, key)
+    if cached is not None:
+        return cached
+    log.info("converting %s to TensorFlow Lite (once: the copy is kept beside it)", directory / MODEL_FILE)
+    content = to_lite(load_model_dir(directory)[0])
+    _cache_lite(directory, content, key)
+    return content
+
+
+def _lite_key(directory: Path, config: ModelConfig) -> dict[str, str]:
+    """What a serving copy must have been made from: this model (fingerprint and file) by this TensorFlow."""
+    try:
+        model_sha256 = _sha256(directory / MODEL_FILE)
+    except OSError as error:
+        raise ModelError(f"{directory / MODEL_FILE} cannot be read: {error}") from error
+    return {"fingerprint": config.fingerprint, "model_sha256": model_sha256, "tensorflow": tf.__version__}
+
+
+def _cached_lite(directory: Path, key: dict[str, str]) -> bytes | None:
+    """The cached TensorFlow Lite copy when its key matches and its bytes are the ones recorded, else None."""
+    if not (directory / LITE_FILE).exists() and not (directory / LITE_KEY_FILE).exists():
+        return None  # a directory saved before serving copies existed
+    try:
+        recorded = json.loads((directory / LITE_KEY_FILE).read_text())
+        content = (directory / LITE_FILE).read_bytes()
+    except (OSError, ValueError) as error:
+        log.warning("the TensorFlow Lite copy in %s is unreadable (%s): converting again", directory, error)
+        return None
+    if recorded != {**key, "sha256": hashlib.sha256(content).hexdigest()}:
+        log.warning("%s is damaged or was not made from this model: converting again", directory / LITE_FILE)
+        return None
+    return content
+
+
+def _cache_lite(directory: Path, content: bytes, key: dict[str, str]) -> None:
+    """Keep a TensorFlow Lite copy beside the model, then its key; where that fails, the next load converts again."""
+    try:
+        _write_atomically(directory / LITE_FILE, content)
+        _write_json(directory / LITE_KEY_FILE, {**key, "sha256": hashlib.sha256(content).hexdigest()})
+    except OSError as error:
+        log.warning(
+            "cannot keep the TensorFlow Lite copy in %s (%s): each load converts the model again", directory, error
+        )
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def has_model(model_dir: str | Path) -> bool:
     """Whether `model_dir` holds a saved model, or part of one (loading it then says what is missing)."""
     return any((Path(model_dir) / name).exists() for name in (CONFIG_FILE, MODEL_FILE))
@@ -128,6 +197,16 @@ def has_model(model_dir: str | Path) -> bool:
 
 def _write_json(path: Path, data: dict) -> None:
     """Write JSON through a temporary file renamed into place."""
-    staged = path.with_suffix(".tmp")
-    staged.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(staged, path)
+    _write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write bytes to a temporary file of the same folder renamed into place: readers see the old file or the new."""
+    handle, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(staged, path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise

@@ -86,7 +86,7 @@ class SearchService:
     @classmethod
     def open(cls, settings: Settings) -> SearchService:
         """Load the model and the index (building it from the gallery when missing or stale)."""
-        embedder = Embedder.load(settings.model_dir, max_batch=settings.batch_size)
+        embedder = Embedder.load(settings.model_dir, max_batch=settings.batch_size, threads=settings.model_threads)
         embedder.warm_up()
         detector = FaceDetector()
         calibration = Calibration.load(settings.model_dir)
