@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from hxhbot.engine.crops import load_views
-from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.model_dir import load_model_dir
 from tests.conftest import write_gallery
 from training import train as train_module
 from training import view_cache
@@ -173,6 +173,6 @@ def test_compose_takes_the_raw_centre_from_the_cache(data: Path, tmp_path: Path,
     centres = []
     for name, cached in (("engine", None), ("cached", cache)):
         compose(tmp_path / "t", 0.7, tmp_path / name, cached)
-        composed = Embedder.load(tmp_path / name).model.get_layer("imagenet_top")
+        composed = load_model_dir(tmp_path / name)[0].get_layer("imagenet_top")
         centres.append(composed.get_layer("imagenet_centre").mean.numpy()[0])
     assert np.allclose(centres[0], centres[1], atol=2e-3)  # the same views; maps kept at 16 bits
