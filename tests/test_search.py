@@ -13,6 +13,7 @@ from hxhbot.config import Settings
 from hxhbot.engine.crops import Views
 from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.images import NotAnImageError
+from hxhbot.engine.interpreter import LiteInterpreter
 from hxhbot.engine.search import (
     BusyError,
     NotReadyError,
@@ -143,10 +144,13 @@ async def test_failed_reindex_keeps_old_index(service: SearchService, gallery: P
     assert (await service.identify(_reference_image())).matches  # still serving
 
 
-def test_embedder_is_warm_after_open(settings: Settings) -> None:
+def test_embedder_is_served_through_tensorflow_lite_and_warm_after_open(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warmed: list[Embedder] = []
+    monkeypatch.setattr(Embedder, "warm_up", lambda embedder: warmed.append(embedder))
     service = SearchService.open(settings)
-    assert isinstance(service.embedder, Embedder)
-    assert service.embedder._call.experimental_get_tracing_count() == 1
+    assert warmed == [service.embedder] and isinstance(service.embedder.forward, LiteInterpreter)
 
 
 async def test_add_to_gallery_saves_the_picture_and_indexes_it_without_a_rebuild(
