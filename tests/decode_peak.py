@@ -2,7 +2,8 @@
 
 Each file goes through `load_views` (decoding, faces, crops, preview) at the bot's default limits, in a forked child
 whose peak resident memory is first reset to its current size (Linux: /proc/self/clear_refs): `peak_mb` is what
-that picture alone added above idle, `reserved_mb` what its decoding held of the memory budget, `seconds` its time.
+that picture alone added above idle, `reserved_mb` what its decoding held of the memory budget, `seconds` and
+`cpu_seconds` its wall and CPU time.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class RecordingBudget(MemoryBudget):
 
 def peak_above_idle(data: bytes, size: int, detector: FaceDetector) -> dict[str, object]:
     """Take `data` to its views in a child process: its outcome ('accepted' or the ImageError's class name), the MB
-    it added to the child's peak RSS, the MB its decoding reserved, the seconds it took and the refusal's sentence."""
+    it added to the child's peak RSS, the MB its decoding reserved, the seconds it took (wall and CPU) and the refusal's
+    sentence."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: reset the peak, decode, report, and leave without cleanup
@@ -50,16 +52,17 @@ def peak_above_idle(data: bytes, size: int, detector: FaceDetector) -> dict[str,
                 clear.write("5")
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             budget = RecordingBudget()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             try:
                 load_views(data, size, detector, budget=budget, preview=True)
                 outcome, message = "accepted", ""
             except ImageError as error:
                 outcome, message = type(error).__name__, str(error)
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
             report = {"outcome": outcome, "peak_mb": round(grown, 1), "reserved_mb": round(budget.most / 2**20, 1)}
-            os.write(write, json.dumps({**report, "seconds": round(seconds, 3), "message": message}).encode())
+            times = {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3)}
+            os.write(write, json.dumps({**report, **times, "message": message}).encode())
         finally:
             os._exit(0)
     os.close(write)
