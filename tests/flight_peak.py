@@ -1,6 +1,7 @@
 """Peak memory of the bot's engine with pictures in flight at once: python -m tests.flight_peak [--model DIR] FILE...
 
-Opens the search service as the bot does (the model in `--model`, an index of a small generated gallery), warms it
+Opens the search service as the bot does after its first start (the model in `--model`, whose TensorFlow Lite copy
+is made first in a process of its own, as a first start does once; an index of a small generated gallery), warms it
 up on a picture of each format, resets the process's peak resident memory (Linux: /proc/self/clear_refs), then asks
 for every FILE at once and prints one JSON object: the peak RSS in MB (of the whole process, and above idle), the
 seconds until the last answer, and each file's outcome ('answered' or the error's class name).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from hxhbot.config import Settings
 from hxhbot.engine.images import ImageError
+from hxhbot.engine.model_dir import lite_model
 from hxhbot.engine.search import BusyError, SearchService
 from tests.conftest import character_image, encode, write_gallery
 
@@ -32,6 +35,15 @@ def memory_mb(field: str) -> float:
             if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     raise KeyError(field)
+
+
+def convert_apart(model_dir: Path) -> None:
+    """Make the model's TensorFlow Lite copy in a fresh process, so that converting takes none of this one's memory."""
+    child = multiprocessing.get_context("spawn").Process(target=lite_model, args=(model_dir,))
+    child.start()
+    child.join()
+    if child.exitcode:
+        raise RuntimeError(f"converting {model_dir} to TensorFlow Lite failed (exit code {child.exitcode})")
 
 
 async def in_flight(settings: Settings, files: list[Path]) -> dict[str, object]:
@@ -72,6 +84,7 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=Settings().decode_wait_seconds, help="DECODE_WAIT_SECONDS")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    convert_apart(args.model)
     with tempfile.TemporaryDirectory() as scratch:
         settings = Settings(
             model_dir=args.model,
