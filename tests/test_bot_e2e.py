@@ -17,7 +17,8 @@ from PIL import Image
 
 from hxhbot.config import Settings
 from hxhbot.discord.api import pointed_at
-from hxhbot.discord.bot import PARALLEL_DOWNLOADS, STATUS, HxhBot
+from hxhbot.discord.attachments import PARALLEL_DOWNLOADS
+from hxhbot.discord.bot import STATUS, HxhBot, assembled
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.index_lock import index_writer
 from tests.conftest import SHAPES, encode, shape_image, write_shape_gallery
@@ -44,17 +45,14 @@ async def server():
 async def running(server: FakeDiscord, settings: Settings) -> AsyncIterator[HxhBot]:
     """The bot connected to `server` with `settings`, closed on leaving."""
     with pointed_at(settings.discord_api_base):
-        client = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
-        try:
-            await client.login(server.token)  # runs setup_hook: model, index, cogs, command sync
+        async with assembled(settings, guild_ready_timeout=GUILD_READY_TIMEOUT) as client:  # model, index loaded
+            await client.login(server.token)  # runs setup_hook: cogs, command sync
             runner = asyncio.create_task(client.connect(reconnect=True))
             await server.wait_until_ready(timeout=60)
             await bot_ready(client)
             yield client
             await client.close()
             await asyncio.wait_for(runner, 60)
-        finally:
-            await client.close()
 
 
 def _settings(server: FakeDiscord, gallery: Path, model_dir: Path, index_dir: Path) -> Settings:
@@ -147,7 +145,7 @@ async def test_a_spoiler_is_answered_privately_and_left_alone_in_watched_channel
 async def test_unsure_answer_reveals_candidates_to_the_asker_only(
     server: FakeDiscord, bot: HxhBot, gallery: Path
 ) -> None:
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
+    bot.engine.settings = dataclasses.replace(bot.engine.settings, confidence_threshold=1.0, unknown_threshold=0.0)
     interaction = await _whois(server, _image(gallery, "Kurapika"))
     followup = await server.wait_for_followup(interaction.token, timeout=60)
     assert _embed(followup)["title"] == "Not sure who this is" and len(followup.files) == 1  # its preview
@@ -164,7 +162,7 @@ async def test_unsure_answer_reveals_candidates_to_the_asker_only(
 
 
 async def test_no_character_i_know(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=1.0)
+    bot.engine.settings = dataclasses.replace(bot.engine.settings, confidence_threshold=1.0, unknown_threshold=1.0)
     interaction = await _whois(server, _image(gallery, "Kurapika"))
     embed = _embed(await server.wait_for_followup(interaction.token, timeout=60))
     assert embed["title"] == "No character I know" and "no character in my gallery" in embed["description"]
@@ -210,7 +208,7 @@ async def test_context_menu_answers_every_picture_of_a_message(server: FakeDisco
     }
     assert answer["content"].startswith("I couldn't read `broken.jpg`: ") and not answer.get("components")
 
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
+    bot.engine.settings = dataclasses.replace(bot.engine.settings, confidence_threshold=1.0, unknown_threshold=0.0)
     interaction = await server.send_message_command("Who is this?", message)
     followup = await server.wait_for_followup(interaction.token, timeout=120)
     assert [e["title"] for e in followup.json["embeds"]] == ["Not sure who this is"] * 2
@@ -228,7 +226,7 @@ async def test_context_menu_answers_every_picture_of_a_message(server: FakeDisco
     answer = (await server.wait_for_followup(interaction.token, timeout=120)).json
     assert deferred["data"]["flags"] & EPHEMERAL and answer["flags"] & EPHEMERAL and len(answer["embeds"]) == 2
 
-    bot.search.settings = dataclasses.replace(bot.search.settings, queue_size=0)  # every image: BusyError
+    bot.engine.search.settings = dataclasses.replace(bot.engine.search.settings, queue_size=0)  # every image: BusyError
     interaction = await server.send_message_command("Who is this?", message)
     busy = (await server.wait_for_followup(interaction.token, timeout=60)).json
     assert busy["flags"] & EPHEMERAL and busy["content"].startswith("The bot is busy with other images")
@@ -504,7 +502,7 @@ async def test_watched_channels_answer_a_member_once_every_cooldown(
 
 
 async def test_watched_channel_says_busy(server: FakeDiscord, bot: HxhBot, gallery: Path) -> None:
-    bot.search.settings = dataclasses.replace(bot.search.settings, queue_size=0)  # every image: BusyError
+    bot.engine.search.settings = dataclasses.replace(bot.engine.search.settings, queue_size=0)  # every image: BusyError
     image = server.add_attachment(_image(gallery, "Kurapika"), "k.jpg", "image/jpeg")
     message = await server.post_message(server.channel_ids[1], "who", attachments=[image])
 
@@ -552,8 +550,9 @@ def _replied_to(request) -> str | None:
 async def test_watched_channel_answers_each_picture_and_shrugs_at_the_unsure(
     server: FakeDiscord, bot: HxhBot, gallery: Path
 ) -> None:
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=0.5, unknown_threshold=0.0)
-    bot.search.calibration = Calibration((-1e4 * 0.9999, 1e4, 0.0, 0.0, 0.0), background=-1.0)  # only a copy is sure
+    bot.engine.settings = dataclasses.replace(bot.engine.settings, confidence_threshold=0.5, unknown_threshold=0.0)
+    only_a_copy = Calibration((-1e4 * 0.9999, 1e4, 0.0, 0.0, 0.0), background=-1.0)  # only a copy is sure
+    bot.engine.search.calibration = only_a_copy
     stripes = Image.new("RGB", (96, 96), "white")
     stripes.paste((0, 0, 0), (0, 0, 48, 96))
     watched = server.channel_ids[1]
@@ -610,17 +609,17 @@ async def test_reindex_is_owner_only_and_serves_meanwhile(server: FakeDiscord, b
     refused = await server.send_slash_command("reindex")
     answer = await server.wait_for_callback(refused.token)
     assert answer.json["data"]["flags"] & EPHEMERAL and "owner" in answer.json["data"]["content"]
-    assert not bot.search.reindexing
+    assert not bot.engine.reindexing
 
     from tests.conftest import write_gallery
 
     write_gallery(gallery, per_character=3, characters={"Zushi": (250, 120, 0)})
     release = threading.Event()
-    build = bot.search._build
-    bot.search._build = lambda progress: (release.wait(30), build(progress))[1]  # hold the rebuild open
+    build = bot.engine.search._build
+    bot.engine.search._build = lambda progress: (release.wait(30), build(progress))[1]  # hold the rebuild open
     owner = await server.send_slash_command("reindex", user_id=server.owner_id)
     started = await server.wait_for_callback(owner.token)
-    assert started.json["data"]["flags"] & EPHEMERAL and bot.search.reindexing
+    assert started.json["data"]["flags"] & EPHEMERAL and bot.engine.reindexing
     whois = await _whois(server, _image(gallery, "Kurapika", 2))
     assert _embed(await server.wait_for_followup(whois.token, timeout=60))["title"] == "Kurapika"
     second = await server.send_slash_command("reindex", user_id=server.owner_id)
@@ -657,7 +656,7 @@ async def test_shutdown_abandons_a_rebuild_and_keeps_the_index(server: FakeDisco
     before = {path.name: path.read_bytes() for path in index_dir.iterdir() if path.name != ".lock"}
     write_gallery(gallery, per_character=3, characters={"Zushi": (250, 120, 0)})
     started, carry_on = threading.Event(), threading.Event()
-    build = bot.search._build
+    build = bot.engine.search._build
 
     def held(report):
         def first_image_then_wait(done: int, total: int) -> None:
@@ -667,7 +666,7 @@ async def test_shutdown_abandons_a_rebuild_and_keeps_the_index(server: FakeDisco
 
         return build(first_image_then_wait)
 
-    bot.search._build = held
+    bot.engine.search._build = held
     owner = await server.send_slash_command("reindex", user_id=server.owner_id)
     await server.wait_for_callback(owner.token)
     assert await asyncio.to_thread(started.wait, 60)

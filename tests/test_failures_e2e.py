@@ -35,7 +35,7 @@ def _broken(message: str):
 async def test_a_failing_command_is_logged_with_its_traceback_and_answered_with_the_apology(
     server: FakeDiscord, bot: HxhBot, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bot.search, "characters", _broken("the index caught fire"))
+    monkeypatch.setattr(bot.engine, "characters", _broken("the index caught fire"))
     interaction = await server.send_slash_command("characters")
     told = (await server.wait_for_callback(interaction.token)).json["data"]
     assert told["flags"] & EPHEMERAL and told["content"] == APOLOGY
@@ -46,11 +46,11 @@ async def test_a_failing_button_is_answered_with_the_same_apology_and_keeps_the_
     server: FakeDiscord, bot: HxhBot, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, _, message = await _answer(server, encode(character_image(COLOURS["Gon Freecss"], 99)))
-    monkeypatch.setattr(bot.feedback, "record", _broken("the database caught fire"))
+    monkeypatch.setattr(bot.engine.feedback, "record", _broken("the database caught fire"))
     right = await server.send_component(_components(message)["Right"]["custom_id"], message)
     told = (await server.wait_for_callback(right.token)).json["data"]
     assert told["flags"] & EPHEMERAL and told["content"] == APOLOGY
-    assert str(_failure(caplog, "a feedback button")) == "the database caught fire"
+    assert str(_failure(caplog, "FeedbackView")) == "the database caught fire"
     monkeypatch.undo()
 
     wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
@@ -64,13 +64,13 @@ async def test_a_failing_button_is_answered_with_the_same_apology_and_keeps_the_
     )
     review = await server.send_slash_command("review", user_id=server.owner_id)
     page = (await server.wait_for_callback(review.token)).json["data"]
-    monkeypatch.setattr(bot.feedback, "resolve", _broken("the review caught fire"))
+    monkeypatch.setattr(bot.engine.feedback, "resolve", _broken("the review caught fire"))
     click = await server.send_component(
         _components(page)["Reject"]["custom_id"], server.messages[review.original_message_id], user_id=server.owner_id
     )
     told = (await server.wait_for_followup(click.token, timeout=20)).json
     assert told["flags"] & EPHEMERAL and told["content"] == APOLOGY
-    assert str(_failure(caplog, "a /review button")) == "the review caught fire"
+    assert str(_failure(caplog, "ReviewView")) == "the review caught fire"
     assert not [
         r
         for r in server.requests

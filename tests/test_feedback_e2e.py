@@ -173,7 +173,7 @@ async def test_ten_pictures_of_long_names_fit_one_reply(server: FakeDiscord, mod
         message = await server.post_message(server.channel_ids[1], "ten pictures", attachments=images)
         reply = await server.wait_for(lambda r: _replied_to(r) == message["id"], timeout=120)
         assert reply.status == 200 and len(reply.json["embeds"]) == 10, reply.response
-        bot.settings = dataclasses.replace(bot.settings, confidence_threshold=1.0, unknown_threshold=0.0)
+        bot.engine.settings = dataclasses.replace(bot.engine.settings, confidence_threshold=1.0, unknown_threshold=0.0)
         interaction = await server.send_message_command("Who is this?", message)
         answer = await server.wait_for_followup(interaction.token, timeout=120)
         assert answer.status == 200 and len(answer.json["embeds"]) == 10
@@ -218,7 +218,7 @@ async def test_right_is_counted_once_and_stats_show_it(server: FakeDiscord, bot:
 async def test_help_and_one_log_line_per_answer(
     server: FakeDiscord, bot: HxhBot, gallery: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="hxhbot.discord.bot")
+    caplog.set_level("INFO", logger="hxhbot.discord.messages")
     interaction = await server.send_slash_command("help")
     data = (await server.wait_for_callback(interaction.token)).json["data"]
     page = str(data["embeds"][0])
@@ -251,9 +251,9 @@ async def test_someone_else_is_not_reviewed_and_reject_leaves_the_gallery_alone(
     done = await server.wait_for(
         lambda r: r.route == WEBHOOK_MESSAGE and r.method == "PATCH" and r.params["token"] == click.token, timeout=20
     )
-    assert done.json["content"].startswith("Rejected.") and len(bot.search.index) == 16
+    assert done.json["content"].startswith("Rejected.") and len(bot.engine.search.index) == 16
     assert not (gallery / "manifest.json").exists()
-    assert [review for *_, review in bot.feedback.corrections()] == ["none", "rejected"]
+    assert [review for *_, review in bot.engine.feedback.corrections()] == ["none", "rejected"]
 
 
 async def test_watched_channel_reply_to_one_picture_has_the_buttons(
@@ -280,7 +280,7 @@ async def test_watched_channel_reply_to_one_picture_has_the_buttons(
     reply = await reply_to("Killua Zoldyck")
     click = await server.send_component(_components(reply)["Right"]["custom_id"], reply)
     assert "Thanks" in (await server.wait_for_callback(click.token)).json["data"]["content"]
-    assert bot.feedback.verdicts() == {"Killua Zoldyck": (1, 0)}
+    assert bot.engine.feedback.verdicts() == {"Killua Zoldyck": (1, 0)}
 
 
 async def test_wrong_fetches_the_picture_again_and_refuses_a_changed_one(
@@ -307,13 +307,15 @@ async def test_review_buttons_answer_owners_only_and_wait_for_another_index_buil
         click = await server.send_component(buttons[label]["custom_id"], message)
         told = (await server.wait_for_callback(click.token)).json["data"]
         assert told["flags"] & EPHEMERAL and told["content"] == "Only the bot's owner can do that."
-    assert [review for *_, review in bot.feedback.corrections()] == ["pending"]
+    assert [review for *_, review in bot.engine.feedback.corrections()] == ["pending"]
 
     with index_writer(bot.settings.index_dir):  # `python -m hxhbot index` is building
         click = await server.send_component(buttons["Approve"]["custom_id"], message, user_id=server.owner_id)
         told = (await server.wait_for_followup(click.token, timeout=20)).json
     assert told["flags"] & EPHEMERAL and "Another index build is running" in told["content"]
-    assert [review for *_, review in bot.feedback.corrections()] == ["pending"] and len(bot.search.index) == 16
+    assert [review for *_, review in bot.engine.feedback.corrections()] == ["pending"] and len(
+        bot.engine.search.index
+    ) == 16
     assert not (gallery / "manifest.json").exists()
 
 
@@ -330,9 +332,11 @@ async def test_a_correction_left_unreviewed_expires_with_its_picture(
     ).connection.commit()
     async with running(server, settings) as bot:
         async with asyncio.timeout(60):  # expired as the bot starts
-            while [review for *_, review in await bot.feedback.call(bot.feedback.corrections)] != ["expired"]:
+            while [review for *_, review in await bot.engine.feedback.call(bot.engine.feedback.corrections)] != [
+                "expired"
+            ]:
                 await asyncio.sleep(0.1)
-        assert await bot.feedback.call(bot.feedback.next_pending) is None
+        assert await bot.engine.feedback.call(bot.engine.feedback.next_pending) is None
 
 
 async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
@@ -347,13 +351,13 @@ async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
 
     downloads = fetched()
     ranked = []
-    identify = bot.search.identify
+    identify = bot.engine.search.identify
 
     async def counted(data: bytes, top_k: int | None = None):
         ranked.append(top_k)
         return await identify(data, top_k)
 
-    bot.search.identify = counted  # type: ignore[method-assign]
+    bot.engine.search.identify = counted  # type: ignore[method-assign]
     bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=3600)
     members = [server.member_id, *(server.member_id + n for n in range(1, 8))]
     presses = await asyncio.gather(*(server.send_component(wrong, message, user_id=member) for member in members))
@@ -362,7 +366,7 @@ async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
     assert (
         len(ranked) == 1 and len([r for r in server.requests if r.route.startswith("/attachments/")]) == downloads + 1
     )
-    assert not [view for view in bot.open_views for value in vars(view).values() if isinstance(value, bytes)]
+    assert not [view for view in bot.views for value in vars(view).values() if isinstance(value, bytes)]
 
     again = await server.send_component(wrong, message)  # the same member, within COOLDOWN_SECONDS
     told = (await server.wait_for_callback(again.token)).json["data"]
@@ -378,5 +382,5 @@ async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
         values=[chosen["value"]],
     )
     assert chosen["label"] in (await _picked(server, pick))["content"]
-    pending = bot.feedback.next_pending()
+    pending = bot.engine.feedback.next_pending()
     assert pending is not None and pending.data == picture  # fetched again for the correction, not kept meanwhile

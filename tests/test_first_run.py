@@ -11,7 +11,7 @@ import pytest
 
 from hxhbot.config import Settings
 from hxhbot.discord.api import pointed_at
-from hxhbot.discord.bot import HxhBot
+from hxhbot.discord.bot import assembled
 from hxhbot.engine.first_run import MARKER, needs_collection
 from tests.conftest import COLOURS, character_image, encode, write_gallery
 from tests.fake_discord.server import EPHEMERAL, GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
@@ -63,36 +63,36 @@ async def test_first_start_collects_indexes_then_serves(
         collect_per_character=3,
     )
     with pointed_at(server.api_base):
-        bot = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
-        await bot.login(server.token)
-        runner = asyncio.create_task(bot.connect(reconnect=True))
-        try:
-            await bot_ready(bot, 20)
-            await asyncio.wait_for(fake.entered_hang.wait(), 20)  # collecting: Gon done, Killua under way
-            early = server.add_attachment(encode(character_image(COLOURS["Kurapika"], 1)), "k.jpg", "image/jpeg")
-            asked = await server.send_slash_command("whois", {"image": early})
-            told = (await server.wait_for_followup(asked.token, timeout=20)).json
-            assert told["flags"] & EPHEMERAL and "still preparing" in told["content"]
-            assert (gallery / MARKER).exists()
+        async with assembled(settings, guild_ready_timeout=GUILD_READY_TIMEOUT) as bot:
+            await bot.login(server.token)
+            runner = asyncio.create_task(bot.connect(reconnect=True))
+            try:
+                await bot_ready(bot, 20)
+                await asyncio.wait_for(fake.entered_hang.wait(), 20)  # collecting: Gon done, Killua under way
+                early = server.add_attachment(encode(character_image(COLOURS["Kurapika"], 1)), "k.jpg", "image/jpeg")
+                asked = await server.send_slash_command("whois", {"image": early})
+                told = (await server.wait_for_followup(asked.token, timeout=20)).json
+                assert told["flags"] & EPHEMERAL and "still preparing" in told["content"]
+                assert (gallery / MARKER).exists()
 
-            fake.release.set()
-            await asyncio.wait_for(bot.preparing, 60)
-            assert not (gallery / MARKER).exists()
-            assert sorted(bot.search.characters().items()) == [
-                ("Gon Freecss", 3),
-                ("Killua Zoldyck", 3),
-                ("Kurapika", 3),
-            ]
-            for name in ("Kurapika", "Killua Zoldyck"):
-                picture = server.add_attachment(encode(character_image(COLOURS[name], 2)), "q.jpg", "image/jpeg")
-                interaction = await server.send_slash_command("whois", {"image": picture})
-                answer = (await server.wait_for_followup(interaction.token, timeout=20)).json
-                assert answer["embeds"][0]["title"] == name
-        finally:
-            fake.release.set()
-            await bot.close()
-            await asyncio.wait_for(runner, 10)
-            await server.stop()
+                fake.release.set()
+                await asyncio.wait_for(bot.engine.preparing, 60)
+                assert not (gallery / MARKER).exists()
+                assert sorted(bot.engine.characters().items()) == [
+                    ("Gon Freecss", 3),
+                    ("Killua Zoldyck", 3),
+                    ("Kurapika", 3),
+                ]
+                for name in ("Kurapika", "Killua Zoldyck"):
+                    picture = server.add_attachment(encode(character_image(COLOURS[name], 2)), "q.jpg", "image/jpeg")
+                    interaction = await server.send_slash_command("whois", {"image": picture})
+                    answer = (await server.wait_for_followup(interaction.token, timeout=20)).json
+                    assert answer["embeds"][0]["title"] == name
+            finally:
+                fake.release.set()
+                await bot.close()
+                await asyncio.wait_for(runner, 10)
+                await server.stop()
     lines = [record.getMessage() for record in caplog.records if record.name == "hxhbot.engine.first_run"]
     assert lines[0].startswith("first start: collecting the default Hunter × Hunter gallery")
     assert "collecting the gallery: [2/3] Killua Zoldyck" in lines

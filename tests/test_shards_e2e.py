@@ -12,7 +12,7 @@ import pytest
 
 from hxhbot.config import Settings
 from hxhbot.discord.api import pointed_at
-from hxhbot.discord.bot import HxhBot
+from hxhbot.discord.bot import HxhBot, assembled
 from tests.fake_discord.server import GUILD_READY_TIMEOUT, FakeDiscord, bot_ready
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,15 +44,15 @@ def settings(server: FakeDiscord, gallery: Path, model_dir: Path, tmp_path: Path
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[HxhBot]:
     """A connected bot, closed on exit."""
-    client = HxhBot(settings, guild_ready_timeout=GUILD_READY_TIMEOUT)
-    await client.login(settings.discord_token)
-    runner = asyncio.create_task(client.connect(reconnect=True))
-    try:
-        await bot_ready(client, 20)
-        yield client
-    finally:
-        await client.close()
-        await asyncio.wait_for(runner, 10)
+    async with assembled(settings, guild_ready_timeout=GUILD_READY_TIMEOUT) as client:
+        await client.login(settings.discord_token)
+        runner = asyncio.create_task(client.connect(reconnect=True))
+        try:
+            await bot_ready(client, 20)
+            yield client
+        finally:
+            await client.close()
+            await asyncio.wait_for(runner, 10)
 
 
 async def _answer_in(server: FakeDiscord, guild_id: int, picture: bytes) -> str:
@@ -79,7 +79,7 @@ async def test_one_process_runs_the_shards_discord_recommends(
         assert {bot.get_guild(guild).shard_id for guild in server.guild_ids} == {0, 1}
         for guild, name in zip(server.guild_ids, ["Kurapika", "Gon Freecss"]):
             assert await _answer_in(server, guild, (gallery / name / "01.jpg").read_bytes()) == name
-        assert bot.stats.answers == 2
+        assert bot.engine.stats.answers == 2
 
 
 async def test_two_bots_each_run_their_shard_ids(server: FakeDiscord, settings: Settings, gallery: Path) -> None:
@@ -93,6 +93,6 @@ async def test_two_bots_each_run_their_shard_ids(server: FakeDiscord, settings: 
         assert [guild.id for guild in two.guilds] == [server.guild_ids[1]]
         picture = (gallery / "Leorio Paradinight" / "02.jpg").read_bytes()
         assert await _answer_in(server, server.guild_ids[1], picture) == "Leorio Paradinight"
-        assert (one.stats.answers, two.stats.answers) == (0, 1)  # only the shard's own process answered
+        assert (one.engine.stats.answers, two.engine.stats.answers) == (0, 1)  # only the shard's own process answered
         assert await _answer_in(server, server.guild_ids[0], picture) == "Leorio Paradinight"
-        assert (one.stats.answers, two.stats.answers) == (1, 1)
+        assert (one.engine.stats.answers, two.engine.stats.answers) == (1, 1)

@@ -65,8 +65,10 @@ def composite(hxh_dev: Path) -> tuple[bytes, float]:
 async def test_both_characters_through_discord(
     server: FakeDiscord, bot: HxhBot, composite: tuple[bytes, float]
 ) -> None:
-    bot.settings = dataclasses.replace(
-        bot.settings, confidence_threshold=Settings.confidence_threshold, unknown_threshold=Settings.unknown_threshold
+    bot.engine.settings = dataclasses.replace(
+        bot.engine.settings,
+        confidence_threshold=Settings.confidence_threshold,
+        unknown_threshold=Settings.unknown_threshold,
     )  # the defaults
     interaction = await _whois(server, composite[0], "two.jpg")
     followup = await server.wait_for_followup(interaction.token, timeout=60)
@@ -97,9 +99,11 @@ async def test_both_characters_through_discord(
 async def test_one_character_named_beside_one_it_cannot_name(
     server: FakeDiscord, bot: HxhBot, composite: tuple[bytes, float]
 ) -> None:
-    scores = sorted(s.best.score for s in (await bot.search.identify(composite[0])).sightings)
+    scores = sorted(s.best.score for s in (await bot.engine.identify(composite[0])).sightings)
     assert scores[0] < scores[1]
-    bot.settings = dataclasses.replace(bot.settings, confidence_threshold=sum(scores) / 2, unknown_threshold=0.0)
+    bot.engine.settings = dataclasses.replace(
+        bot.engine.settings, confidence_threshold=sum(scores) / 2, unknown_threshold=0.0
+    )
     interaction = await _whois(server, composite[0], "two.jpg")
     followup = await server.wait_for_followup(interaction.token, timeout=60)
     embed = followup.json["embeds"][0]

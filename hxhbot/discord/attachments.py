@@ -11,11 +11,14 @@ import aiohttp
 import discord
 import yarl
 
+from hxhbot.config import Settings
+from hxhbot.engine.facade import Engine
 from hxhbot.engine.images import IMAGE_SUFFIXES, READABLE
 from hxhbot.engine.public_net import PrivateAddressError, public_session
 from hxhbot.errors import UserError
 from hxhbot.wording import code
 
+PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif", "image/bmp"})
 STICKER_TYPES = {"png": "image/png", "gif": "image/gif"}  # by discord.py's file extension of a sticker's format
 # attachments, and Discord's proxy of the pictures that links preview (an embed's image `proxy_url`)
@@ -159,3 +162,31 @@ async def download(
         raise AttachmentError(f"{code(source.filename)} could not be downloaded; try again.") from None
     except aiohttp.ClientError:
         raise AttachmentError(f"{code(source.filename)} could not be downloaded; try again.") from None
+
+
+class Downloader:
+    """Members' pictures fetched from Discord, `PARALLEL_DOWNLOADS` at a time, none while the engine is full."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.session = open_session(settings.discord_api_base)
+        self.hosts = download_hosts(settings.discord_api_base)
+        self.slots = asyncio.Semaphore(PARALLEL_DOWNLOADS)
+
+    async def __aenter__(self) -> Downloader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.session.close()
+
+    async def download(self, source: ImageSource) -> bytes:
+        """Check and download one image (at most MAX_IMAGE_BYTES, within DOWNLOAD_TIMEOUT); refused as busy, before
+        a byte is fetched, while QUEUE_SIZE images are being identified."""
+        check(source, self.settings.max_image_bytes)
+        self.engine.check_room()
+        async with self.slots:
+            self.engine.check_room()  # it may have filled up during the wait
+            return await download(
+                self.session, source, self.settings.max_image_bytes, self.settings.download_timeout, self.hosts
+            )

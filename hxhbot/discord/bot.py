@@ -1,13 +1,12 @@
-"""The Discord bot: a `commands.AutoShardedBot` that owns the search service and the download session."""
+"""The Discord bot: a `commands.AutoShardedBot` handed the engine, the answerer and the open views it serves with."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
 import signal
-import time
-import weakref
+from collections.abc import AsyncIterator
 
 import aiohttp
 import discord
@@ -15,19 +14,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot.config import ConfigError, Settings, load_settings
-from hxhbot.discord import attachments
 from hxhbot.discord.api import pointed_at
-from hxhbot.discord.attachments import ImageSource
+from hxhbot.discord.attachments import Downloader
+from hxhbot.discord.messages import Answerer
 from hxhbot.discord.redaction import hide_tokens
-from hxhbot.discord.replies import Answer, answer
-from hxhbot.discord.tree import BotTree, cooldown, send_private
-from hxhbot.engine import first_run
-from hxhbot.engine.feedback import FeedbackError, FeedbackStore
-from hxhbot.engine.fitted_threshold import in_force
-from hxhbot.engine.identification import Identification
+from hxhbot.discord.tree import BotTree, send_private
+from hxhbot.discord.views import OpenViews
+from hxhbot.engine.facade import Engine, open_engine
+from hxhbot.engine.feedback import FeedbackError
 from hxhbot.engine.model_dir import ModelError, WeightsUnavailableError
-from hxhbot.engine.search import NotReadyError, SearchService
-from hxhbot.engine.stats import AnswerStats
 
 log = logging.getLogger(__name__)
 COGS = (
@@ -38,7 +33,6 @@ COGS = (
     "hxhbot.discord.cogs.help",
 )
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
-PARALLEL_DOWNLOADS = 8  # images downloaded at once; the others wait their turn holding no bytes
 STATUS = "Who is this hunter? /whois"  # the bot's custom status, under its name in the member list
 EXPIRED = "These buttons no longer work (I have restarted, or they were left too long): ask me again."
 
@@ -50,7 +44,9 @@ class CommandSyncError(RuntimeError):
 class HxhBot(commands.AutoShardedBot):
     """hxhbot: identifies Hunter × Hunter characters in images."""
 
-    def __init__(self, settings: Settings, search: SearchService | None = None, **options: object) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, answerer: Answerer, views: OpenViews, **options: object
+    ) -> None:
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
         if settings.user_install:  # members may add the app to their account and ask wherever they are
@@ -71,32 +67,14 @@ class HxhBot(commands.AutoShardedBot):
         )
         hide_tokens()  # discord.py's DEBUG lines carry interaction tokens
         self.settings = settings
-        self.search = search
-        self.feedback: FeedbackStore | None = None
-        self.stats = AnswerStats()
-        self.preparing: asyncio.Task | None = None  # the first start's gallery collection
-        self.session: aiohttp.ClientSession | None = None
-        self.download_hosts = attachments.download_hosts(settings.discord_api_base)
-        self.download_slots = asyncio.Semaphore(PARALLEL_DOWNLOADS)
-        self.open_views: weakref.WeakSet[discord.ui.View] = weakref.WeakSet()
-        # Wrong under an answer, per member: one press every COOLDOWN_SECONDS (feedback_ui)
-        self.wrong_presses = commands.DynamicCooldownMapping(
-            lambda interaction: cooldown(self.settings), lambda interaction: interaction.user.id
-        )
+        self.engine = engine
+        self.answerer = answerer
+        self.views = views
         self.in_flight: set[asyncio.Task] = set()  # the tasks handling requests taken
         self.draining = False
 
     async def setup_hook(self) -> None:
-        """Load model, index and feedback store off the loop; collect a first gallery if due; add cogs; sync."""
-        if self.search is None:
-            self.search = await asyncio.to_thread(SearchService.open, self.settings)
-        await self.search.start()
-        self.feedback = await asyncio.to_thread(FeedbackStore.open, self.settings.feedback_db)
-        if first_run.needs_collection(self.settings):
-            self.preparing = asyncio.create_task(
-                first_run.prepare_gallery(self.settings, self.search), name="hxhbot-first-run"
-            )
-        self.session = attachments.open_session(self.settings.discord_api_base)
+        """Add the cogs and sync their commands."""
         for cog in COGS:
             await self.load_extension(cog)
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
@@ -117,14 +95,10 @@ class HxhBot(commands.AutoShardedBot):
         """No prefix commands: messages go to the cogs' listeners only, so "@hxhbot hi" is no command error."""
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """A button or menu of no view this process made (one from before a restart): say so, privately.
-
-        A view that answers a click is still in `open_views` (its callback holds it), even once it has stopped."""
+        """A button or menu of no view this process made (one from before a restart): say so, privately."""
         if interaction.type is not discord.InteractionType.component:
             return
-        custom_id = (interaction.data or {}).get("custom_id")
-        items = (item for view in list(self.open_views) for item in view.children)
-        if not any(getattr(item, "custom_id", None) == custom_id for item in items):
+        if not self.views.has_component((interaction.data or {}).get("custom_id")):
             await send_private(interaction, EXPIRED)
 
     async def on_ready(self) -> None:
@@ -154,8 +128,7 @@ class HxhBot(commands.AutoShardedBot):
             return
         self.draining = True
         log.info("shutting down: finishing %d requests in flight (at most %.0f s)", len(self.in_flight), grace)
-        if self.search:
-            self.search.abandon_builds()
+        self.engine.abandon_builds()
         if self.in_flight:
             _, unfinished = await asyncio.wait(set(self.in_flight), timeout=grace)
             if unfinished:
@@ -163,75 +136,29 @@ class HxhBot(commands.AutoShardedBot):
         await self.close()
 
     async def close(self) -> None:
-        """Stop live views, close Discord, then the download session and the search service."""
-        for view in list(self.open_views):
-            view.stop()
-        if self.preparing is not None:
-            self.preparing.cancel()  # what was collected stays; the next start resumes
-            await asyncio.gather(self.preparing, return_exceptions=True)
+        """Stop the open views, then close Discord (the engine and the downloader are closed by their opener)."""
+        self.views.stop_all()
         await super().close()
-        if self.session:
-            await self.session.close()
-        if self.search:
-            await self.search.close()
-        if self.feedback:
-            await asyncio.to_thread(self.feedback.close)
 
     async def is_owner(self, user: discord.abc.User) -> bool:
         """The application's owner (or team) and everyone in OWNER_IDS."""
         return user.id in self.settings.owner_ids or await super().is_owner(user)
 
-    async def download(self, source: ImageSource) -> bytes:
-        """Check and download one image (at most MAX_IMAGE_BYTES, within DOWNLOAD_TIMEOUT), `PARALLEL_DOWNLOADS` at
-        a time; refused as busy, before a byte is fetched, while QUEUE_SIZE images are being identified."""
-        attachments.check(source, self.settings.max_image_bytes)
-        assert self.session is not None and self.search is not None
-        self.search.check_room()
-        async with self.download_slots:
-            self.search.check_room()  # it may have filled up during the wait
-            return await attachments.download(
-                self.session, source, self.settings.max_image_bytes, self.settings.download_timeout, self.download_hosts
-            )
 
-    async def identify(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
-        """Check, download and identify one image, logging and counting its top answer; also the image's SHA-256."""
-        started = time.perf_counter()
-        assert self.search is not None
-        if self.preparing is not None and not self.preparing.done() and not self.search.characters():
-            raise NotReadyError(first_run.PREPARING)
-        data = await self.download(source)
-        result = await self.search.identify(data)
-        seconds = time.perf_counter() - started
-        best = result.best
-        self.stats.add(best.character, best.score >= self.threshold, seconds)
-        log.info(
-            "answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f characters=%d",
-            guild_id,
-            command,
-            seconds * 1000,
-            best.character,
-            best.score,
-            len(result.sightings),
-        )
-        return result, hashlib.sha256(data).hexdigest()
-
-    def render(
-        self, result: Identification, filename: str = "picture.jpg", label: str = "", only_named: bool = False
-    ) -> Answer:
-        """The embed (and preview file) answering one identified picture, at this bot's thresholds."""
-        return answer(result, self.threshold, self.settings.unknown_threshold, filename, label, only_named)
-
-    @property
-    def threshold(self) -> float:
-        """The score from which a character is named: CONFIDENCE_THRESHOLD when set, else the one fitted to the
-        gallery at its last index build."""
-        return in_force(self.search.confidence if self.search else None, self.settings.confidence_threshold)
+@contextlib.asynccontextmanager
+async def assembled(settings: Settings, **options: object) -> AsyncIterator[HxhBot]:
+    """The bot, not yet logged in, and what it is handed, built before it starts: the engine (model, index, feedback
+    store; a first gallery collected if due), the downloader and the open views; all closed on leaving."""
+    async with open_engine(settings) as engine, Downloader(settings, engine) as downloader:
+        views = OpenViews()
+        async with HxhBot(settings, engine, Answerer(engine, downloader, views), views, **options) as bot:
+            yield bot
 
 
 async def run(settings: Settings) -> None:
     """Run the bot until it is closed or the process gets SIGINT/SIGTERM."""
     with pointed_at(settings.discord_api_base):
-        async with HxhBot(settings) as bot:
+        async with assembled(settings) as bot:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.shutdown()))

@@ -1,23 +1,57 @@
-"""Members teach the bot: "Right" / "Wrong" under an answer, and a menu to name who it really is."""
+"""The buttons under an answer: Show candidates; Right / Wrong, and a menu to name who it really is."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
 from hxhbot.discord.attachments import ImageSource
-from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.replies import RevealCandidates
-from hxhbot.discord.tree import tell_failure
+from hxhbot.discord.replies import candidates_embed, fitted
+from hxhbot.discord.views import BotView, OpenViews
 from hxhbot.engine.feedback import FeedbackStore, Verdict
 from hxhbot.engine.identification import Identification
 from hxhbot.errors import UserError
 
+if TYPE_CHECKING:
+    from hxhbot.discord.messages import Answerer
+
 MENU_SIZE = 25  # Discord's limit of options in a select menu
 SOMEONE_ELSE = "someone-else"
+
+
+class RevealCandidates(BotView):
+    """A button under an answer that shows its candidates, privately, to the member who asked: those of each
+    picture in `results` (label, picture: the label names it when a message has several)."""
+
+    def __init__(
+        self, views: OpenViews, results: list[tuple[str, Identification]], asker_id: int, timeout: float = 900
+    ) -> None:
+        super().__init__(views, timeout)
+        self.results = results
+        self.asker_id = asker_id
+        self.message: discord.Message | discord.WebhookMessage | None = None
+
+    @discord.ui.button(label="Show candidates", style=discord.ButtonStyle.secondary, emoji="🔎")
+    async def reveal(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Send the candidates privately to the member who asked; anyone else is told so, privately."""
+        if interaction.user.id != self.asker_id:
+            await interaction.response.send_message("Only the member who asked can see the candidates.", ephemeral=True)
+            return
+        embeds = fitted([candidates_embed(result, label) for label, result in self.results])
+        await interaction.response.send_message(embeds=embeds, ephemeral=True)
+
+    async def on_timeout(self) -> None:
+        """Grey the button out once it stops working."""
+        self.reveal.disabled = True
+        if self.message is not None:
+            try:
+                await self.message.edit(view=self)
+            except discord.HTTPException:
+                pass
 
 
 def candidates(ranked: Identification, answer: str, known: list[str]) -> list[str]:
@@ -31,7 +65,7 @@ class FeedbackView(RevealCandidates):
 
     def __init__(
         self,
-        bot: HxhBot,
+        answerer: Answerer,
         result: Identification,
         source: ImageSource,
         sha256: str,
@@ -39,8 +73,8 @@ class FeedbackView(RevealCandidates):
         asker_id: int,
         timeout: float = 900,
     ) -> None:
-        super().__init__([("", result)], asker_id, timeout)
-        self.bot = bot
+        super().__init__(answerer.views, [("", result)], asker_id, timeout)
+        self.answerer = answerer
         self.result = result
         self.source = source  # the picture's bytes are not kept: "Wrong", and a correction, download them again
         self.sha256 = sha256
@@ -60,13 +94,12 @@ class FeedbackView(RevealCandidates):
     async def wrong(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Ask, privately, who it really is, offering the characters closest to the picture first; a member may ask
         once every COOLDOWN_SECONDS."""
-        bucket = self.bot.wrong_presses.get_bucket(interaction)
+        bucket = self.answerer.wrong_presses.get_bucket(interaction)
         retry_after = bucket.update_rate_limit() if bucket else None
         if bucket and retry_after:
             raise app_commands.CommandOnCooldown(bucket, retry_after)
         await interaction.response.defer(ephemeral=True, thinking=True)
         menu = CorrectionView(self, interaction.message, await self.candidates())
-        self.bot.open_views.add(menu)
         await interaction.followup.send(f"Who is it, if not {self.result.best.character}?", view=menu, ephemeral=True)
 
     async def candidates(self) -> list[str]:
@@ -74,23 +107,22 @@ class FeedbackView(RevealCandidates):
         however many press Wrong."""
         async with self.ranking:
             if self.names is None:
-                search = self.bot.search
-                ranked = await search.identify(await self.picture(), top_k=MENU_SIZE)
-                self.names = candidates(ranked, self.result.best.character, list(search.characters()))
+                engine = self.answerer.engine
+                ranked = await engine.identify(await self.picture(), top_k=MENU_SIZE)
+                self.names = candidates(ranked, self.result.best.character, list(engine.characters()))
         return self.names
 
     async def picture(self) -> bytes:
         """The picture, downloaded again; refused when it has changed since the answer."""
-        data = await self.bot.download(self.source)
+        data = await self.answerer.downloader.download(self.source)
         if hashlib.sha256(data).hexdigest() != self.sha256:
             raise UserError("That picture has changed since I answered; ask me about it again.")
         return data
 
     @property
     def store(self) -> FeedbackStore:
-        """The bot's feedback database."""
-        assert self.bot.feedback is not None
-        return self.bot.feedback
+        """The engine's feedback database."""
+        return self.answerer.engine.feedback
 
     def verdict(
         self,
@@ -125,16 +157,12 @@ class FeedbackView(RevealCandidates):
             except discord.HTTPException:
                 pass
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """A failed button: the member told privately."""
-        await tell_failure(interaction, error, "a feedback button")
 
-
-class CorrectionView(discord.ui.View):
+class CorrectionView(BotView):
     """A private menu of who else it may be, with "someone else" last."""
 
     def __init__(self, answer: FeedbackView, message: discord.Message | None, names: list[str]) -> None:
-        super().__init__(timeout=answer.timeout)
+        super().__init__(answer.views, answer.timeout)
         self.answer = answer
         self.message = message
         self.names = names  # no picture held: it is downloaded again once a character is chosen
@@ -160,7 +188,3 @@ class CorrectionView(discord.ui.View):
             text = "Thanks, noted: I don't know that character yet."
         self.stop()
         await interaction.edit_original_response(content=text, view=None)
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """A failed menu: the member told privately."""
-        await tell_failure(interaction, error, "the correction menu")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import discord
+from discord.ext import commands
 
-from hxhbot.discord.attachments import AttachmentError, ImageSource
-from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.feedback_ui import FeedbackView
-from hxhbot.discord.replies import Answer, RevealCandidates, fitted
+from hxhbot.discord.attachments import AttachmentError, Downloader, ImageSource
+from hxhbot.discord.feedback_ui import FeedbackView, RevealCandidates
+from hxhbot.discord.replies import Answer, answer, fitted
+from hxhbot.discord.tree import member_cooldown
+from hxhbot.discord.views import OpenViews
+from hxhbot.engine.facade import Engine
 from hxhbot.engine.identification import Identification
 from hxhbot.engine.images import ImageError
 from hxhbot.engine.search import BusyError, NotReadyError
@@ -48,7 +53,7 @@ class Reply:
     content: str | None
     embeds: list[discord.Embed] = field(default_factory=list)
     files: list[discord.File] = field(default_factory=list)
-    view: RevealCandidates | None = None  # registered in the bot's open views; its `message` is for the sender to set
+    view: RevealCandidates | None = None  # among the open views; its `message` is for the sender to set
 
 
 class Taken:
@@ -71,56 +76,95 @@ class Taken:
         return fresh
 
 
-async def answer_each(
-    bot: HxhBot, sources: list[ImageSource], command: str, guild_id: int | None, only_named: bool = False
-) -> MessageAnswers:
-    """Identify a message's first `MAX_PICTURES` pictures one after another (`only_named`: as watched channels show
-    them); a sentence says how many were left."""
-    done = MessageAnswers()
-    left = max(0, len(sources) - MAX_PICTURES)  # attachments, link previews and stickers together can pass 10
-    sources = sources[:MAX_PICTURES]
-    for number, source in enumerate(sources, 1):
-        label = f"Image {number}" if len(sources) > 1 else ""
-        try:
-            result, sha256 = await bot.identify(source, command, guild_id)
-        except AttachmentError as error:  # its sentence names the file
-            done.problems.append(str(error))
-            continue
-        except ImageError as error:
-            done.problems.append(f"I couldn't read {code(source.filename)}: {error}")
-            continue
-        except (BusyError, NotReadyError) as error:
-            log.info("skipped %s of a message (%s): %s", label or "the image", command, error)
-            done.skipped.append(error)
-            continue
-        filename = f"picture{number}.jpg" if label else "picture.jpg"
-        reply = bot.render(result, filename=filename, label=label, only_named=only_named)
-        done.answered.append(Answered(label, reply, result, source, sha256))
-    if left:
-        done.problems.append(
-            f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a message at most."
+class Answerer:
+    """Answers the pictures members ask about: each downloaded from Discord, identified by the engine, counted and
+    logged, and drawn as an embed at the engine's thresholds; the buttons under a reply among the open views."""
+
+    def __init__(self, engine: Engine, downloader: Downloader, views: OpenViews) -> None:
+        self.engine = engine
+        self.downloader = downloader
+        self.views = views
+        # Wrong under an answer, per member: one press every COOLDOWN_SECONDS
+        self.wrong_presses = commands.DynamicCooldownMapping(member_cooldown, lambda interaction: interaction.user.id)
+
+    async def answer_each(
+        self, sources: list[ImageSource], command: str, guild_id: int | None, only_named: bool = False
+    ) -> MessageAnswers:
+        """Identify a message's first `MAX_PICTURES` pictures one after another (`only_named`: as watched channels
+        show them); a sentence says how many were left."""
+        done = MessageAnswers()
+        left = max(0, len(sources) - MAX_PICTURES)  # attachments, link previews and stickers together can pass 10
+        sources = sources[:MAX_PICTURES]
+        for number, source in enumerate(sources, 1):
+            label = f"Image {number}" if len(sources) > 1 else ""
+            try:
+                result, sha256 = await self.examine(source, command, guild_id)
+            except AttachmentError as error:  # its sentence names the file
+                done.problems.append(str(error))
+                continue
+            except ImageError as error:
+                done.problems.append(f"I couldn't read {code(source.filename)}: {error}")
+                continue
+            except (BusyError, NotReadyError) as error:
+                log.info("skipped %s of a message (%s): %s", label or "the image", command, error)
+                done.skipped.append(error)
+                continue
+            filename = f"picture{number}.jpg" if label else "picture.jpg"
+            reply = self.render(result, filename=filename, label=label, only_named=only_named)
+            done.answered.append(Answered(label, reply, result, source, sha256))
+        if left:
+            done.problems.append(
+                f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a message at most."
+            )
+        return done
+
+    async def examine(self, source: ImageSource, command: str, guild_id: int | None) -> tuple[Identification, str]:
+        """Check, download and identify one image, logging and counting its top answer; also the image's SHA-256."""
+        started = time.perf_counter()
+        self.engine.check_ready()
+        data = await self.downloader.download(source)
+        result = await self.engine.identify(data)
+        seconds = time.perf_counter() - started
+        self.engine.count_answer(result, seconds)
+        best = result.best
+        log.info(
+            "answer server=%s command=%s latency_ms=%.0f top=%r score=%.3f characters=%d",
+            guild_id,
+            command,
+            seconds * 1000,
+            best.character,
+            best.score,
+            len(result.sightings),
         )
-    return done
+        return result, hashlib.sha256(data).hexdigest()
 
+    def render(
+        self, result: Identification, filename: str = "picture.jpg", label: str = "", only_named: bool = False
+    ) -> Answer:
+        """The embed (and preview file) answering one identified picture, at the engine's thresholds."""
+        return answer(
+            result, self.engine.threshold, self.engine.settings.unknown_threshold, filename, label, only_named
+        )
 
-def full_reply(bot: HxhBot, done: MessageAnswers, asker_id: int) -> Reply:
-    """Every answered picture's embed and a line for each of the others; Right / Wrong when one picture is answered,
-    else Show candidates for those with a character not named, for `asker_id` only."""
-    lines = list(done.problems)
-    if done.skipped:
-        lines.append(f"{counted(len(done.skipped), 'picture')} not looked at. {done.skipped[0]}")
-    unnamed = [(answered.label, answered.result) for answered in done.answered if answered.reply.unnamed]
-    view: RevealCandidates | None = None
-    if len(done.answered) == 1:
-        first = done.answered[0]
-        view = FeedbackView(bot, first.result, first.source, first.sha256, first.reply.unnamed, asker_id)
-    elif unnamed:
-        view = RevealCandidates(unnamed, asker_id)
-    if view is not None:
-        bot.open_views.add(view)
-    return Reply(
-        "\n".join(lines) or None,
-        fitted([answered.reply.embed for answered in done.answered]),
-        [answered.reply.file for answered in done.answered if answered.reply.file],
-        view,
-    )
+    def full_reply(self, done: MessageAnswers, asker_id: int) -> Reply:
+        """Every answered picture's embed and a line for each of the others; Right / Wrong when one picture is
+        answered, else Show candidates for those with a character not named, for `asker_id` only."""
+        lines = list(done.problems)
+        if done.skipped:
+            lines.append(f"{counted(len(done.skipped), 'picture')} not looked at. {done.skipped[0]}")
+        unnamed = [(answered.label, answered.result) for answered in done.answered if answered.reply.unnamed]
+        view: RevealCandidates | None = None
+        if len(done.answered) == 1:
+            view = self.feedback_view(done.answered[0], asker_id, reveal=done.answered[0].reply.unnamed)
+        elif unnamed:
+            view = RevealCandidates(self.views, unnamed, asker_id)
+        return Reply(
+            "\n".join(lines) or None,
+            fitted([answered.reply.embed for answered in done.answered]),
+            [answered.reply.file for answered in done.answered if answered.reply.file],
+            view,
+        )
+
+    def feedback_view(self, answered: Answered, asker_id: int, reveal: bool) -> FeedbackView:
+        """Right / Wrong under a reply that answers one picture, and Show candidates when `reveal`."""
+        return FeedbackView(self, answered.result, answered.source, answered.sha256, reveal, asker_id)

@@ -1,4 +1,4 @@
-"""How answers look: one embed per picture with its numbered preview, a line per character, a reveal button."""
+"""How answers look: one embed per picture with its numbered preview, a line per character."""
 
 from __future__ import annotations
 
@@ -167,32 +167,3 @@ def fitted(embeds: list[discord.Embed]) -> list[discord.Embed]:
 def _candidates(matches: list) -> str:
     """`Name — 12%` lines."""
     return "\n".join(f"{match.character} — {percent(match.score)}" for match in matches)[:1024]
-
-
-class RevealCandidates(discord.ui.View):
-    """A button under an answer that shows its candidates, privately, to the member who asked: those of each
-    picture in `results` (label, picture: the label names it when a message has several)."""
-
-    def __init__(self, results: list[tuple[str, Identification]], asker_id: int, timeout: float = 900) -> None:
-        super().__init__(timeout=timeout)
-        self.results = results
-        self.asker_id = asker_id
-        self.message: discord.Message | discord.WebhookMessage | None = None
-
-    @discord.ui.button(label="Show candidates", style=discord.ButtonStyle.secondary, emoji="🔎")
-    async def reveal(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Send the candidates privately to the member who asked; anyone else is told so, privately."""
-        if interaction.user.id != self.asker_id:
-            await interaction.response.send_message("Only the member who asked can see the candidates.", ephemeral=True)
-            return
-        embeds = fitted([candidates_embed(result, label) for label, result in self.results])
-        await interaction.response.send_message(embeds=embeds, ephemeral=True)
-
-    async def on_timeout(self) -> None:
-        """Grey the button out once it stops working."""
-        self.reveal.disabled = True
-        if self.message is not None:
-            try:
-                await self.message.edit(view=self)
-            except discord.HTTPException:
-                pass

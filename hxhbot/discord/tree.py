@@ -93,15 +93,16 @@ async def send_private(interaction: discord.Interaction, text: str) -> None:
         log.warning("could not tell %s: %s", interaction.user, error)
 
 
+async def check_owner(interaction: discord.Interaction) -> bool:
+    """True for the application's owner (or team) and OWNER_IDS; anyone else raises `NotOwnerError`."""
+    if await interaction.client.is_owner(interaction.user):  # type: ignore[attr-defined]
+        return True
+    raise NotOwnerError()
+
+
 def owner_only() -> Callable[[T], T]:
     """App-command check: only the application owner or OWNER_IDS."""
-
-    async def predicate(interaction: discord.Interaction) -> bool:
-        if await interaction.client.is_owner(interaction.user):  # type: ignore[attr-defined]
-            return True
-        raise NotOwnerError()
-
-    return app_commands.check(predicate)
+    return app_commands.check(check_owner)
 
 
 def cooldown(settings: Settings) -> app_commands.Cooldown | None:

@@ -13,6 +13,7 @@ from discord.ext import commands
 from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import characters_embed
 from hxhbot.discord.tree import member_cooldown, owner_only
+from hxhbot.engine.facade import Engine
 from hxhbot.engine.search import ReindexInProgressError
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,14 @@ PROGRESS_EVERY = 2.0  # seconds between progress edits (Discord rate-limits edit
 class Admin(commands.Cog):
     """What the gallery holds, and rebuilding its index."""
 
-    def __init__(self, bot: HxhBot) -> None:
-        self.bot = bot
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     @app_commands.command(name="characters", description="The characters I know and their gallery images")
     @app_commands.checks.dynamic_cooldown(member_cooldown)
     async def characters(self, interaction: discord.Interaction) -> None:
         """List the known characters."""
-        await interaction.response.send_message(embed=characters_embed(self.bot.search.characters()), ephemeral=True)
+        await interaction.response.send_message(embed=characters_embed(self.engine.characters()), ephemeral=True)
 
     @app_commands.command(name="reindex", description="Rebuild the index from the gallery (owner only)")
     @app_commands.default_permissions(manage_guild=True)  # hidden from members; server managers see it
@@ -37,8 +38,7 @@ class Admin(commands.Cog):
     @owner_only()
     async def reindex(self, interaction: discord.Interaction) -> None:
         """Rebuild in the background, report progress, swap the new index in."""
-        search = self.bot.search
-        if search.reindexing:
+        if self.engine.reindexing:
             raise ReindexInProgressError("An index rebuild is already running; wait for it to finish.")
         await interaction.response.send_message("Rebuilding the index from the gallery…", ephemeral=True)
         last_edit = 0.0
@@ -53,7 +53,7 @@ class Admin(commands.Cog):
             edits.add(task)
             task.add_done_callback(edits.discard)
 
-        summary = await search.reindex(progress)
+        summary = await self.engine.reindex(progress)
         await asyncio.gather(*edits)
         lines = [f"Index rebuilt: {summary.describe()}."]
         lines += [f"• skipped `{path}`: {reason}" for path, reason in summary.skipped[:10]]
@@ -72,4 +72,4 @@ async def _edit(interaction: discord.Interaction, text: str) -> None:
 
 async def setup(bot: HxhBot) -> None:
     """Extension entry point."""
-    await bot.add_cog(Admin(bot))
+    await bot.add_cog(Admin(bot.engine))

@@ -13,9 +13,10 @@ from discord.ext import commands, tasks
 
 from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import percent
-from hxhbot.discord.tree import NotOwnerError, owner_only, tell_failure
+from hxhbot.discord.tree import check_owner, owner_only
+from hxhbot.discord.views import BotView, OpenViews
+from hxhbot.engine.facade import Engine
 from hxhbot.engine.feedback import Correction
-from hxhbot.engine.fitted_threshold import describe_in_force
 from hxhbot.engine.images import IMAGE_SUFFIXES, ImageError
 from hxhbot.engine.index import GalleryIndexError
 from hxhbot.wording import counted
@@ -27,8 +28,9 @@ STATS_CHARACTERS = 20  # characters listed by /stats, most answered first
 class Feedback(commands.Cog):
     """What members said about the answers, and what the owner does with it."""
 
-    def __init__(self, bot: HxhBot) -> None:
-        self.bot = bot
+    def __init__(self, engine: Engine, views: OpenViews) -> None:
+        self.engine = engine
+        self.views = views
 
     async def cog_load(self) -> None:
         """Start expiring unreviewed corrections (at once, then hourly)."""
@@ -41,14 +43,13 @@ class Feedback(commands.Cog):
     @tasks.loop(hours=1)
     async def expire(self) -> None:
         """Delete the pictures of corrections left unreviewed for CORRECTION_RETENTION_DAYS."""
-        store = self.bot.feedback
-        assert store is not None
-        expired = await store.call(store.expire, self.bot.settings.correction_retention_days)
+        store = self.engine.feedback
+        expired = await store.call(store.expire, self.engine.settings.correction_retention_days)
         if expired:
             log.info(
                 "%d corrections left unreviewed for %d days expired; their pictures were deleted",
                 expired,
-                self.bot.settings.correction_retention_days,
+                self.engine.settings.correction_retention_days,
             )
 
     @app_commands.command(name="review", description="Approve or reject members' corrections (owner only)")
@@ -57,21 +58,18 @@ class Feedback(commands.Cog):
     @owner_only()
     async def review(self, interaction: discord.Interaction) -> None:
         """Show the oldest pending correction with Approve / Reject."""
-        store = self.bot.feedback
-        assert store is not None
+        store = self.engine.feedback
         correction = await store.call(store.next_pending)
         if correction is None:
             await interaction.response.send_message("No corrections are waiting for review.", ephemeral=True)
             return
         embed, file = await self.review_page(correction)
         view = ReviewView(self, correction)
-        self.bot.open_views.add(view)
         await interaction.response.send_message(embed=embed, file=file, view=view, ephemeral=True)
 
     async def review_page(self, correction: Correction) -> tuple[discord.Embed, discord.File]:
         """The embed and picture that show one pending correction."""
-        store = self.bot.feedback
-        assert store is not None
+        store = self.engine.feedback
         waiting = await store.call(store.pending_count)
         name = "picture" + _suffix(correction.picture_url)
         embed = discord.Embed(
@@ -89,19 +87,16 @@ class Feedback(commands.Cog):
     @owner_only()
     async def stats(self, interaction: discord.Interaction) -> None:
         """Answers since start, share confident, feedback per character, latency, index size."""
-        store = self.bot.feedback
-        assert store is not None
+        store = self.engine.feedback
         verdicts = await store.call(store.verdicts)
         pending = await store.call(store.pending_count)
-        stats = self.bot.stats
-        index = self.bot.search.index
+        stats = self.engine.stats
+        indexed = self.engine.index_size()
         confident = f"{percent(stats.confident / stats.answers)} confident" if stats.answers else "none yet"
         p50, p95 = stats.latency(50), stats.latency(95)
-        confidence = describe_in_force(self.bot.search.confidence, self.bot.settings.confidence_threshold)
+        confidence = self.engine.describe_confidence()
         latency = f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms" if p50 is not None else "no answers yet"
-        size = (
-            f"{counted(len(index), 'image')}, {counted(len(index.characters()), 'character')}" if index else "no index"
-        )
+        size = f"{counted(indexed[0], 'image')}, {counted(indexed[1], 'character')}" if indexed else "no index"
         embed = discord.Embed(
             title="Since start",
             description="\n".join(
@@ -131,19 +126,17 @@ class Feedback(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
-class ReviewView(discord.ui.View):
+class ReviewView(BotView):
     """Approve or Reject one correction, then show the next."""
 
     def __init__(self, cog: Feedback, correction: Correction, timeout: float = 900) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(cog.views, timeout)
         self.cog = cog
         self.correction = correction
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Only an owner approves or rejects; anyone else who clicks is told so, privately (`on_error`)."""
-        if await self.cog.bot.is_owner(interaction.user):
-            return True
-        raise NotOwnerError()
+        return await check_owner(interaction)
 
     @discord.ui.button(label="Approve", style=discord.ButtonStyle.success, emoji="✅")
     async def approve(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -159,7 +152,7 @@ class ReviewView(discord.ui.View):
             "approved_by": str(interaction.user.id),
         }
         try:
-            await self.cog.bot.search.add_to_gallery(correction.correction, correction.data, source)
+            await self.cog.engine.add_to_gallery(correction.correction, correction.data, source)
         except (ImageError, GalleryIndexError, OSError, ValueError) as error:  # another index build running, say
             log.error("could not add correction %d to the gallery: %s", correction.id, error)
             await interaction.followup.send(f"I couldn't add that picture to the gallery: {error}", ephemeral=True)
@@ -176,8 +169,7 @@ class ReviewView(discord.ui.View):
 
     async def resolve(self, interaction: discord.Interaction, approved: bool, done: str) -> None:
         """Store the decision and turn this message into the next pending correction, if any."""
-        store = self.cog.bot.feedback
-        assert store is not None
+        store = self.cog.engine.feedback
         await store.call(store.resolve, self.correction, approved, interaction.user.id)
         self.stop()
         following = await store.call(store.next_pending)
@@ -188,12 +180,7 @@ class ReviewView(discord.ui.View):
             return
         embed, file = await self.cog.review_page(following)
         view = ReviewView(self.cog, following)
-        self.cog.bot.open_views.add(view)
         await interaction.edit_original_response(content=done, embed=embed, attachments=[file], view=view)
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """A failed button: the owner told privately, the review message kept."""
-        await tell_failure(interaction, error, "a /review button")
 
 
 def _character_line(name: str, answers: int, right: int, wrong: int) -> str:
@@ -214,4 +201,4 @@ def _suffix(url: str) -> str:
 
 async def setup(bot: HxhBot) -> None:
     """Extension entry point."""
-    await bot.add_cog(Feedback(bot))
+    await bot.add_cog(Feedback(bot.engine, bot.views))

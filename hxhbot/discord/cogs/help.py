@@ -8,24 +8,28 @@ from discord.ext import commands
 
 from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.replies import percent
+from hxhbot.engine.facade import Engine
 
 
 class Help(commands.Cog):
     """Tell members what to expect."""
 
-    def __init__(self, bot: HxhBot) -> None:
+    def __init__(self, bot: HxhBot, engine: Engine) -> None:
         self.bot = bot
+        self.engine = engine
 
     @app_commands.command(name="help", description="What I do and how to use me")
     async def help(self, interaction: discord.Interaction) -> None:
         """Explain the bot privately."""
-        await interaction.response.send_message(embed=help_embed(self.bot, interaction.guild_id), ephemeral=True)
+        await interaction.response.send_message(
+            embed=help_embed(self.bot, self.engine, interaction.guild_id), ephemeral=True
+        )
 
 
-def help_embed(bot: HxhBot, guild_id: int | None) -> discord.Embed:
+def help_embed(bot: HxhBot, engine: Engine, guild_id: int | None) -> discord.Embed:
     """The help page, with this bot's settings and the watched channels of the server asking (none in a DM)."""
     settings = bot.settings
-    known = len(bot.search.characters()) if bot.search else 0
+    known = len(engine.characters())
     embed = discord.Embed(
         title="Who's that Hunter?",
         description=f"I tell which *Hunter × Hunter* character is in a picture: screenshots, fan art, cosplay. "
@@ -52,7 +56,7 @@ def help_embed(bot: HxhBot, guild_id: int | None) -> discord.Embed:
         inline=False,
         value=(
             f"A score is how likely my answer is right. I name a character from "
-            f"**{percent(bot.threshold)}**; below that I say I'm not sure and **Show candidates** "
+            f"**{percent(engine.threshold)}**; below that I say I'm not sure and **Show candidates** "
             f"reveals my guesses to whoever asked; below **{percent(settings.unknown_threshold)}** I say it is no "
             f"character I know. Several characters in one picture each get a numbered box and a line."
         ),
@@ -81,4 +85,4 @@ def help_embed(bot: HxhBot, guild_id: int | None) -> discord.Embed:
 
 async def setup(bot: HxhBot) -> None:
     """Extension entry point."""
-    await bot.add_cog(Help(bot))
+    await bot.add_cog(Help(bot, bot.engine))

@@ -10,8 +10,7 @@ from discord.ext import commands
 
 from hxhbot.discord import attachments
 from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.feedback_ui import FeedbackView
-from hxhbot.discord.messages import Answered, Taken, answer_each
+from hxhbot.discord.messages import Answerer, Taken
 from hxhbot.discord.replies import fitted
 from hxhbot.discord.tree import cooldown
 from hxhbot.engine.identification import Outcome
@@ -38,8 +37,9 @@ NEEDED = (
 class Watch(commands.Cog):
     """Answer images in WATCH_CHANNEL_IDS, and in their threads, without being asked."""
 
-    def __init__(self, bot: HxhBot) -> None:
+    def __init__(self, bot: HxhBot, answerer: Answerer) -> None:
         self.bot = bot
+        self.answerer = answerer
         self.checked = False  # the watched channels are checked at the first READY only
         self.taken = Taken()
         self.cooldowns = commands.DynamicCooldownMapping(
@@ -117,8 +117,8 @@ class Watch(commands.Cog):
         if not sources or not await self.admitted(message) or not self.bot.take_request():
             return
         await _react(message, LOOKING)
-        done = await answer_each(
-            self.bot, sources, "watch", message.guild.id if message.guild else None, only_named=True
+        done = await self.answerer.answer_each(
+            sources, "watch", message.guild.id if message.guild else None, only_named=True
         )
         named = [answered for answered in done.answered if answered.reply.outcome is Outcome.NAMED]
         unsure = [
@@ -128,7 +128,7 @@ class Watch(commands.Cog):
         ]
         if named or done.problems:
             content = "\n".join(done.problems + (unsure if named else [])) or None  # no reply for unsure alone
-            view = self.feedback_view(named[0], message.author.id) if len(named) == 1 else None
+            view = self.answerer.feedback_view(named[0], message.author.id, reveal=False) if len(named) == 1 else None
             embeds = fitted([answered.reply.embed for answered in named])
             try:
                 sent = await message.reply(
@@ -147,14 +147,6 @@ class Watch(commands.Cog):
             busy = any(isinstance(error, BusyError) for error in done.skipped)
             await _react(message, BUSY if busy else UNSURE)
 
-    def feedback_view(self, answered: Answered, asker_id: int) -> FeedbackView:
-        """Right / Wrong buttons for a reply that answers one picture."""
-        view = FeedbackView(
-            self.bot, answered.result, answered.source, answered.sha256, reveal=False, asker_id=asker_id
-        )
-        self.bot.open_views.add(view)
-        return view
-
 
 async def _react(message: discord.Message, emoji: str) -> None:
     """Add a reaction, tolerating missing permissions."""
@@ -166,4 +158,4 @@ async def _react(message: discord.Message, emoji: str) -> None:
 
 async def setup(bot: HxhBot) -> None:
     """Extension entry point."""
-    await bot.add_cog(Watch(bot))
+    await bot.add_cog(Watch(bot, bot.answerer))

@@ -12,7 +12,7 @@ from discord.ext import commands
 from hxhbot.discord import attachments
 from hxhbot.discord.attachments import ImageSource
 from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.messages import Reply, Taken, answer_each, full_reply
+from hxhbot.discord.messages import Answerer, Reply, Taken
 from hxhbot.discord.tree import cooldown, member_cooldown
 from hxhbot.errors import UserError
 from hxhbot.wording import slow_down
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 class Whois(commands.Cog):
     """Identify the character in an image someone asks about."""
 
-    def __init__(self, bot: HxhBot) -> None:
+    def __init__(self, bot: HxhBot, answerer: Answerer) -> None:
         self.bot = bot
+        self.answerer = answerer
         self.cooldowns = commands.DynamicCooldownMapping(
             lambda message: cooldown(bot.settings),  # direct messages
             commands.BucketType.user,
@@ -60,10 +61,10 @@ class Whois(commands.Cog):
             attachments.check(sources[0], self.bot.settings.max_image_bytes)  # refuse before deferring: privately
         private = any(source.spoiler for source in sources)
         await interaction.response.defer(thinking=True, ephemeral=private)
-        done = await answer_each(self.bot, sources, command, interaction.guild_id)
+        done = await self.answerer.answer_each(sources, command, interaction.guild_id)
         if not done.answered:  # said privately
             raise UserError("\n".join(done.problems)) if done.problems else done.skipped[0]
-        reply = full_reply(self.bot, done, interaction.user.id)
+        reply = self.answerer.full_reply(done, interaction.user.id)
         sent = await interaction.followup.send(
             content=reply.content or discord.utils.MISSING,
             embeds=reply.embeds,
@@ -101,9 +102,9 @@ class Whois(commands.Cog):
             return
         with contextlib.suppress(discord.HTTPException):  # "hxhbot is typing…" while the pictures are read
             await message.channel.typing()
-        done = await answer_each(self.bot, found, "direct-message", None)
+        done = await self.answerer.answer_each(found, "direct-message", None)
         if done.answered:
-            await _reply(message, full_reply(self.bot, done, message.author.id))
+            await _reply(message, self.answerer.full_reply(done, message.author.id))
         else:
             await _reply(message, Reply("\n".join(done.problems) or str(done.skipped[0])))
 
@@ -123,4 +124,4 @@ async def _reply(message: discord.Message, reply: Reply) -> None:
 
 async def setup(bot: HxhBot) -> None:
     """Extension entry point."""
-    await bot.add_cog(Whois(bot))
+    await bot.add_cog(Whois(bot, bot.answerer))
