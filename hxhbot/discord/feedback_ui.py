@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 
 from hxhbot.discord.attachments import ImageSource
-from hxhbot.discord.replies import candidates_embed, fitted
+from hxhbot.discord.embeds import candidates_embed, fitted
 from hxhbot.discord.views import BotView, OpenViews
 from hxhbot.engine.feedback import FeedbackStore, Verdict
 from hxhbot.engine.identification import Identification

@@ -12,8 +12,8 @@ import discord
 from discord.ext import commands
 
 from hxhbot.discord.attachments import AttachmentError, Downloader, ImageSource
+from hxhbot.discord.embeds import Card, card, fitted
 from hxhbot.discord.feedback_ui import FeedbackView, RevealCandidates
-from hxhbot.discord.replies import Answer, answer, fitted
 from hxhbot.discord.tree import member_cooldown
 from hxhbot.discord.views import OpenViews
 from hxhbot.engine.facade import Engine
@@ -27,21 +27,22 @@ MAX_PICTURES = 10  # Discord's limit of embeds per message
 
 
 @dataclass(frozen=True)
-class Answered:
-    """One picture's answer: `Image N` when the message has several, its embed, the identification behind it."""
+class AnsweredPicture:
+    """One picture answered: `Image N` when the message has several, its card, the identification behind it."""
 
     label: str
-    reply: Answer
-    result: Identification
+    card: Card
+    identification: Identification
     source: ImageSource
     sha256: str
 
 
 @dataclass
-class MessageAnswers:
-    """What the bot made of a message's pictures."""
+class AnswerSheet:
+    """What the bot made of a message's pictures: those answered, a sentence for each it could not read, and those it
+    did not look at."""
 
-    answered: list[Answered] = field(default_factory=list)
+    answered: list[AnsweredPicture] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # a sentence per picture that could not be read
     skipped: list[BusyError | NotReadyError] = field(default_factory=list)  # not looked at: busy, or not ready
 
@@ -87,18 +88,18 @@ class Answerer:
         # Wrong under an answer, per member: one press every COOLDOWN_SECONDS
         self.wrong_presses = commands.DynamicCooldownMapping(member_cooldown, lambda interaction: interaction.user.id)
 
-    async def answer_each(
+    async def answer_pictures(
         self, sources: list[ImageSource], command: str, guild_id: int | None, only_named: bool = False
-    ) -> MessageAnswers:
+    ) -> AnswerSheet:
         """Identify a message's first `MAX_PICTURES` pictures one after another (`only_named`: as watched channels
         show them); a sentence says how many were left."""
-        done = MessageAnswers()
+        done = AnswerSheet()
         left = max(0, len(sources) - MAX_PICTURES)  # attachments, link previews and stickers together can pass 10
         sources = sources[:MAX_PICTURES]
         for number, source in enumerate(sources, 1):
             label = f"Image {number}" if len(sources) > 1 else ""
             try:
-                result, sha256 = await self.examine(source, command, guild_id)
+                identification, sha256 = await self.examine(source, command, guild_id)
             except AttachmentError as error:  # its sentence names the file
                 done.problems.append(str(error))
                 continue
@@ -110,8 +111,8 @@ class Answerer:
                 done.skipped.append(error)
                 continue
             filename = f"picture{number}.jpg" if label else "picture.jpg"
-            reply = self.render(result, filename=filename, label=label, only_named=only_named)
-            done.answered.append(Answered(label, reply, result, source, sha256))
+            shown = card(identification, *self.thresholds, filename=filename, label=label, only_named=only_named)
+            done.answered.append(AnsweredPicture(label, shown, identification, source, sha256))
         if left:
             done.problems.append(
                 f"{counted(left, 'more picture')} not looked at: I answer {MAX_PICTURES} pictures of a message at most."
@@ -138,33 +139,30 @@ class Answerer:
         )
         return result, hashlib.sha256(data).hexdigest()
 
-    def render(
-        self, result: Identification, filename: str = "picture.jpg", label: str = "", only_named: bool = False
-    ) -> Answer:
-        """The embed (and preview file) answering one identified picture, at the engine's thresholds."""
-        return answer(
-            result, self.engine.threshold, self.engine.settings.unknown_threshold, filename, label, only_named
-        )
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        """The score from which a character is named (the engine's threshold in force), and UNKNOWN_THRESHOLD."""
+        return self.engine.threshold, self.engine.settings.unknown_threshold
 
-    def full_reply(self, done: MessageAnswers, asker_id: int) -> Reply:
+    def reply(self, done: AnswerSheet, asker_id: int) -> Reply:
         """Every answered picture's embed and a line for each of the others; Right / Wrong when one picture is
         answered, else Show candidates for those with a character not named, for `asker_id` only."""
         lines = list(done.problems)
         if done.skipped:
             lines.append(f"{counted(len(done.skipped), 'picture')} not looked at. {done.skipped[0]}")
-        unnamed = [(answered.label, answered.result) for answered in done.answered if answered.reply.unnamed]
+        unnamed = [(answered.label, answered.identification) for answered in done.answered if answered.card.unnamed]
         view: RevealCandidates | None = None
         if len(done.answered) == 1:
-            view = self.feedback_view(done.answered[0], asker_id, reveal=done.answered[0].reply.unnamed)
+            view = self.feedback_view(done.answered[0], asker_id, reveal=done.answered[0].card.unnamed)
         elif unnamed:
             view = RevealCandidates(self.views, unnamed, asker_id)
         return Reply(
             "\n".join(lines) or None,
-            fitted([answered.reply.embed for answered in done.answered]),
-            [answered.reply.file for answered in done.answered if answered.reply.file],
+            fitted([answered.card.embed for answered in done.answered]),
+            [answered.card.file for answered in done.answered if answered.card.file],
             view,
         )
 
-    def feedback_view(self, answered: Answered, asker_id: int, reveal: bool) -> FeedbackView:
+    def feedback_view(self, answered: AnsweredPicture, asker_id: int, reveal: bool) -> FeedbackView:
         """Right / Wrong under a reply that answers one picture, and Show candidates when `reveal`."""
-        return FeedbackView(self, answered.result, answered.source, answered.sha256, reveal, asker_id)
+        return FeedbackView(self, answered.identification, answered.source, answered.sha256, reveal, asker_id)

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.replies import characters_embed
+from hxhbot.discord.embeds import characters_embed
 from hxhbot.discord.tree import member_cooldown, owner_only
 from hxhbot.engine.facade import Engine
 from hxhbot.engine.search import ReindexInProgressError

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.replies import percent
+from hxhbot.discord.embeds import percent
 from hxhbot.discord.tree import check_owner, owner_only
 from hxhbot.discord.views import BotView, OpenViews
 from hxhbot.engine.facade import Engine

@@ -7,7 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from hxhbot.discord.bot import HxhBot
-from hxhbot.discord.replies import percent
+from hxhbot.discord.embeds import percent
 from hxhbot.engine.facade import Engine
 
 

@@ -10,8 +10,8 @@ from discord.ext import commands
 
 from hxhbot.discord import attachments
 from hxhbot.discord.bot import HxhBot
+from hxhbot.discord.embeds import fitted
 from hxhbot.discord.messages import Answerer, Taken
-from hxhbot.discord.replies import fitted
 from hxhbot.discord.tree import cooldown
 from hxhbot.engine.identification import Outcome
 from hxhbot.engine.search import BusyError
@@ -117,25 +117,25 @@ class Watch(commands.Cog):
         if not sources or not await self.admitted(message) or not self.bot.take_request():
             return
         await _react(message, LOOKING)
-        done = await self.answerer.answer_each(
+        done = await self.answerer.answer_pictures(
             sources, "watch", message.guild.id if message.guild else None, only_named=True
         )
-        named = [answered for answered in done.answered if answered.reply.outcome is Outcome.NAMED]
+        named = [answered for answered in done.answered if answered.card.outcome is Outcome.NAMED]
         unsure = [
-            f"{answered.label}: {UNSURE} {NOT_NAMED[answered.reply.outcome]}."  # shown beside another's answer
+            f"{answered.label}: {UNSURE} {NOT_NAMED[answered.card.outcome]}."  # shown beside another's answer
             for answered in done.answered
-            if answered.reply.outcome is not Outcome.NAMED
+            if answered.card.outcome is not Outcome.NAMED
         ]
         if named or done.problems:
             content = "\n".join(done.problems + (unsure if named else [])) or None  # no reply for unsure alone
             view = self.answerer.feedback_view(named[0], message.author.id, reveal=False) if len(named) == 1 else None
-            embeds = fitted([answered.reply.embed for answered in named])
+            embeds = fitted([answered.card.embed for answered in named])
             try:
                 sent = await message.reply(
                     content=content,
                     embeds=embeds,
                     view=view,
-                    files=[answered.reply.file for answered in named if answered.reply.file],
+                    files=[answered.card.file for answered in named if answered.card.file],
                 )
                 if view is not None:
                     view.message = sent

@@ -61,10 +61,10 @@ class Whois(commands.Cog):
             attachments.check(sources[0], self.bot.settings.max_image_bytes)  # refuse before deferring: privately
         private = any(source.spoiler for source in sources)
         await interaction.response.defer(thinking=True, ephemeral=private)
-        done = await self.answerer.answer_each(sources, command, interaction.guild_id)
+        done = await self.answerer.answer_pictures(sources, command, interaction.guild_id)
         if not done.answered:  # said privately
             raise UserError("\n".join(done.problems)) if done.problems else done.skipped[0]
-        reply = self.answerer.full_reply(done, interaction.user.id)
+        reply = self.answerer.reply(done, interaction.user.id)
         sent = await interaction.followup.send(
             content=reply.content or discord.utils.MISSING,
             embeds=reply.embeds,
@@ -102,9 +102,9 @@ class Whois(commands.Cog):
             return
         with contextlib.suppress(discord.HTTPException):  # "hxhbot is typing…" while the pictures are read
             await message.channel.typing()
-        done = await self.answerer.answer_each(found, "direct-message", None)
+        done = await self.answerer.answer_pictures(found, "direct-message", None)
         if done.answered:
-            await _reply(message, self.answerer.full_reply(done, message.author.id))
+            await _reply(message, self.answerer.reply(done, message.author.id))
         else:
             await _reply(message, Reply("\n".join(done.problems) or str(done.skipped[0])))
 

@@ -1,4 +1,4 @@
-"""How answers look: one embed per picture with its numbered preview, a line per character."""
+"""How answers look: a card (embed and numbered preview) per picture, a line per character; candidates, characters."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ TITLE = {Outcome.UNSURE: "Not sure who this is", Outcome.UNKNOWN: "No character 
 
 
 @dataclass
-class Answer:
-    """An embed, the preview file it shows, the picture's outcome (named when any character is), and whether some
-    character in it is not named (its candidates are then offered behind Show candidates)."""
+class Card:
+    """How one identified picture is shown: its embed, the preview file the embed shows, the picture's outcome (named
+    when any character is), and whether some character in it is not named (then Show candidates offers them)."""
 
     embed: discord.Embed
     file: discord.File | None
@@ -44,14 +44,14 @@ def picture_outcome(result: Identification, threshold: float, unknown: float) ->
     return next(outcome for outcome in Outcome if outcome in outcomes)
 
 
-def answer(
+def card(
     result: Identification,
     threshold: float,
     unknown: float,
     filename: str = PREVIEW,
     label: str = "",
     only_named: bool = False,
-) -> Answer:
+) -> Card:
     """The embed for one identified picture (`label` names it when a message has several; `only_named`: leave out
     the characters not named confidently, as in watched channels)."""
     outcome = picture_outcome(result, threshold, unknown)
@@ -77,7 +77,7 @@ def answer(
         file = discord.File(io.BytesIO(result.preview), filename=filename)
         embed.set_thumbnail(url=f"attachment://{filename}")
     unnamed = any(s.outcome(threshold, unknown) is not Outcome.NAMED for s in result.sightings)
-    return Answer(embed, file, outcome, unnamed)
+    return Card(embed, file, outcome, unnamed)
 
 
 def _single(sighting: Sighting, outcome: Outcome, threshold: float) -> discord.Embed:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from hxhbot.discord.replies import (
+from hxhbot.discord.embeds import (
     DESCRIPTION_LENGTH,
     EMBEDS_LENGTH,
     TITLE_LENGTH,
-    answer,
     candidates_embed,
+    card,
     characters_embed,
     fitted,
 )
@@ -31,7 +31,7 @@ def _picture(*names: str) -> Identification:
 
 
 def test_the_names_of_several_characters_are_the_title() -> None:
-    reply = answer(_picture("Gon Freecss", "Killua Zoldyck"), 0.7, 0.2)
+    reply = card(_picture("Gon Freecss", "Killua Zoldyck"), 0.7, 0.2)
     assert reply.outcome is Outcome.NAMED and reply.embed.title == "Gon Freecss, Killua Zoldyck"
     assert reply.embed.description == "**1.** Gon Freecss — 90%\n**2.** Killua Zoldyck — 90%"
 
@@ -39,17 +39,17 @@ def test_the_names_of_several_characters_are_the_title() -> None:
 def test_a_character_not_named_beside_a_named_one_is_offered_behind_the_button() -> None:
     picture = _picture("Gon Freecss", "Killua Zoldyck")
     unsure = Sighting(picture.sightings[1].box, [CharacterMatch("Killua Zoldyck", 0.5, 0.4, "k.jpg")])
-    reply = answer(Identification([picture.sightings[0], unsure]), 0.7, 0.2)
+    reply = card(Identification([picture.sightings[0], unsure]), 0.7, 0.2)
     assert reply.outcome is Outcome.NAMED and reply.unnamed and reply.embed.title == "Gon Freecss"
     assert reply.embed.footer.text == "Show candidates reveals my guesses for those I can't name."
-    watched = answer(Identification([picture.sightings[0], unsure]), 0.7, 0.2, only_named=True)
+    watched = card(Identification([picture.sightings[0], unsure]), 0.7, 0.2, only_named=True)
     assert watched.embed.description == "**1.** Gon Freecss — 90%" and not watched.embed.footer.text
-    assert not answer(picture, 0.7, 0.2).unnamed
+    assert not card(picture, 0.7, 0.2).unnamed
 
 
 def test_a_title_of_long_names_is_cut_to_what_discord_accepts() -> None:
     names = [letter * 100 for letter in "ABC"]  # the longest names a gallery takes
-    reply = answer(_picture(*names), 0.7, 0.2)
+    reply = card(_picture(*names), 0.7, 0.2)
     assert len(reply.embed.title) == TITLE_LENGTH and reply.embed.title.endswith("…")
     assert reply.embed.title.startswith(f"{names[0]}, {names[1]}, C")
     assert all(name in reply.embed.description for name in names)  # every name whole in its line
@@ -75,12 +75,12 @@ def test_ten_pictures_of_long_names_fit_in_one_message() -> None:
     matches = [CharacterMatch(name, 0.5, 0.4, f"{name}.jpg") for name in names]
     picture = Identification([Sighting(Box(n / 3, 0, (n + 1) / 3, 1), matches) for n in range(3)])
     revealed = fitted([candidates_embed(picture, f"Image {n}") for n in range(1, 11)])
-    answers = fitted([answer(picture, 0.4, 0.2, label=f"Image {n}").embed for n in range(1, 11)])
+    answers = fitted([card(picture, 0.4, 0.2, label=f"Image {n}").embed for n in range(1, 11)])
     for embeds in (revealed, answers):
         assert sum(map(len, embeds)) <= EMBEDS_LENGTH and [e.author.name for e in embeds][-1] == "Image 10"
         assert all(len(field.value) >= 1 for embed in embeds for field in embed.fields)
     assert [field.name for field in revealed[0].fields] == ["1.", "2.", "3."]
     assert revealed[0].fields[0].value.startswith(names[0]) and revealed[0].fields[0].value.endswith("…")
     assert answers[0].description.startswith(f"**1.** {names[0]}")
-    few = [answer(picture, 0.4, 0.2).embed]
-    assert fitted(few)[0].description == answer(picture, 0.4, 0.2).embed.description  # within the limit: untouched
+    few = [card(picture, 0.4, 0.2).embed]
+    assert fitted(few)[0].description == card(picture, 0.4, 0.2).embed.description  # within the limit: untouched
