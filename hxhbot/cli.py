@@ -15,7 +15,7 @@ from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.fitted_threshold import in_force, stored
 from hxhbot.engine.gallery import GalleryError
 from hxhbot.engine.gallery_check import checker
-from hxhbot.engine.identification import Identification, identify
+from hxhbot.engine.identification import Identification, rank_picture
 from hxhbot.engine.images import ImageError, read_image_file
 from hxhbot.engine.index import GalleryIndex, GalleryIndexError
 from hxhbot.engine.indexing import build_gallery_index
@@ -113,7 +113,7 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
             reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
             _emit(args.json, {"image": str(path), "error": reason})
             continue
-        result = identify(index.similarities(embedder.embed(views.arrays)), views.boxes, calibration, top_k)
+        result = rank_picture(index.similarities(embedder.embed(views.arrays)), views.boxes, calibration, top_k)
         _emit(args.json, {"image": str(path), "characters": _characters(result, threshold, settings.unknown_threshold)})
     return 1 if failed else 0
 

@@ -51,12 +51,12 @@ async def in_flight(settings: Settings, files: list[Path]) -> dict[str, object]:
     service = SearchService.open(settings)
     try:
         for fmt in FORMATS:  # first use loads each decoder and grows the model's buffers: part of idle
-            await service.identify(encode(character_image((200, 40, 40), 0, size=700), fmt))
+            await service.rank(encode(character_image((200, 40, 40), 0, size=700), fmt))
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")
         idle = memory_mb("VmRSS")
         started = time.perf_counter()
-        results = await asyncio.gather(*(service.identify(path.read_bytes()) for path in files), return_exceptions=True)
+        results = await asyncio.gather(*(service.rank(path.read_bytes()) for path in files), return_exceptions=True)
         seconds = time.perf_counter() - started
         peak = memory_mb("VmHWM")
     finally:

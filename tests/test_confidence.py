@@ -11,7 +11,7 @@ from hxhbot.engine.confidence import DEFAULT, Calibration, subject_views
 from hxhbot.engine.detector import Box
 from hxhbot.engine.fitted_threshold import SHIPPED, THRESHOLDS, fit_threshold
 from hxhbot.engine.gallery_check import CharacterCheck, answer_gallery, check_gallery
-from hxhbot.engine.identification import Outcome, identify
+from hxhbot.engine.identification import Outcome, rank_picture
 from hxhbot.engine.index import GalleryIndex, GalleryItem
 from tests.bench.bench_index import clustered
 
@@ -64,11 +64,13 @@ def test_every_face_is_answered_and_the_outcomes() -> None:
     noise = rng.normal(size=64)
     query = np.stack([a + b, a, b + 0.1 * c])  # whole frame, left face A, right face B
     boxes = [Box(0.0, 0.1, 0.4, 0.6), Box(0.5, 0.1, 0.9, 0.6)]
-    result = identify(index.similarities(query / np.linalg.norm(query, axis=1, keepdims=True)), boxes, CALIBRATION, 2)
+    result = rank_picture(
+        index.similarities(query / np.linalg.norm(query, axis=1, keepdims=True)), boxes, CALIBRATION, 2
+    )
     assert [s.best.character for s in result.sightings] == ["A", "B"] and result.sightings[1].box == boxes[1]
     assert all(s.outcome(0.9, 0.2) is Outcome.NAMED for s in result.sightings)
     assert result.sightings[0].best.image == "a.jpg" and len(result.sightings[0].matches) == 2
-    alone = identify(index.similarities(noise / np.linalg.norm(noise)), [], CALIBRATION, 2)
+    alone = rank_picture(index.similarities(noise / np.linalg.norm(noise)), [], CALIBRATION, 2)
     assert alone.sightings[0].box is None and alone.sightings[0].outcome(0.9, 0.2) is Outcome.UNKNOWN
     assert alone.sightings[0].outcome(0.9, 0.0) is Outcome.UNSURE
 
@@ -115,7 +117,7 @@ def test_the_check_answers_its_pictures_as_new_ones_are_answered() -> None:
     items = [GalleryItem(f"c{row // 6}", f"g/{row}.jpg", f"{row:064x}") for row in range(60)]
     index = GalleryIndex.build(draw(6), items, "fp")
     calibration = Calibration((-3.0, 6.0, 6.0, 0.0, 0.0), background=0.0)
-    answers = [identify(index.similarities(vector), [], calibration, top_k=1).best for vector in draw(20)]
+    answers = [rank_picture(index.similarities(vector), [], calibration, top_k=1).best for vector in draw(20)]
     new = np.mean([a.score >= 0.5 and a.character == f"c{row // 20}" for row, a in enumerate(answers)])
     check = check_gallery(index, calibration, threshold=0.5)
     assert 0.5 < new < 0.8 and abs(check.right / check.pictures - new) < 0.1, (

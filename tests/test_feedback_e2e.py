@@ -351,13 +351,13 @@ async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
 
     downloads = fetched()
     ranked = []
-    identify = bot.engine.search.identify
+    identify = bot.engine.search.rank
 
     async def counted(data: bytes, top_k: int | None = None):
         ranked.append(top_k)
         return await identify(data, top_k)
 
-    bot.engine.search.identify = counted  # type: ignore[method-assign]
+    bot.engine.search.rank = counted  # type: ignore[method-assign]
     bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=3600)
     members = [server.member_id, *(server.member_id + n for n in range(1, 8))]
     presses = await asyncio.gather(*(server.send_component(wrong, message, user_id=member) for member in members))

@@ -59,7 +59,7 @@ def _count_calls(service: SearchService) -> list[int]:
 async def test_identify_and_micro_batching(service: SearchService, gallery: Path) -> None:
     sizes = _count_calls(service)
     paths = sorted(gallery.glob("*/*.jpg"))
-    results = await asyncio.gather(*(service.identify(path.read_bytes()) for path in paths))
+    results = await asyncio.gather(*(service.rank(path.read_bytes()) for path in paths))
     for path, result in zip(paths, results):
         assert result.best.character == path.parent.name and len(result.matches) == 3
     assert sum(sizes) == len(paths) and len(sizes) < len(paths)  # several images per model call
@@ -67,7 +67,7 @@ async def test_identify_and_micro_batching(service: SearchService, gallery: Path
 
 async def test_bad_image_fails_alone(service: SearchService, gallery: Path) -> None:
     good = (gallery / "Kurapika" / "01.jpg").read_bytes()
-    results = await asyncio.gather(service.identify(b"nope"), service.identify(good), return_exceptions=True)
+    results = await asyncio.gather(service.rank(b"nope"), service.rank(good), return_exceptions=True)
     assert isinstance(results[0], NotAnImageError) and results[1].best.character == "Kurapika"
 
 
@@ -83,10 +83,10 @@ async def test_busy_when_queue_is_full(settings: Settings, gallery: Path) -> Non
 
     service._decode = held  # type: ignore[method-assign]
     data = (gallery / "Kurapika" / "01.jpg").read_bytes()
-    waiting = [asyncio.create_task(service.identify(data)) for _ in range(2)]
+    waiting = [asyncio.create_task(service.rank(data)) for _ in range(2)]
     await asyncio.to_thread(entered.wait, 60)  # both are being decoded: QUEUE_SIZE images in flight, however slow
     with pytest.raises(BusyError, match="busy"):
-        await service.identify(data)
+        await service.rank(data)
     release.set()
     assert all(r.best.character == "Kurapika" for r in await asyncio.gather(*waiting))
     await service.close()
@@ -97,15 +97,15 @@ async def test_busy_when_decoding_memory_stays_taken(settings: Settings, gallery
     data = (gallery / "Kurapika" / "01.jpg").read_bytes()
     with service.budget.reserve(settings.decode_memory_bytes):  # other pictures hold all the decoding memory
         with pytest.raises(BusyError, match="^The bot is busy reading other pictures right now"):
-            await service.identify(data)
-    assert (await service.identify(data)).best.character == "Kurapika"
+            await service.rank(data)
+    assert (await service.rank(data)).best.character == "Kurapika"
     await service.close()
 
 
 async def test_not_ready_without_gallery(settings: Settings, tmp_path: Path) -> None:
     service = SearchService.open(dataclasses.replace(settings, gallery_dir=tmp_path / "none"))
     with pytest.raises(NotReadyError, match="/reindex"):
-        await service.identify(b"x")
+        await service.rank(b"x")
     assert service.characters() == {}
     await service.close()
 
@@ -124,13 +124,13 @@ async def test_reindex_swaps_while_serving(service: SearchService, gallery: Path
     assert service.reindexing
     with pytest.raises(ReindexInProgressError):
         await service.reindex()
-    during = await service.identify(query)  # the old index answers meanwhile
+    during = await service.rank(query)  # the old index answers meanwhile
     assert during.best.character != "Zushi"
     release.set()
     summary = await reindex
     assert summary.characters == 5 and summary.images == 19 and summary.reused == 16
     assert progress[-1] == (19, 19)
-    assert (await service.identify(query)).best.character == "Zushi"
+    assert (await service.rank(query)).best.character == "Zushi"
     assert service.characters()["Zushi"] == 3 and not service.reindexing
 
 
@@ -141,7 +141,7 @@ async def test_failed_reindex_keeps_old_index(service: SearchService, gallery: P
     with pytest.raises(ReindexError, match="no readable images"):
         await service.reindex()
     assert service.index is old and len(service.index) == 16
-    assert (await service.identify(_reference_image())).matches  # still serving
+    assert (await service.rank(_reference_image())).matches  # still serving
 
 
 def test_embedder_is_served_through_tensorflow_lite_and_warm_after_open(
@@ -169,7 +169,7 @@ async def test_add_to_gallery_saves_the_picture_and_indexes_it_without_a_rebuild
     manifest = json.loads((gallery / "manifest.json").read_text())
     entry = next(iter(manifest["images"].values()))
     assert entry["character"] == "Kurapika" and entry["source"] == "feedback" and entry["url"] == "https://cdn/p.png"
-    assert (await service.identify(picture)).best.character == "Kurapika"
+    assert (await service.rank(picture)).best.character == "Kurapika"
     reloaded = SearchService.open(settings)  # saved: a restart serves it too, without rebuilding
     assert len(reloaded.index) == before + 1
     await reloaded.close()

@@ -54,7 +54,7 @@ class Engine:
 
     async def identify(self, data: bytes, top_k: int | None = None) -> Identification:
         """Every character found in a picture's bytes, each with its ranked candidates."""
-        return await self.search.identify(data, top_k)
+        return await self.search.rank(data, top_k)
 
     @property
     def threshold(self) -> float:

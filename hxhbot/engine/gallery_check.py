@@ -15,7 +15,7 @@ import numpy as np
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.detector import Box
 from hxhbot.engine.fitted_threshold import CheckAnswers, FittedThreshold, describe_in_force, fit_threshold, in_force
-from hxhbot.engine.identification import identify
+from hxhbot.engine.identification import rank_picture
 from hxhbot.engine.index import CharacterMatch, GalleryIndex, Similarities
 from hxhbot.wording import first_few
 
@@ -191,7 +191,7 @@ def _folds(index: GalleryIndex, pictures: list[list[int]]) -> list[list[int]]:
 
 def _identify(similarities: Similarities, rows: list[int], calibration: Calibration) -> CharacterMatch:
     """A gallery picture's top answer, as the bot would give it (`rows`: its views, whole frame first)."""
-    return identify(similarities, _faces(rows), calibration, top_k=1).best
+    return rank_picture(similarities, _faces(rows), calibration, top_k=1).best
 
 
 def _faces(rows: list[int]) -> list[Box]:

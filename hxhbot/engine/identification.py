@@ -60,10 +60,10 @@ class Identification:
         return self.top.matches
 
 
-def identify(
+def rank_picture(
     similarities: Similarities, boxes: list[Box], calibration: Calibration, top_k: int, preview: bytes | None = None
 ) -> Identification:
-    """The answers for a picture from its views' similarities: each face (with the whole frame when it is alone)."""
+    """Each character found in a picture, ranked from its views' similarities (a lone face with the whole frame)."""
     views = subject_views(len(boxes))
     places: list[Box | None] = list(boxes) if boxes else [None]
     return Identification(

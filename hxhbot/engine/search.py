@@ -20,7 +20,7 @@ from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.fitted_threshold import FittedThreshold, describe_in_force, store, stored
 from hxhbot.engine.gallery import GalleryError
 from hxhbot.engine.gallery_check import checker
-from hxhbot.engine.identification import Identification, identify
+from hxhbot.engine.identification import Identification, rank_picture
 from hxhbot.engine.index import GalleryIndex, GalleryIndexError, GalleryItem, sweep
 from hxhbot.engine.index_lock import index_writer
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
@@ -172,7 +172,7 @@ class SearchService:
         if self._in_flight >= self.settings.queue_size:
             raise BusyError("The bot is busy with other images right now; try again in a few seconds.")
 
-    async def identify(self, data: bytes, top_k: int | None = None) -> Identification:
+    async def rank(self, data: bytes, top_k: int | None = None) -> Identification:
         """Every character found in image bytes, each ranked; raises `ImageError`, `BusyError` or `NotReadyError`."""
         if self.index is None or len(self.index) == 0:
             raise NotReadyError("The gallery has not been indexed yet: the owner can run /reindex.")
@@ -231,7 +231,7 @@ class SearchService:
         for job in jobs:
             count = len(job.views.arrays)
             similarities = index.similarities(vectors[start : start + count])
-            results.append(identify(similarities, job.views.boxes, self.calibration, job.top_k, job.views.preview))
+            results.append(rank_picture(similarities, job.views.boxes, self.calibration, job.top_k, job.views.preview))
             start += count
         return results
 

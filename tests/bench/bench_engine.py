@@ -21,7 +21,7 @@ from hxhbot.engine.crops import load_views
 from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.gallery import scan_gallery
-from hxhbot.engine.identification import identify
+from hxhbot.engine.identification import rank_picture
 from hxhbot.engine.images import decode_image, load_image
 from hxhbot.engine.indexing import build_gallery_index
 from hxhbot.engine.model_dir import build_pretrained
@@ -59,9 +59,9 @@ async def service_throughput(service: SearchService, queries: list[bytes], total
     """Pictures per second through the search service with `total` requests in flight at once."""
     try:
         await service.start()
-        await asyncio.gather(*(service.identify(queries[n % len(queries)]) for n in range(32)))  # warm-up
+        await asyncio.gather(*(service.rank(queries[n % len(queries)]) for n in range(32)))  # warm-up
         started = time.perf_counter()
-        await asyncio.gather(*(service.identify(queries[n % len(queries)]) for n in range(total)))
+        await asyncio.gather(*(service.rank(queries[n % len(queries)]) for n in range(total)))
         return total / (time.perf_counter() - started)
     finally:
         await service.close()
@@ -83,7 +83,7 @@ def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict
             decoded = time.perf_counter()
             vectors = embedder.embed(views.arrays)
             embedded = time.perf_counter()
-            identify(index.similarities(vectors), views.boxes, DEFAULT, 5)
+            rank_picture(index.similarities(vectors), views.boxes, DEFAULT, 5)
             stages.append([decoded - started, embedded - decoded, time.perf_counter() - embedded])
             views_per_picture.append(len(views.arrays))
         stages_ms = np.array(stages) * 1000
