@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import discord
 from discord import app_commands
@@ -14,7 +14,7 @@ from hxhbot.errors import UserError
 from hxhbot.wording import slow_down
 
 if TYPE_CHECKING:
-    pass
+    from hxhbot.discord.bot import HxhBot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")  # what owner_only decorates
@@ -39,13 +39,13 @@ class ShuttingDownError(UserError, app_commands.CheckFailure):
         super().__init__("I'm restarting right now; try again in a minute.")
 
 
-class BotTree(app_commands.CommandTree["HxhBot"]):
+class BotTree(app_commands.CommandTree):
     """The bot's app commands (`tree_cls`): each a request in flight, none taken while shutting down; a failure is
     told to the member privately."""
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         """Count the command as a request in flight; refuse it once the bot is shutting down."""
-        if not self.client.take_request():
+        if not cast("HxhBot", self.client).take_request():
             raise ShuttingDownError()
         return True
 
