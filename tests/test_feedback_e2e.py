@@ -351,11 +351,11 @@ async def test_wrong_pressed_by_many_at_once_fetches_and_ranks_the_picture_once(
 
     downloads = fetched()
     ranked = []
-    identify = bot.engine.search.rank
+    rank = bot.engine.search.rank
 
     async def counted(data: bytes, top_k: int | None = None):
         ranked.append(top_k)
-        return await identify(data, top_k)
+        return await rank(data, top_k)
 
     bot.engine.search.rank = counted  # type: ignore[method-assign]
     bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=3600)
