@@ -11,7 +11,7 @@ from hxhbot.discord.tree import APOLOGY
 from tests.conftest import COLOURS, character_image, encode
 from tests.fake_discord.server import EPHEMERAL, FakeDiscord
 from tests.test_bot_e2e import WEBHOOK_MESSAGE, _settings, bot, running, server  # noqa: F401 (fixtures)
-from tests.test_feedback_e2e import SELECT, _answer, _components
+from tests.test_feedback_e2e import SELECT, _answer, _components, _picked
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,12 +56,13 @@ async def test_a_failing_button_is_answered_with_the_same_apology_and_keeps_the_
     wrong = await server.send_component(_components(message)["Wrong"]["custom_id"], message)
     menu = _components((await server.wait_for_followup(wrong.token, timeout=20)).json)["Who is it?"]
     options = {option["label"]: option["value"] for option in menu["options"]}
-    await server.send_component(
+    pick = await server.send_component(
         menu["custom_id"],
         server.messages[wrong.original_message_id],
         component_type=SELECT,
         values=[options["Kurapika"]],
     )
+    await _picked(server, pick)  # the correction is stored
     review = await server.send_slash_command("review", user_id=server.owner_id)
     page = (await server.wait_for_callback(review.token)).json["data"]
     monkeypatch.setattr(bot.engine.feedback, "resolve", _broken("the review caught fire"))
