@@ -30,6 +30,31 @@ def picture_views(picture: Image.Image, boxes: list[Box], size: int) -> np.ndarr
     return np.stack([to_array(picture, size)] + [to_array(crop, size) for crop in crops])
 
 
+def decode_for_views(
+    data: bytes,
+    size: int,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    budget: MemoryBudget | None = None,
+) -> Image.Image:
+    """Decode image bytes (within `budget`, when given) large enough for the face search and every view at `size`."""
+    return decode_image(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_decode_bytes=max_decode_bytes,
+        budget=budget,
+        draft_size=max(DETAIL * size, DECODE_SIDE),
+    )
+
+
+def faces(picture: Image.Image, detector: FaceDetector | None) -> list[Box]:
+    """The faces of a picture from left to right (none without a detector)."""
+    return sorted(detector.detect(picture), key=lambda box: box.left) if detector else []
+
+
 def load_views(
     data: bytes,
     size: int,
@@ -43,13 +68,8 @@ def load_views(
 ) -> Views:
     """Decode image bytes (within `budget`, when given), find its faces (none without a detector) and return the
     model's views of it."""
-    picture = decode_image(
-        data,
-        max_bytes=max_bytes,
-        max_pixels=max_pixels,
-        max_decode_bytes=max_decode_bytes,
-        budget=budget,
-        draft_size=max(DETAIL * size, DECODE_SIDE),
+    picture = decode_for_views(
+        data, size, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, budget=budget
     )
-    boxes = sorted(detector.detect(picture), key=lambda box: box.left) if detector else []
+    boxes = faces(picture, detector)
     return Views(picture_views(picture, boxes, size), boxes, numbered_preview(picture, boxes) if preview else None)

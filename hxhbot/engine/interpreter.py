@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from hxhbot.engine.model_dir import ModelError
 
-VIEWS_PER_INVOKE = 1  # XNNPACK on 2 cores: 1 view an invoke embeds more views a second than 2, 4 or 8 (bench_engine)
+VIEWS_PER_INVOKE = 1  # never pads a picture's 1-4 views; larger batches were not consistently faster (bench_engine)
 
 
 class LiteInterpreter:

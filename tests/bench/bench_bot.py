@@ -1,10 +1,11 @@
 """Bot benchmark through the local Discord-compatible server: load, /reindex, memory and soak.
 
-Run: python -m tests.bench.bench_bot [--data ../shared/datasets/anime-faces-dev] [--model model] [--json OUT]
+Run: python -m tests.bench.bench_bot [--data ../shared/datasets/hxh-dev] [--model model] [--soak 2000] [--out DIR]
 
 The bot runs as it does in production, in a process of its own (tests/bench/bot_process.py) talking
 HTTP and websocket to the fake Discord server in this one: its loop lag and resident memory are the
 bot's alone. Both processes share the machine's cores, as they would not with the real Discord.
+It runs twice: serving through TensorFlow Lite, then through the Keras model as before, for comparison.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hxhbot.config import Settings
 from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.gallery import scan_gallery
-from hxhbot.engine.images import load_image
+from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, load_image
 from tests.bench.bench_engine import batched_throughput
-from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
+from tests.bench.report import Conditions, print_table, write_result
 from tests.conftest import character_image, encode
 from tests.fake_discord.server import FakeDiscord, FakeInteraction
 from tests.hostile import corpus, heavy
@@ -108,7 +110,7 @@ async def load(server: FakeDiscord, queries: list[bytes], concurrency: int, pid:
     }
 
 
-def generate_gallery(gallery: Path, characters: int = 72, images: int = 25) -> None:
+def generate_gallery(gallery: Path, characters: int, images: int = 25) -> None:
     """Replace the gallery with `characters` × `images` generated pictures (72 × 25, as the original)."""
     shutil.rmtree(gallery)
     rng = random.Random(0)
@@ -120,9 +122,9 @@ def generate_gallery(gallery: Path, characters: int = 72, images: int = 25) -> N
             (folder / f"{number:02d}.jpg").write_bytes(encode(character_image(colour, number, 256)))
 
 
-async def reindex(server: FakeDiscord, gallery: Path, query: bytes) -> dict:
-    """Re-index a generated 1,800-image gallery while /whois keeps being asked."""
-    generate_gallery(gallery)
+async def reindex(server: FakeDiscord, gallery: Path, query: bytes, characters: int) -> dict:
+    """Re-index a generated gallery of `characters` × 25 pictures while /whois keeps being asked."""
+    generate_gallery(gallery, characters)
     started = time.perf_counter()
     window = time.time()
     owner = await server.send_slash_command("reindex", user_id=server.owner_id)
@@ -184,18 +186,28 @@ async def soak(server: FakeDiscord, queries: list[bytes], total: int, concurrenc
     }
 
 
-def batched_limit(model: Path, queries: list[bytes]) -> tuple[str, float]:
-    """The model's name and its batched embedding throughput (images/s, batches of 256)."""
-    embedder = Embedder.load(model)
-    arrays = np.stack([load_image(data, embedder.input_size) for data in queries[:64]])
+def batched_limit(model: Path, queries: list[bytes], keras: bool) -> tuple[str, float]:
+    """The model's name and the batched embedding throughput of the path the bot serves it by (views/s)."""
+    settings = Settings()
+    embedder = (
+        Embedder.load_keras(model, settings.batch_size)
+        if keras
+        else Embedder.load(model, settings.batch_size, settings.model_threads)
+    )
+    arrays = np.stack(
+        [
+            load_image(data, embedder.input_size, max_bytes=TRUSTED_MAX_BYTES, max_decode_bytes=TRUSTED_DECODE_BYTES)
+            for data in queries[:64]
+        ]
+    )
     return embedder.config.variant, batched_throughput(embedder, arrays)
 
 
-async def run(args: argparse.Namespace) -> dict:
-    """Start the fake server and the bot's process, then measure everything."""
+async def run(args: argparse.Namespace, keras: bool) -> dict:
+    """Start the fake server and the bot's process (serving through Keras with `keras`), then measure everything."""
     files, _ = scan_gallery(args.data)
     queries = [item.path.read_bytes() for item in files[::7]]
-    variant, limit = batched_limit(args.model, queries)
+    variant, limit = batched_limit(args.model, queries, keras)
     server = FakeDiscord(heartbeat_interval_ms=5000, interaction_deadline=10.0)
     await server.start()
     scratch = Path(tempfile.mkdtemp(prefix="hxhbot-bench-"))
@@ -216,7 +228,14 @@ async def run(args: argparse.Namespace) -> dict:
     lag_file = scratch / "lag.json"
     with open(scratch / "bot.log", "wb") as log:
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.bot_process", str(lag_file), env=env, stdout=log, stderr=log
+            sys.executable,
+            "-m",
+            "tests.bench.bot_process",
+            str(lag_file),
+            *(["--keras"] if keras else []),
+            env=env,
+            stdout=log,
+            stderr=log,
         )
     try:
         await server.wait_until_ready(timeout=600)
@@ -226,7 +245,7 @@ async def run(args: argparse.Namespace) -> dict:
         rows = [await load(server, queries, n, bot.pid) for n in args.concurrency]
         after_load = rss_mb(bot.pid)
         soaked = await soak(server, queries, args.soak, 32, bot.pid)
-        reindexed = await reindex(server, gallery, queries[0])
+        reindexed = await reindex(server, gallery, queries[0], args.reindex_characters)
         memory = {"idle_mb": round(idle), "after_load_mb": round(after_load), "after_soak_mb": round(rss_mb(bot.pid))}
     finally:
         bot.send_signal(signal.SIGTERM)
@@ -249,26 +268,65 @@ async def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    """Run the bot benchmark and print its tables."""
+PATHS = {"TensorFlow Lite": False, "Keras, as before": True}  # the embedding path: serve through Keras?
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bot benchmark through each embedding path, print its tables and write the result files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/hxh-dev"))
     parser.add_argument("--model", type=Path, default=Path("model"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--soak", type=int, default=2000)
-    parser.add_argument("--json", default="tests/bench/results/bot.json")
-    args = parser.parse_args()
-    before = cpu_times()
-    figures = asyncio.run(run(args))
-    figures["noise"] = steal_since(before)
-    limit = figures["batched_limit_img_s"]
-    where = f"{machine()}; {figures['noise']}; model {figures['model']}; batched limit {limit} img/s"
-    print_table(f"Bot under load, /whois through the local Discord server ({where})", figures["load"])
-    print_table("Soak: mixed requests", [figures["soak"]])
-    print_table("/reindex of 1,800 generated images, /whois answered meanwhile", [figures["reindex"]])
-    print_table("Resident memory of the bot's process, and its exit code after SIGTERM", [figures["memory"]])
-    write_json(args.json, {"machine": machine(), **figures})
+    parser.add_argument("--reindex-characters", type=int, default=72, help="of 25 generated pictures each")
+    parser.add_argument("--out", type=Path, default=Path("docs/results"), help="folder of bot*.json")
+    args = parser.parse_args(argv)
+    command = "python -m tests.bench.bench_bot " + " ".join(sys.argv[1:] if argv is None else argv)
+    conditions = Conditions()
+    figures = {name: asyncio.run(run(args, keras)) for name, keras in PATHS.items()}
+    where = conditions.describe()
+    variant = next(iter(figures.values()))["model"]
+    protocol = (
+        f"The {variant} model of `{args.model}`, the gallery and the queries from `{args.data.name}`; the bot in a "
+        f"process of its own, as `bot.py` starts it (default settings), against the local Discord server; each "
+        f"embedding path in turn. {where}"
+    )
+    load_columns = ["embedding path", "concurrent /whois", "answered", "per second", "p50 ms", "p95 ms"]
+    load_columns += ["loop lag p99 ms", "bot CPU ms / request", "batched limit, views/s"]
+    load_rows = [
+        [name, row["concurrent"], row["answered"], row["per_s"], row["p50_ms"], row["p95_ms"]]
+        + [row["loop_lag_p99_ms"], row["bot_cpu_ms_per_req"], figures[name]["batched_limit_img_s"]]
+        for name in figures
+        for row in figures[name]["load"]
+    ]
+    soak_columns = ["embedding path", "soak requests", "answers", "refusals", "unanswered", "loop lag p99 ms"]
+    soak_columns += ["/reindex s", "pictures", "/whois meanwhile", "their p50 ms", "their max ms"]
+    soak_rows = [
+        [name, f["soak"]["requests"], f["soak"]["answers"], f["soak"]["refusals"], f["soak"]["unanswered"]]
+        + [f["soak"]["loop_lag_p99_ms"], f["reindex"]["reindex_s"], 25 * args.reindex_characters]
+        + [f["reindex"]["whois_during"], f["reindex"]["p50_ms"], f["reindex"]["max_ms"]]
+        for name, f in figures.items()
+    ]
+    memory_columns = ["embedding path", "idle MB", "after the load MB", "after the soak MB", "exit code"]
+    memory_rows = [
+        [name, f["memory"]["idle_mb"], f["memory"]["after_load_mb"], f["memory"]["after_soak_mb"]]
+        + [f["memory"]["exit_code"]]
+        for name, f in figures.items()
+    ]
+    for name, title, columns, rows in (
+        ("bot", "Bot under load: simultaneous /whois", load_columns, load_rows),
+        ("bot-soak", "Bot soak (mixed requests) and /reindex while /whois is asked", soak_columns, soak_rows),
+        (
+            "bot-memory",
+            "Resident memory of the bot's process, and its exit code after SIGTERM",
+            memory_columns,
+            memory_rows,
+        ),
+    ):
+        print_table(f"{title} ({where})", [dict(zip(columns, row)) for row in rows])
+        write_result(args.out / f"{name}.json", title, command, protocol, columns, rows)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

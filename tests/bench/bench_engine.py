@@ -1,6 +1,11 @@
-"""Engine benchmark on whole pictures: decode + detect + embed + rank of a 1280×720 picture, throughput, indexing.
+"""Engine benchmark on whole pictures, served through TensorFlow Lite beside the Keras model in the same run.
 
-Run: python -m tests.bench.bench_engine [--data ../shared/datasets/hxh-dev] [--model model] [--json OUT]
+Run: python -m tests.bench.bench_engine [--data ../shared/datasets/hxh-dev] [--model model] [--repeats 60]
+     [--json docs/results/engine.json] [--batches-json docs/results/embedding-batches.json]
+
+Each query is a picture of the data set fitted into a 1280×720 JPEG frame, like a screenshot. One at a time, every
+stage is timed (decode, face search, crops, embedding by each path, ranking); then each path serves 256 requests in
+flight through the search service, indexes the whole data set, and embeds views batched.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,23 +23,27 @@ from PIL import Image
 
 from hxhbot.config import Settings
 from hxhbot.engine.confidence import DEFAULT
-from hxhbot.engine.crops import load_views
+from hxhbot.engine.crops import decode_for_views, faces, load_views, picture_views
 from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.gallery import scan_gallery
 from hxhbot.engine.identification import rank_picture
-from hxhbot.engine.images import decode_image, load_image
+from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, decode_image
+from hxhbot.engine.index import GalleryIndex
 from hxhbot.engine.indexing import build_gallery_index
-from hxhbot.engine.model_dir import build_pretrained
+from hxhbot.engine.interpreter import LiteInterpreter
+from hxhbot.engine.model_dir import lite_model
+from hxhbot.engine.preview import numbered_preview
 from hxhbot.engine.search import SearchService
-from tests.bench.report import cpu_times, machine, print_table, steal_since, write_json
+from tests.bench.report import Conditions, print_table, write_result
 
 FRAME = (1280, 720)
+STAGES = ("decode", "detect", "crops", "rank", "preview")
 
 
-def batched_throughput(embedder: Embedder, arrays: np.ndarray, rounds: int = 3) -> float:
-    """Arrays per second embedding `arrays`, repeated into batches of 256, after one warm-up batch."""
-    batch = arrays[np.arange(256) % len(arrays)]
+def batched_throughput(embedder: Embedder, arrays: np.ndarray, views: int = 256, rounds: int = 3) -> float:
+    """Views per second embedding `arrays` repeated into `views` at once, after one warm-up round."""
+    batch = arrays[np.arange(views) % len(arrays)]
     embedder.embed(batch)
     started = time.perf_counter()
     for _ in range(rounds):
@@ -45,7 +55,12 @@ def frames(paths: list[Path]) -> list[bytes]:
     """Each picture fitted into a 1280×720 screenshot-like frame, as a JPEG (quality 90)."""
     out = []
     for path in paths:
-        picture = decode_image(path.read_bytes(), max_bytes=1 << 30)
+        picture = decode_image(
+            path.read_bytes(),
+            max_bytes=TRUSTED_MAX_BYTES,
+            max_decode_bytes=TRUSTED_DECODE_BYTES,  # a data set's 4,000 px pictures, not a stranger's
+            draft_size=max(FRAME),
+        )
         picture.thumbnail(FRAME, Image.Resampling.LANCZOS)
         frame = Image.new("RGB", FRAME, (20, 24, 30))
         frame.paste(picture, ((FRAME[0] - picture.width) // 2, (FRAME[1] - picture.height) // 2))
@@ -55,76 +70,176 @@ def frames(paths: list[Path]) -> list[bytes]:
     return out
 
 
-async def service_throughput(service: SearchService, queries: list[bytes], total: int = 256) -> float:
-    """Pictures per second through the search service with `total` requests in flight at once."""
+async def service_throughput(service: SearchService, queries: list[bytes], total: int) -> tuple[float, float]:
+    """Pictures per second through the search service with `total` requests in flight at once, and CPU ms each."""
     try:
         await service.start()
         await asyncio.gather(*(service.rank(queries[n % len(queries)]) for n in range(32)))  # warm-up
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(service.rank(queries[n % len(queries)]) for n in range(total)))
-        return total / (time.perf_counter() - started)
+        return total / (time.perf_counter() - started), (time.process_time() - cpu) / total * 1000
     finally:
         await service.close()
 
 
-def measure(name: str, embedder: Embedder, data_dir: Path, repeats: int) -> dict:
-    """Index the data set, then time single 1280×720 requests stage by stage, and the batched service."""
-    before = cpu_times()
-    embedder.warm_up()
+def one_at_a_time(queries: list[bytes], paths: dict[str, Embedder], index: GalleryIndex) -> dict[str, np.ndarray]:
+    """Milliseconds of every stage for each query, one picture at a time; each path embeds the same views in turn."""
     detector = FaceDetector()
+    size = next(iter(paths.values())).input_size
+    times: dict[str, list[float]] = {name: [] for name in (*STAGES, *paths, *(f"{p} CPU" for p in paths), "views")}
+    for data in queries:
+        started = time.perf_counter()
+        picture = decode_for_views(data, size)
+        decoded = time.perf_counter()
+        boxes = faces(picture, detector)
+        detected = time.perf_counter()
+        arrays = picture_views(picture, boxes, size)
+        cropped = time.perf_counter()
+        vectors = {}
+        for name, embedder in paths.items():
+            before, cpu = time.perf_counter(), time.process_time()
+            vectors[name] = embedder.embed(arrays)
+            times[name].append(time.perf_counter() - before)
+            times[f"{name} CPU"].append(time.process_time() - cpu)
+        before = time.perf_counter()
+        rank_picture(index.similarities(next(iter(vectors.values()))), boxes, DEFAULT, 5)
+        ranked = time.perf_counter()
+        numbered_preview(picture, boxes)
+        times["preview"].append(time.perf_counter() - ranked)
+        times["decode"].append(decoded - started)
+        times["detect"].append(detected - decoded)
+        times["crops"].append(cropped - detected)
+        times["rank"].append(ranked - before)
+        times["views"].append(len(arrays) / 1000)
+    return {name: np.array(values) * 1000 for name, values in times.items()}
+
+
+def measure(model: Path, data_dir: Path, repeats: int, service_requests: int) -> tuple[list[list], dict]:
+    """One row per embedding path of the model in `model`, every figure taken in this run; and what was measured."""
+    settings = Settings()
+    paths = {
+        f"TensorFlow Lite (XNNPACK, {settings.model_threads} thread)": Embedder.load(
+            model, settings.batch_size, settings.model_threads
+        ),
+        "Keras (tf.function), as before": Embedder.load_keras(model, settings.batch_size),
+    }
+    for embedder in paths.values():
+        embedder.warm_up()
     files, _ = scan_gallery(data_dir)
     queries = frames([file.path for file in files[:: max(1, len(files) // repeats)]])
-    with tempfile.TemporaryDirectory() as index_dir:
-        index, summary = build_gallery_index(data_dir, embedder, index_dir, detector=detector)
-        stages, views_per_picture = [], []  # ms of decode + detect, embed, rank per query
-        for data in queries:
-            started = time.perf_counter()
-            views = load_views(data, embedder.input_size, detector)
-            decoded = time.perf_counter()
-            vectors = embedder.embed(views.arrays)
-            embedded = time.perf_counter()
-            rank_picture(index.similarities(vectors), views.boxes, DEFAULT, 5)
-            stages.append([decoded - started, embedded - decoded, time.perf_counter() - embedded])
-            views_per_picture.append(len(views.arrays))
-        stages_ms = np.array(stages) * 1000
-        latencies = stages_ms.sum(axis=1)
-        arrays = np.stack([load_image(data, embedder.input_size) for data in queries[:64]])
-        batched = batched_throughput(embedder, arrays)
-        pictures_s = asyncio.run(service_throughput(SearchService(embedder, index, Settings(), detector), queries))
-    return {
-        "model": name,
-        "input": embedder.input_size,
-        "dim": embedder.dim,
+    detector = FaceDetector()
+    rows, indexed = [], {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, embedder in paths.items():
+            index, summary = build_gallery_index(data_dir, embedder, f"{scratch}/{len(indexed)}", detector=detector)
+            indexed[name] = (index, summary.images / summary.seconds)
+        stages = one_at_a_time(queries, paths, indexed[next(iter(paths))][0])
+        size = next(iter(paths.values())).input_size
+        views = np.concatenate([load_views(data, size, detector).arrays for data in queries[:16]])
+        for name, embedder in paths.items():
+            index, indexing = indexed[name]
+            service = SearchService(embedder, index, settings, detector)
+            pictures_s, cpu_ms = asyncio.run(service_throughput(service, queries, service_requests))
+            total = sum(stages[stage] for stage in ("decode", "detect", "crops", "rank")) + stages[name]
+            rows.append(
+                [
+                    name,
+                    _ms(np.percentile(total, 50)),
+                    _ms(np.percentile(total, 95)),
+                    *(_ms(np.percentile(stages[stage], 50)) for stage in ("decode", "detect", "crops")),
+                    _ms(np.percentile(stages[name], 50)),
+                    _ms(np.percentile(stages[f"{name} CPU"], 50)),
+                    _ms(np.percentile(stages["rank"], 50)),
+                    round(pictures_s, 1),
+                    _ms(cpu_ms),
+                    round(indexing, 1),
+                    round(batched_throughput(embedder, views)),
+                ]
+            )
+    facts = {
+        "queries": len(queries),
+        "views": float(np.mean(stages["views"])),
+        "preview": float(np.percentile(stages["preview"], 50)),
         "gallery": summary.images,
-        "views/picture": round(float(np.mean(views_per_picture)), 2),
-        "index_pictures_s": round(summary.images / summary.seconds, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
-        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
-        **{
-            f"{stage}_p50": round(float(np.percentile(stages_ms[:, column], 50)), 1)
-            for column, stage in enumerate(("decode+detect", "embed", "rank"))
-        },
-        "pictures_s": round(pictures_s, 1),
-        "embed_batched_views_s": round(batched),
-        "noise": steal_since(before),
+        "variant": next(iter(paths.values())).config.variant,
+        "size": size,
+        "views_sample": views,
     }
+    return rows, facts
 
 
-def main() -> None:
-    """Measure the default model and the raw ImageNet features."""
+def interpreter_rates(model: Path, views: np.ndarray, size: int) -> list[list]:
+    """Views per second of the TensorFlow Lite copy by threads and views an invoke (`views` repeated to 64)."""
+    content, batch = lite_model(model), views[np.arange(64) % len(views)]
+    rows = []
+    for threads in (1, 2):
+        for per_invoke in (1, 2, 4, 8):
+            interpreter = LiteInterpreter(content, size, threads, per_invoke)
+            interpreter(batch[:per_invoke])  # XNNPACK packs its weights on the first invoke
+            started = time.perf_counter()
+            interpreter(batch)
+            rows.append([threads, per_invoke, round(len(batch) / (time.perf_counter() - started))])
+    return rows
+
+
+def _ms(value: float) -> float:
+    """Milliseconds to one decimal."""
+    return round(float(value), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both embedding paths of the model, print the tables and write the result files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/hxh-dev"))
     parser.add_argument("--model", type=Path, default=Path("model"))
-    parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--json", default="tests/bench/results/engine.json")
-    args = parser.parse_args()
-    rows = [
-        measure("default (model/)", Embedder.load(args.model), args.data, args.repeats),
-        measure("pretrained", Embedder.from_model(build_pretrained(), "pretrained"), args.data, args.repeats),
+    parser.add_argument("--repeats", type=int, default=60, help="1280×720 queries timed one at a time")
+    parser.add_argument("--service-requests", type=int, default=256, help="requests in flight through the service")
+    parser.add_argument("--json", type=Path, default=Path("docs/results/engine.json"))
+    parser.add_argument("--batches-json", type=Path, default=Path("docs/results/embedding-batches.json"))
+    args = parser.parse_args(argv)
+    command = "python -m tests.bench.bench_engine " + " ".join(sys.argv[1:] if argv is None else argv)
+    conditions = Conditions()
+    rows, facts = measure(args.model, args.data, args.repeats, args.service_requests)
+    columns = [
+        "embedding path",
+        "p50 ms",
+        "p95 ms",
+        "decode",
+        "detect",
+        "crops",
+        "embed",
+        "embed, CPU ms",
+        "rank",
+        "pictures/s, service",
+        "service, CPU ms a picture",
+        "pictures/s, indexing",
+        "views/s, batched",
     ]
-    print_table(f"Engine: whole 1280×720 pictures, one at a time, and batched ({machine()})", rows)
-    write_json(args.json, {"machine": machine(), "rows": rows})
+    protocol = (
+        f"The {facts['variant']} model of `{args.model}`; {facts['queries']} pictures of `{args.data.name}`, each "
+        f"fitted into a 1280×720 JPEG frame ({facts['views']:.2f} views a picture: the frame and each face), timed "
+        f"one at a time: p50/p95 of decode + detect + crops + embed + rank, then each stage's p50 in ms (drawing the "
+        f"numbered preview, not counted, {facts['preview']:.1f} ms), and the CPU time the process spent embedding "
+        f"(all its threads: on a busy machine a fairer measure of the work than the clock). Then "
+        f"{args.service_requests} of them in flight through the search service (default settings; its CPU time a "
+        f"picture), the {facts['gallery']} pictures indexed, and 256 views embedded at once. {conditions.describe()}"
+    )
+    print_table(f"Engine ({conditions.describe()})", [dict(zip(columns, row)) for row in rows])
+    write_result(args.json, "Engine: 1280×720 pictures, by embedding path", command, protocol, columns, rows)
+    conditions = Conditions()
+    batches = interpreter_rates(args.model, facts["views_sample"], facts["size"])
+    batch_columns = ["interpreter threads", "views an invoke", "views/s"]
+    print_table("TensorFlow Lite by threads and views an invoke", [dict(zip(batch_columns, row)) for row in batches])
+    write_result(
+        args.batches_json,
+        "The TensorFlow Lite copy by threads and views an invoke",
+        command,
+        f"64 views of the same pictures, embedded by one interpreter made for each setting. {conditions.describe()}",
+        batch_columns,
+        batches,
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -79,7 +79,7 @@ def measure(size: int, dim: int, queries: int, n_trees: int | None, search_ks: l
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     """Measure every size and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1800, 50_000, 500_000])
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--n-trees", type=int, nargs="*", default=[None])
     parser.add_argument("--search-k", type=int, nargs="*", default=[None])
     parser.add_argument("--json", default="tests/bench/results/index.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     before = cpu_times()
     rows = [
         row
@@ -98,7 +98,8 @@ def main() -> None:
     ]
     print_table(f"Index: Annoy vs exact numpy search ({machine()}; {steal_since(before)})", rows)
     write_json(args.json, {"machine": machine(), "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

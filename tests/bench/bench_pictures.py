@@ -8,7 +8,6 @@ Writes docs/results/reliability-accepted.json, reliability-refused.json and reli
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench.report import machine
+from tests.bench.report import machine, write_result
 from tests.hostile import corpus, heavy, in_flight
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,15 +40,7 @@ def measure(module: str, files: list[tuple[str, bytes]], *options: str) -> list[
 
 def write(name: str, title: str, protocol: str, columns: list[str], rows: list[list[object]]) -> None:
     """Save one result file docs/results/NAME.json."""
-    result = {
-        "title": title,
-        "command": COMMAND,
-        "protocol": protocol,
-        "date": datetime.date.today().isoformat(),
-        "columns": columns,
-        "rows": rows,
-    }
-    (ROOT / "docs" / "results" / f"{name}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_result(ROOT / "docs" / "results" / f"{name}.json", title, COMMAND, protocol, columns, rows)
 
 
 def main() -> None:

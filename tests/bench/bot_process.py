@@ -1,7 +1,8 @@
 """The bot as the benchmark runs it: `bot.py`'s `run()` in its own process, plus an event-loop lag probe.
 
-Run by tests/bench/bench_bot.py: python -m tests.bench.bot_process LAG_JSON (settings from the environment).
-The probe's samples, `[unix time, lag in ms]`, are written to LAG_JSON when the bot shuts down.
+Run by tests/bench/bench_bot.py: python -m tests.bench.bot_process LAG_JSON [--keras] (settings from the environment).
+The probe's samples, `[unix time, lag in ms]`, are written to LAG_JSON when the bot shuts down. With `--keras` the
+model is served through its Keras model, as before TensorFlow Lite, for comparison.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ import time
 
 from hxhbot.config import load_settings
 from hxhbot.discord.bot import run
+from hxhbot.engine.embedder import Embedder
 
 PROBE_SLEEP = 0.005
+
+
+def serve_through_keras() -> None:
+    """Make the search service load the Keras model where it loads the TensorFlow Lite copy."""
+
+    def load_keras(cls: type[Embedder], model_dir: str, max_batch: int = 64, threads: int = 1) -> Embedder:
+        return cls.load_keras(model_dir, max_batch)
+
+    Embedder.load = classmethod(load_keras)  # type: ignore[method-assign, assignment]
 
 
 async def probe(samples: list[tuple[float, float]]) -> None:
@@ -40,4 +51,6 @@ async def main(lag_file: str) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
+    if "--keras" in sys.argv[2:]:
+        serve_through_keras()
     asyncio.run(main(sys.argv[1]))

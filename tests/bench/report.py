@@ -1,7 +1,8 @@
-"""Shared output of the benchmarks: the machine, a plain table, a JSON file."""
+"""Shared output of the benchmarks: the machine and its load, a plain table, a JSON file, a docs result file."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
@@ -38,6 +39,21 @@ def steal_since(before: list[int]) -> str:
     return f"CPU steal {spent[7] / max(1, sum(spent)):.0%}"
 
 
+class Conditions:
+    """How busy the machine was from now until `describe()`: the noise in every figure taken meanwhile."""
+
+    def __init__(self) -> None:
+        self.load = os.getloadavg()[0]
+        self.cpu = cpu_times()
+
+    def describe(self) -> str:
+        """The machine, its one-minute load average at the start and now (2 cores: above 2 it is shared), steal."""
+        return (
+            f"{machine()}; load average {self.load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+            f"{steal_since(self.cpu)}."
+        )
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     """Print rows of equal keys as an aligned table under a title."""
     print(f"\n{title}")
@@ -54,3 +70,19 @@ def write_json(path: str | Path, data: dict) -> None:
     """Write the figures as JSON, creating the folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_result(
+    path: str | Path, title: str, command: str, protocol: str, columns: list[str], rows: list[list]
+) -> None:
+    """Write a result file for the docs (`python -m docs.render` turns it into a table), dated today."""
+    result = {
+        "title": title,
+        "command": command,
+        "protocol": protocol,
+        "date": datetime.date.today().isoformat(),
+        "columns": columns,
+        "rows": rows,
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
