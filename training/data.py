@@ -205,9 +205,9 @@ def source_groups(paths: list[str]) -> list[list[str]]:
             if one is not None:
                 parent[root(number)] = root(first.setdefault(one, number))
     hashes = [_difference_hash(path) for path in paths]
-    for i in range(len(paths)):
-        for j in range(i):
-            if hashes[i] is not None and hashes[j] is not None and bin(hashes[i] ^ hashes[j]).count("1") <= 3:
+    for i, hash_i in enumerate(hashes):
+        for j, hash_j in enumerate(hashes[:i]):
+            if hash_i is not None and hash_j is not None and bin(hash_i ^ hash_j).count("1") <= 3:
                 parent[root(i)] = root(j)
     groups: dict[int, list[str]] = {}
     for number, path in enumerate(paths):

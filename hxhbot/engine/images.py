@@ -246,7 +246,7 @@ def _open(data: bytes) -> Image.Image:
 
 def _kind(image: Image.Image) -> str:
     """The format `image` is checked as: an MPO (Pillow's name for a JPEG with a multi-picture header) is a JPEG."""
-    return "JPEG" if isinstance(image, JpegImagePlugin.JpegImageFile) else image.format
+    return "JPEG" if isinstance(image, JpegImagePlugin.JpegImageFile) else (image.format or "")
 
 
 def _decoding_bytes(image: Image.Image, width: int, height: int, factor: int) -> int:
@@ -281,7 +281,8 @@ def _webp_to_rgb(data: bytes, factor: int) -> Image.Image:
 
 def _shrink_to_rgb(image: Image.Image, factor: int) -> Image.Image:
     """Convert a loaded picture to RGB and shrink it by `factor`, a band of rows at a time."""
-    white = 65535.0 if image.mode.startswith("I") and (image.getextrema()[1] or 0) > 255 else 255.0
+    high = image.getextrema()[1] if image.mode.startswith("I") else 0
+    white = 65535.0 if isinstance(high, int | float) and high > 255 else 255.0
     if factor == 1 and image.width * image.height * 4 <= BAND_BYTES:
         return _to_rgb(image, white)
     rows = max(factor, BAND_BYTES // (4 * image.width) // factor * factor)

@@ -93,6 +93,7 @@ class SearchService:
         with contextlib.suppress(GalleryIndexError):  # another writer is running (it sweeps), or no folder yet
             with index_writer(settings.index_dir):
                 sweep(settings.index_dir)  # what a save killed half-way left behind
+        index: GalleryIndex | None
         try:
             index = GalleryIndex.load(settings.index_dir, embedder.fingerprint)
         except GalleryIndexError as error:
@@ -211,6 +212,7 @@ class SearchService:
             jobs = [job for job in jobs if not job.future.done()]  # the asker may have gone
             if not jobs:
                 continue
+            results: list[Identification] | list[Exception]
             try:
                 results = await loop.run_in_executor(self._model_pool, self._embed_and_rank, jobs)
             except Exception as error:  # a failed batch fails its requests, never the batcher
@@ -228,6 +230,7 @@ class SearchService:
         """One model call for every view of the batch, then the answers per image against the live index."""
         vectors = self.embedder.embed(np.concatenate([job.views.arrays for job in jobs]))
         index, results, start = self.index, [], 0
+        assert index is not None, "identify() refuses requests while no index is loaded"
         for job in jobs:
             count = len(job.views.arrays)
             similarities = index.similarities(vectors[start : start + count])
