@@ -141,6 +141,11 @@ def test_cli_splits_and_ranks_held_out_characters_among_the_validation_ones(
     )  # characters
     assert rows["hunters + validation"][3] == rows["hunters"][3]  # the same queries, among more characters
     assert len(rows["validation"][5].split(" / ")) == 3
+    again = tmp_path / "again.json"
+    with pytest.MonkeyPatch.context() as patch:  # a model ranked before is read back, not ranked again
+        patch.setattr(protocol, "evaluate_model", lambda *_: pytest.fail("ranked a model again"))
+        assert protocol.main([*evaluated, "--previous", str(tmp_path / "all.json"), "--result", str(again)]) == 0
+    assert json.loads(again.read_text())["rows"] == table["rows"]
     report = json.loads((tmp_path / "all.json").read_text())["models"][str(model_dir)]
     assert set(report["hunters + validation"][0]["per_character"]) == set(HELD)
     config = json.loads((model_dir / "config.json").read_text())

@@ -206,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--json", type=Path, required=True, help="every figure, per split and character")
     evaluate.add_argument("--result", type=Path, help="the docs/results table to write")
     evaluate.add_argument("--command", default="", help="the command to name in --result")
+    evaluate.add_argument(
+        "--previous",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="--json files of earlier runs: their models are not ranked again",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "split":
@@ -228,8 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.splits} holds no split-N.json and validation.json: run `split` first")
     splits = [Split.load(file) for file in files]
     validation = json.loads((args.splits / "validation.json").read_text())
-    detector, reports = FaceDetector(), {}
+    detector, reports, earlier = FaceDetector(), {}, {}
+    for previous in args.previous:
+        done = json.loads(previous.read_text())
+        if done.get("splits") != [str(f) for f in files]:
+            parser.error(f"{previous} ranked other splits: {done.get('splits')}")
+        earlier.update(done["models"])
     for model in args.model:
+        if str(model) in earlier:
+            reports[str(model)] = earlier[str(model)]
+            continue
         if str(model) == "pretrained":
             embedder = Embedder.from_model(build_pretrained(PRETRAINED_INPUT_SIZE), "pretrained")
         else:
