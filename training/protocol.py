@@ -174,7 +174,7 @@ def result_rows(models: dict[str, dict[str, list[dict]]]) -> list[list]:
             top1 = [f["top1"] for f in figures]
             rows.append(
                 [
-                    model,
+                    Path(model).name,
                     ranking,
                     figures[0]["characters"],
                     sum(f["queries"] for f in figures),
