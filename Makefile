@@ -18,9 +18,10 @@ run: $(STAMP)  ## start the bot (needs DISCORD_TOKEN in .env)
 test: $(STAMP)  ## run the whole test suite (offline)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff (lint and format), and the docs' tables current
+lint: $(STAMP)  ## ruff (lint and format), mypy, and the docs' tables current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m docs.render --check
 
 docs: $(STAMP)  ## fill the docs' tables from docs/results/*.json

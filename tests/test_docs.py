@@ -56,3 +56,10 @@ def test_relative_links_resolve(page: Path) -> None:
         if anchor[1:] not in anchors(page):
             broken.append(anchor)
     assert not broken, f"{page.relative_to(ROOT)} links to missing {broken}"
+
+
+def test_readme_diagram_names_every_module() -> None:
+    diagram = (ROOT / "README.md").read_text().split("## How it works", 1)[1].split("```")[1]
+    modules = [p for p in (ROOT / "hxhbot").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    missing = [str(p.relative_to(ROOT)) for p in modules if p.name not in diagram]
+    assert not missing, f"README's diagram leaves out {missing}"

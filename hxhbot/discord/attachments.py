@@ -64,8 +64,9 @@ def is_image(source: ImageSource) -> bool:
 def images_in(message: discord.Message) -> list[ImageSource]:
     """Every image of a message: its image attachments, then its embeds' images (a spoiler when the link is marked
     as one, `||https://…||`); those of a forwarded message too."""
-    found = []
-    for part in (message, *message.message_snapshots):
+    found: list[ImageSource] = []
+    parts: list[discord.Message | discord.MessageSnapshot] = [message, *message.message_snapshots]
+    for part in parts:
         found += [source for source in map(from_attachment, part.attachments) if is_image(source)]
         hidden = spoilered_links(part.content)
         for embed in part.embeds:
@@ -87,7 +88,8 @@ def spoilered_links(content: str) -> set[str]:
 def stickers_in(message: discord.Message) -> list[ImageSource]:
     """A message's stickers drawn as pictures (PNG, APNG, GIF; a Lottie sticker is vector animation, not a picture),
     a forwarded message's too."""
-    stickers = [sticker for part in (message, *message.message_snapshots) for sticker in part.stickers]
+    parts: list[discord.Message | discord.MessageSnapshot] = [message, *message.message_snapshots]
+    stickers = [sticker for part in parts for sticker in part.stickers]
     return [
         ImageSource(
             sticker.url,

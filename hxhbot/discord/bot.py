@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import discord
@@ -45,7 +46,7 @@ class HxhBot(commands.AutoShardedBot):
     """hxhbot: identifies Hunter × Hunter characters in images."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, answerer: Answerer, views: OpenViews, **options: object
+        self, settings: Settings, engine: Engine, answerer: Answerer, views: OpenViews, **options: Any
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = bool(settings.watch_channel_ids)  # privileged: only to watch channels
@@ -54,6 +55,8 @@ class HxhBot(commands.AutoShardedBot):
                 allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
                 allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
             )
+        if settings.shard_ids:  # this process's shards of SHARD_COUNT; else discord.py runs them all
+            options["shard_ids"] = list(settings.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -62,7 +65,6 @@ class HxhBot(commands.AutoShardedBot):
             activity=discord.CustomActivity(STATUS),
             tree_cls=BotTree,
             shard_count=settings.shard_count,
-            shard_ids=list(settings.shard_ids or ()) or None,
             **options,
         )
         hide_tokens()  # discord.py's DEBUG lines carry interaction tokens
@@ -98,7 +100,8 @@ class HxhBot(commands.AutoShardedBot):
         """A button or menu of no view this process made (one from before a restart): say so, privately."""
         if interaction.type is not discord.InteractionType.component:
             return
-        if not self.views.has_component((interaction.data or {}).get("custom_id")):
+        data: dict[str, Any] = dict(interaction.data or {})
+        if not self.views.has_component(data.get("custom_id")):
             await send_private(interaction, EXPIRED)
 
     async def on_ready(self) -> None:

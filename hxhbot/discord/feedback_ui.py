@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import discord
 from discord import app_commands
@@ -166,10 +166,9 @@ class CorrectionView(BotView):
         self.answer = answer
         self.message = message
         self.names = names  # no picture held: it is downloaded again once a character is chosen
-        self.choose.options = [
-            discord.SelectOption(label=name[:100], value=str(number)) for number, name in enumerate(names)
-        ]
-        self.choose.options.append(discord.SelectOption(label="Someone else", value=SOMEONE_ELSE, emoji="❔"))
+        menu = cast(discord.ui.Select, self.choose)  # the decorated callback is the Select itself at run time
+        menu.options = [discord.SelectOption(label=name[:100], value=str(number)) for number, name in enumerate(names)]
+        menu.options.append(discord.SelectOption(label="Someone else", value=SOMEONE_ELSE, emoji="❔"))
 
     @discord.ui.select(placeholder="Who is it?")
     async def choose(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:

@@ -95,7 +95,11 @@ class Feedback(commands.Cog):
         confident = f"{percent(stats.confident / stats.answers)} confident" if stats.answers else "none yet"
         p50, p95 = stats.latency(50), stats.latency(95)
         confidence = self.engine.describe_confidence()
-        latency = f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms" if p50 is not None else "no answers yet"
+        latency = (
+            f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
+            if p50 is not None and p95 is not None
+            else "no answers yet"
+        )
         size = f"{counted(indexed[0], 'image')}, {counted(indexed[1], 'character')}" if indexed else "no index"
         embed = discord.Embed(
             title="Since start",

@@ -64,6 +64,8 @@ class Watch(commands.Cog):
                         channel_id,
                     )
                 continue
+            if isinstance(channel, discord.abc.PrivateChannel):  # a DM channel's id: no server, nothing to watch
+                continue
             allowed = channel.permissions_for(guild.me)
             missing = [name.replace("_", " ").title() for name in NEEDED if not getattr(allowed, name)]
             if missing:
@@ -134,7 +136,7 @@ class Watch(commands.Cog):
                 sent = await message.reply(
                     content=content,
                     embeds=embeds,
-                    view=view,
+                    view=view or discord.utils.MISSING,
                     files=[answered.card.file for answered in named if answered.card.file],
                 )
                 if view is not None:
