@@ -33,6 +33,7 @@ class Settings:
     collect_on_start: bool = True
     collect_base_url: str | None = None
     collect_per_character: int = 25
+    train_after_collect: bool = False
     top_k: int = 5
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -75,6 +76,7 @@ def load_settings(
         collect_on_start=read("COLLECT_ON_START", _flag, True),
         collect_base_url=read("COLLECT_BASE_URL", _url, None),
         collect_per_character=read("COLLECT_PER_CHARACTER", _ranged(int, 1, 1000), 25),
+        train_after_collect=read("TRAIN_AFTER_COLLECT", _flag, False),
         top_k=read("TOP_K", _ranged(int, 1, 25), 5),
         max_image_bytes=read("MAX_IMAGE_BYTES", _ranged(int, 1024, 1 << 30), 10 * 1024 * 1024),
         max_image_pixels=read("MAX_IMAGE_PIXELS", _ranged(int, 4096, 1 << 32), 40_000_000),

@@ -103,9 +103,11 @@ async def test_commands_are_synced(server: FakeDiscord, bot: HxhBot) -> None:
         ("review", 1),
         ("stats", 1),
         ("help", 1),
+        ("train", 1),
     }
     permissions = {c["name"]: c.get("default_member_permissions") for c in server.commands[None]}
     assert int(permissions.pop("reindex")) == 1 << 5  # MANAGE_GUILD: Discord hides /reindex from members
+    assert int(permissions.pop("train")) == 1 << 5
     assert {name for name, value in permissions.items() if value is not None and int(value) == 0} == {"review", "stats"}
     assert {permissions[name] for name in ("whois", "Who is this?", "characters", "help")} == {None}
 

@@ -117,23 +117,41 @@ def draw_answers(
     every character is a gallery's once per draw where there are few. `excluded` characters take no part;
     pictures in `trained` (`picture_key`s: the answering model trained on them) may sit in a gallery, never be asked.
     """
-    everything = np.concatenate([pictures.vectors, negatives.vectors])
-    offset = len(pictures.vectors)
-    index = {path: number for number, path in enumerate(pictures.paths)}
     asked = {path for path in pictures.paths if picture_key(path) not in trained}
     result = []
     for draw in range(draws):
         split = make_split(folders, unseen=1.0, gallery_size=GALLERY_SIZE, seed=draw)
         names = sorted(set(split.gallery) - excluded)
         random.Random(draw).shuffle(names)
-        for size in sizes:
-            count = len(names) + size if size <= 0 else min(size, len(names))
-            turns = range(0, len(names), count) if count < len(names) else [0]
-            for turn in list(turns)[:ROTATIONS]:
-                rotated = names[turn:] + names[:turn]
-                result.append(
-                    _answers(everything, offset, index, asked, pictures, negatives, split, rotated, count, size, draw)
-                )
+        result += split_answers(pictures, negatives, split, names, sizes, draw, asked)
+    return result
+
+
+def split_answers(
+    pictures: Pictures,
+    negatives: Pictures,
+    split: Split,
+    names: list[str],
+    sizes: list[int],
+    draw: int,
+    asked: set[str],
+) -> list[Answers]:
+    """Similarities of every query of `split` for galleries of `sizes` of `names`' characters (taken in turn).
+
+    A gallery is `split.gallery` of its characters; the `asked` paths among the others' pictures are the queries.
+    """
+    everything = np.concatenate([pictures.vectors, negatives.vectors])
+    offset = len(pictures.vectors)
+    index = {path: number for number, path in enumerate(pictures.paths)}
+    result = []
+    for size in sizes:
+        count = len(names) + size if size <= 0 else min(size, len(names))
+        turns = range(0, len(names), count) if count < len(names) else [0]
+        for turn in list(turns)[:ROTATIONS]:
+            rotated = names[turn:] + names[:turn]
+            result.append(
+                _answers(everything, offset, index, asked, pictures, negatives, split, rotated, count, size, draw)
+            )
     return result
 
 
@@ -144,7 +162,7 @@ def _answers(
     asked: set[str],
     pictures: Pictures,
     negatives: Pictures,
-    split,
+    split: Split,
     names: list[str],
     count: int,
     size: int,
@@ -183,10 +201,19 @@ def _subjects(per_view: np.ndarray) -> list[np.ndarray]:
     return [per_view[list(rows)] for rows in subject_views(len(per_view) - 1)]
 
 
-def fit(answers: list[Answers]) -> Calibration:
-    """The logistic model over every answer's top character, groups weighted equally per gallery size."""
+def fit(answers: list[Answers], prior: Calibration | None = None, strength: float = 0.0) -> Calibration:
+    """The logistic model over every answer's top character, groups weighted equally per gallery size.
+
+    With a `prior`, the weights are pulled toward its own with `strength` (in answers), and where no negative was
+    asked its background is kept (otherwise the background is the negatives' median top similarity).
+    """
     tops = [s.max() for a in answers for g, s in zip(a.groups, a.per_view) if g == "negative"]
-    background = float(np.median(tops))
+    if tops:
+        background = float(np.median(tops))
+    elif prior is not None:
+        background = prior.background
+    else:
+        raise ValueError("a fit without negatives needs a prior calibration (its background is kept)")
     start = Calibration((0.0,) * (len(FEATURES) + 1), background)
     rows, targets, weights = [], [], []
     for a in answers:
@@ -201,11 +228,13 @@ def fit(answers: list[Answers]) -> Calibration:
                 weights.append(1.0 / max(totals[group], 1))
     x = np.c_[np.ones(len(rows)), np.array(rows)]
     y, w = np.array(targets), np.array(weights) / np.sum(weights) * len(weights)
-    beta = np.zeros(x.shape[1])
-    for _ in range(50):  # Newton's method (IRLS) with a small ridge
+    centre = np.asarray(prior.weights, dtype=float) if prior is not None else np.zeros(x.shape[1])
+    pull = np.r_[strength, np.full(len(centre) - 1, RIDGE + strength)]
+    beta = centre.copy()
+    for _ in range(50):  # Newton's method (IRLS) with a ridge toward the prior (a small one toward 0 without)
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -50, 50)))
-        gradient = x.T @ (w * (p - y)) + RIDGE * np.r_[0.0, beta[1:]]
-        hessian = (x * (w * p * (1 - p))[:, None]).T @ x + RIDGE * np.diag(np.r_[0.0, np.ones(len(beta) - 1)])
+        gradient = x.T @ (w * (p - y)) + pull * (beta - centre)
+        hessian = (x * (w * p * (1 - p))[:, None]).T @ x + np.diag(pull)
         step = np.linalg.solve(hessian, gradient)
         beta -= step
         if np.abs(step).max() < 1e-8:

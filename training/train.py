@@ -1,5 +1,6 @@
-"""Train a model variant into a model directory the engine loads.
+"""Train the serving model on an owner's gallery, or a model variant, into a model directory the engine loads.
 
+python -m training.train --data data/gallery --out DIR           (owner training: training/owner.py)
 python -m training.train --data DIR --variant NAME --out DIR [--epochs N] [--split FILE] ...
 
 Frozen-backbone variants cache their features once (a clean pass plus `--augment-rounds` augmented
@@ -15,8 +16,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,7 +28,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_addons as tfa  # noqa: E402
 
-from hxhbot.engine.model_dir import save_model_dir  # noqa: E402
+from hxhbot.config import load_settings  # noqa: E402
+from hxhbot.engine.model_dir import ModelError, save_model_dir  # noqa: E402
 from training.data import Split, augment, encode_labels, load_arrays, make_split, pk_batches  # noqa: E402
 from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build, fit_whitening  # noqa: E402
 from training.view_cache import CachedViews, ViewCache  # noqa: E402
@@ -616,9 +620,20 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="gallery folders, one sub-folder per character (several are combined)",
     )
-    parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT)
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        help=f"train this variant from ImageNet (recipes: training/README.md; usually {DEFAULT_VARIANT}); without it, "
+        "the serving model (--start) is fine-tuned on the one --data gallery and kept only if it ranks better",
+    )
+    parser.add_argument("--start", type=Path, help="owner training: the model to start from (default: MODEL_DIR)")
+    parser.add_argument(
+        "--json-progress", action="store_true", help="owner training: progress and summary as JSON lines on stdout"
+    )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
-    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: seed 200, tuned 6, heads 60)")
+    parser.add_argument(
+        "--epochs", type=int, help="at most this many epochs (default: owner 20, seed 200, tuned 6, heads 60)"
+    )
     parser.add_argument("--split", type=Path, help="split file to reuse (default: make one, seeded)")
     parser.add_argument("--input-size", type=int, help="override the variant's input size")
     parser.add_argument(
@@ -654,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.data:
         if not folder.is_dir():
             parser.error(f"--data {folder} is not a folder")
+    if args.variant is None:
+        return _owner_main(parser, args)
     summary = train(
         args.data,
         args.variant,
@@ -675,6 +692,34 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['variant']}: {summary['seconds']} s, {summary['epochs']} epochs "
         f"({summary['seconds_per_epoch']} s/epoch) → {args.out}"
     )
+    return 0
+
+
+def _owner_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`main` without --variant: owner training of the serving model on one gallery."""
+    from training.owner import MAX_EPOCHS, OwnerTrainingError, train_owner  # it builds on this module
+    from training.progress import ProgressBar
+
+    if len(args.data) != 1:
+        parser.error("owner training takes one --data gallery (pass --variant to train a variant on several)")
+    start = args.start or load_settings().model_dir
+    bar = ProgressBar(sys.stdout, json_lines=True) if args.json_progress else ProgressBar()
+    try:
+        summary = train_owner(
+            args.data[0],
+            args.out,
+            start,
+            progress=bar,
+            seed=args.seed,
+            max_epochs=args.epochs or MAX_EPOCHS,
+            cache=args.cache,
+        )
+    except (OwnerTrainingError, ModelError) as error:
+        parser.error(str(error))
+    if args.json_progress:
+        print(json.dumps({"summary": asdict(summary)}), flush=True)
+    else:
+        print(f"{summary.describe()} → {args.out}")
     return 0
 
 

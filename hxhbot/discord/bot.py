@@ -32,6 +32,7 @@ COGS = (
     "hxhbot.discord.cogs.admin",
     "hxhbot.discord.cogs.feedback",
     "hxhbot.discord.cogs.help",
+    "hxhbot.discord.cogs.train",
 )
 SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish after SIGTERM
 STATUS = "Who is this hunter? /whois"  # the bot's custom status, under its name in the member list

@@ -9,6 +9,7 @@ from hxhbot.config import Settings
 from hxhbot.engine.collect import CollectError, CollectRequest, collect
 from hxhbot.engine.gallery import GalleryError, scan_gallery
 from hxhbot.engine.manifest import ManifestError
+from hxhbot.engine.owner_training import STAGES, OwnerTrainer, TrainingBusyError, TrainingError
 from hxhbot.engine.search import ReindexError, ReindexInProgressError, SearchService
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,22 @@ async def prepare_gallery(settings: Settings, search: SearchService) -> None:
         log.error("first start: could not index the collected gallery: %s", error)
         return
     log.info("first start: ready to answer: %s", built.describe())
+    if settings.train_after_collect:
+        await train_once(settings, search)
+
+
+async def train_once(settings: Settings, search: SearchService) -> None:
+    """TRAIN_AFTER_COLLECT: train on the collected gallery as /train does, progress in the log."""
+    log.info("first start: training the model on the collected gallery (TRAIN_AFTER_COLLECT=1)")
+    progress = _LogProgress()
+    try:
+        outcome = await OwnerTrainer(settings, search).train(
+            lambda stage, done, total, left: progress(f"{STAGES.get(stage, stage)}: {done}/{total}")
+        )
+    except (TrainingBusyError, TrainingError) as error:
+        log.error("first start: training failed: %s", error)
+        return
+    log.info("first start: %s", outcome.describe())
 
 
 class _LogProgress:

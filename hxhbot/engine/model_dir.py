@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hxhbot.wording import counted
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -188,6 +190,19 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def describe_model(model_dir: str | Path) -> str:
+    """Which model a directory holds and when it was trained, in a few words for the owner."""
+    try:
+        raw = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return "raw ImageNet features (no trained model)"
+    characters = counted(len(raw.get("trained_on", [])), "character")
+    if raw.get("trained_at"):  # owner training (training/owner.py)
+        when = str(raw["trained_at"])[:16].replace("T", " ")
+        return f"trained on this gallery ({characters}) on {when} UTC"
+    return f"the shipped model ({raw.get('variant', '?')}, trained on {characters})"
 
 
 def has_model(model_dir: str | Path) -> bool:

@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import shutil
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from hxhbot.config import Settings
+from hxhbot.engine.atomic_dir import replace_dir
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.crops import Views, load_views
 from hxhbot.engine.detector import FaceDetector
@@ -26,6 +30,7 @@ from hxhbot.engine.index_lock import index_writer
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.engine.manifest import add_to_gallery
 from hxhbot.engine.memory_budget import BusyError, MemoryBudget
+from hxhbot.engine.model_dir import ModelError
 from hxhbot.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,7 @@ class SearchService:
         self._reindex_lock = asyncio.Lock()
         self._batcher: asyncio.Task | None = None
         self._abandon = threading.Event()  # set: a running build stops at its next image
+        self.training = False  # an owner training run is going (hxhbot.engine.owner_training): no rebuild meanwhile
 
     @classmethod
     def open(cls, settings: Settings) -> SearchService:
@@ -242,6 +248,8 @@ class SearchService:
         """Rebuild the index from the gallery in the background and swap it in when done."""
         if self._reindex_lock.locked():
             raise ReindexInProgressError("An index rebuild is already running.")
+        if self.training:
+            raise ReindexInProgressError("The model is training: the index is rebuilt when it is done.")
         async with self._reindex_lock:
             loop = asyncio.get_running_loop()
 
@@ -261,6 +269,55 @@ class SearchService:
             self.index = index
             log.info("reindexed: %s", summary.describe())
             return summary
+
+    async def swap_model(self, model_dir: Path, progress: Progress | None = None) -> BuildSummary:
+        """Index the gallery with the model in `model_dir`, then put both in service: MODEL_DIR and INDEX_DIR are
+        replaced whole and at once (`replace_dir`), then the live model, confidence and index. Failing, nothing is."""
+        async with self._reindex_lock:
+            loop = asyncio.get_running_loop()
+
+            def report(done: int, total: int) -> None:
+                if progress:
+                    loop.call_soon_threadsafe(progress, done, total)
+
+            try:
+                embedder, calibration, index, summary = await loop.run_in_executor(
+                    self._build_pool, self._put_in_place, model_dir, report
+                )
+            except (GalleryError, GalleryIndexError, ModelError, OSError, ValueError) as error:
+                log.error("the new model was not put in service: %s", error)
+                raise ReindexError(f"{error}; the serving model is still in use") from error
+
+            def serve() -> None:  # in the model thread, between two batches: none sees half of the swap
+                self.embedder, self.calibration, self.index = embedder, calibration, index
+
+            await loop.run_in_executor(self._model_pool, serve)
+            log.info("now serving the model of %s: %s", model_dir, summary.describe())
+            return summary
+
+    def _put_in_place(
+        self, model_dir: Path, progress: Progress
+    ) -> tuple[Embedder, Calibration, GalleryIndex, BuildSummary]:
+        """Load the model in `model_dir`, index the gallery with it beside it, then move both where they serve."""
+        embedder = Embedder.load(model_dir, max_batch=self.settings.batch_size)
+        embedder.warm_up()
+        calibration = Calibration.load(model_dir)
+        serving, index_dir = self.settings.model_dir.resolve(), self.settings.index_dir.resolve()
+        inside = index_dir.is_relative_to(serving)
+        staged_index = (
+            model_dir / index_dir.relative_to(serving)
+            if inside
+            else Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.new-", dir=index_dir.parent))
+        )
+        try:
+            index, summary = self._build(progress, embedder, calibration, staged_index)
+            replace_dir(model_dir, serving)  # a crash before the index moves too: the next start rebuilds it
+            if not inside:
+                replace_dir(staged_index, index_dir)
+        finally:
+            if not inside:
+                shutil.rmtree(staged_index, ignore_errors=True)
+        return embedder, calibration, index, summary
 
     async def add_to_gallery(self, character: str, data: bytes, source: dict[str, str]) -> GalleryItem:
         """Save a picture into the character's gallery folder and add it to the live index, without a rebuild."""
@@ -309,15 +366,21 @@ class SearchService:
             return self.index
         return saved
 
-    def _build(self, progress: Progress) -> tuple[GalleryIndex, BuildSummary]:
-        """Build and save a new index (runs in the build thread)."""
+    def _build(
+        self,
+        progress: Progress,
+        embedder: Embedder | None = None,
+        calibration: Calibration | None = None,
+        index_dir: Path | None = None,
+    ) -> tuple[GalleryIndex, BuildSummary]:
+        """Build and save a new index, by default with the serving model into INDEX_DIR (runs in the build thread)."""
         return build_gallery_index(
             self.settings.gallery_dir,
-            self.embedder,
-            self.settings.index_dir,
+            embedder or self.embedder,
+            index_dir or self.settings.index_dir,
             batch_size=self.settings.batch_size,
             max_pixels=self.settings.max_image_pixels,
             progress=progress,
             detector=self.detector,
-            check=checker(self.calibration, self.settings.confidence_threshold),
+            check=checker(calibration or self.calibration, self.settings.confidence_threshold),
         )

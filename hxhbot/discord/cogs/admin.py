@@ -40,6 +40,8 @@ class Admin(commands.Cog):
         """Rebuild in the background, report progress, swap the new index in."""
         if self.engine.reindexing:
             raise ReindexInProgressError("An index rebuild is already running; wait for it to finish.")
+        if self.engine.search.training:
+            raise ReindexInProgressError("The model is training (/train): the index is rebuilt when it is done.")
         await interaction.response.send_message("Rebuilding the index from the gallery…", ephemeral=True)
         last_edit = 0.0
         edits: set[asyncio.Task] = set()

@@ -19,6 +19,7 @@ from hxhbot.engine.facade import Engine
 from hxhbot.engine.feedback import Correction
 from hxhbot.engine.images import IMAGE_SUFFIXES, ImageError
 from hxhbot.engine.index import GalleryIndexError
+from hxhbot.engine.model_dir import describe_model
 from hxhbot.wording import counted
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Feedback(commands.Cog):
                     f"**Latency:** {latency}",
                     f"**Index:** {size}",
                     f"**Confidence:** {confidence}",
+                    f"**Model:** {describe_model(self.engine.settings.model_dir)}",
                     f"**Corrections waiting for /review:** {pending}",
                 ]
             ),

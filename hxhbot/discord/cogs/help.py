@@ -9,6 +9,7 @@ from discord.ext import commands
 from hxhbot.discord.bot import HxhBot
 from hxhbot.discord.embeds import percent
 from hxhbot.engine.facade import Engine
+from hxhbot.engine.model_dir import describe_model
 
 
 class Help(commands.Cog):
@@ -46,8 +47,9 @@ def help_embed(bot: HxhBot, engine: Engine, guild_id: int | None) -> discord.Emb
                 "Or send me the picture in a direct message.",
                 "`/characters` — the characters I know",
                 "`/help` — this page",
-                "Owners: `/reindex` rebuilds the index, `/review` checks members' corrections, "
-                "`/stats` shows how I do.",
+                "Owners: `/reindex` rebuilds the index, `/train` trains me on the gallery, `/review` checks "
+                "members' corrections, `/stats` shows how I do.",
+                f"Model: {describe_model(settings.model_dir)}.",
             ]
         ),
     )
