@@ -159,7 +159,8 @@ def test_variant_trains_saves_and_loads_identically(variant: str, data: Path, tm
     assert config["variant"] == variant and config["input_size"] == 32 and config["split"] == "split.json"
     images = load_arrays(split.training_images()[0][:4], 32)
     rebuilt = tf.keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
-    assert np.allclose(loaded.embed(images), Embedder.from_model(rebuilt, variant).embed(images), atol=1e-5)
+    served, keras = loaded.embed(images), Embedder.from_model(rebuilt, variant).embed(images)
+    assert np.sum(served * keras, axis=1).min() >= 0.9999  # served through its TensorFlow Lite copy: unit vectors
     if variant == "tuned":  # whitened on its training views
         assert not np.allclose(rebuilt.get_layer("whitening").get_weights()[0], np.eye(1280))
     if variant != "pretrained":

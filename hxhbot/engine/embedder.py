@@ -43,7 +43,12 @@ class Embedder:
             log.warning("no trained model in %s: using pretrained ImageNet MobileNetV2 features (Keras)", model_dir)
             return cls.from_model(build_pretrained(weights="imagenet"), "pretrained", max_batch)
         config = read_config(model_dir)
-        interpreter = LiteInterpreter(lite_model(model_dir), config.input_size, threads)
+        try:
+            content = lite_model(model_dir)
+        except ModelError as error:  # a model whose copy disagrees with it (or cannot be made) is served as it is
+            log.warning("%s: serving %s through Keras", error, model_dir)
+            return cls.load_keras(model_dir, max_batch)
+        interpreter = LiteInterpreter(content, config.input_size, threads)
         if interpreter.dim != config.embedding_dim:
             raise ModelError(
                 f"{model_dir}: the TensorFlow Lite model gives {interpreter.dim} dimensions, "

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 LITE_FILE = "model.tflite"  # the serving copy: MODEL_FILE converted to TensorFlow Lite (float32)
+LITE_AGREEMENT = 0.9999  # least cosine of the copy's outputs to the Keras model's, checked at every conversion
 LITE_KEY_FILE = "model.tflite.json"  # what LITE_FILE was made from, and its checksum: a copy that disagrees is remade
 PREPROCESSING = "mobilenet_v2"  # RGB 0..255 in, scaled to [-1, 1] by the model's first layer
 PRETRAINED_INPUT_SIZE = 224  # raw ImageNet features need the size they were trained at for whole pictures
@@ -96,7 +97,10 @@ def save_model_dir(model: tf.keras.Model, variant: str, out_dir: str | Path, **e
         model.save(staged)
         os.replace(staged, out / MODEL_FILE)
     _write_json(out / CONFIG_FILE, {**asdict(config), **extra})
-    _cache_lite(out, to_lite(model), _lite_key(out, config))
+    try:
+        _cache_lite(out, to_lite(load_model_dir(out)[0]), _lite_key(out, config))  # what is saved, as it loads
+    except ModelError as error:
+        log.warning("%s: it will be served through Keras", error)
     return config
 
 
@@ -127,11 +131,26 @@ def load_model_dir(model_dir: str | Path) -> tuple[tf.keras.Model, ModelConfig]:
 
 
 def to_lite(model: tf.keras.Model) -> bytes:
-    """`model` converted to a TensorFlow Lite float32 model (its batch size left free)."""
+    """`model` converted to a TensorFlow Lite float32 model (its batch size left free), checked against it."""
     try:
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     except Exception as error:  # the converter raises ConverterError, ValueError and others
         raise ModelError(f"the {model.name} model cannot be converted to TensorFlow Lite: {error}") from error
+    size = int(model.input_shape[1])
+    probe = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], probe.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], probe)
+    interpreter.invoke()
+    lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    keras = model(probe, training=False).numpy()
+    agreement = float(np.min(np.sum(lite * keras, 1) / np.linalg.norm(lite, axis=1) / np.linalg.norm(keras, axis=1)))
+    if not agreement >= LITE_AGREEMENT:
+        raise ModelError(
+            f"the TensorFlow Lite copy of the {model.name} model disagrees with it (cosine {agreement:.4f})"
+        )
+    return content
 
 
 def lite_model(model_dir: str | Path) -> bytes:
