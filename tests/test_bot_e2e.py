@@ -315,6 +315,7 @@ async def test_user_install_lets_members_ask_where_the_bot_is_not(
             "characters": [0, 1],
             "help": [0, 1],
             "reindex": [0],
+            "train": [0],
             "review": [0],
             "stats": [0],
         }  # the owner's commands: servers only

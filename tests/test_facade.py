@@ -54,4 +54,11 @@ def test_only_the_cogs_entry_points_know_the_bot() -> None:
         for path in DISCORD_SIDE.rglob("*.py")
         if path.name != "bot.py" and "hxhbot.discord.bot" in _runtime_imports(path)
     )
-    assert importers == ["cogs/admin.py", "cogs/feedback.py", "cogs/help.py", "cogs/watch.py", "cogs/whois.py"]
+    assert importers == [
+        "cogs/admin.py",
+        "cogs/feedback.py",
+        "cogs/help.py",
+        "cogs/train.py",
+        "cogs/watch.py",
+        "cogs/whois.py",
+    ]

@@ -137,14 +137,21 @@ def to_lite(model: tf.keras.Model) -> bytes:
     except Exception as error:  # the converter raises ConverterError, ValueError and others
         raise ModelError(f"the {model.name} model cannot be converted to TensorFlow Lite: {error}") from error
     size = int(model.input_shape[1])
-    probe = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    noise = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3))
+    ramp = np.linspace(0, 255, size)[None, :, None, None] * np.array([1.0, 0.5, 0.2])  # smooth, like drawings
+    flat = np.zeros((1, 1, size, 1))
+    probe = np.concatenate([noise, ramp + flat, 255 - ramp + flat])
+    probe = probe.astype(np.float32)
     interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], probe.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], probe)
-    interpreter.invoke()
-    lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (1, size, size, 3))
+    interpreter.allocate_tensors()  # one view per invoke, as LiteInterpreter serves
+    lite = []
+    for view in probe:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], view[None])
+        interpreter.invoke()
+        lite.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])
     keras = model(probe, training=False).numpy()
+    lite = np.stack(lite)
     agreement = float(np.min(np.sum(lite * keras, 1) / np.linalg.norm(lite, axis=1) / np.linalg.norm(keras, axis=1)))
     if not agreement >= LITE_AGREEMENT:
         raise ModelError(
