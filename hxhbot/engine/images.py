@@ -262,7 +262,8 @@ def _decoding_bytes(image: Image.Image, width: int, height: int, factor: int) ->
         most = max(h * v for _, h, v, _ in layers)
         decoded += width * height * 2 * sum(h * v for _, h, v, _ in layers) // most
     shrunk = -(-image.width // factor) * -(-image.height // factor) * 4
-    return decoded + shrunk + min(BAND_BYTES, image.width * factor * 8)
+    metadata = sum(len(value) for value in image.info.values() if isinstance(value, bytes))  # ICC profile, EXIF
+    return decoded + shrunk + min(BAND_BYTES, image.width * factor * 8) + metadata
 
 
 def _webp_to_rgb(data: bytes, factor: int) -> Image.Image:
