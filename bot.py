@@ -1,9 +1,10 @@
 """Start hxhbot: `python bot.py` (settings from .env; see .env.example)."""
 
 import argparse
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no CUDA noise
+from hxhbot.runtime_env import prepare
+
+prepare()  # before NumPy and TensorFlow are imported
 
 if __name__ == "__main__":
     argparse.ArgumentParser(

@@ -1,8 +1,8 @@
 """`python -m hxhbot`: the offline command line (index, whois)."""
 
-import os
+from hxhbot.runtime_env import prepare
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no CUDA noise
+prepare()  # before NumPy and TensorFlow are imported
 
 from hxhbot.cli import main  # noqa: E402
 

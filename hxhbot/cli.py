@@ -113,7 +113,9 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
             reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
             _emit(args.json, {"image": str(path), "error": reason})
             continue
-        result = rank_picture(index.similarities(embedder.embed(views.arrays)), views.boxes, calibration, top_k)
+        result = rank_picture(
+            index.similarities(embedder.embed(views.arrays, alone=True)), views.boxes, calibration, top_k
+        )
         _emit(args.json, {"image": str(path), "characters": _characters(result, threshold, settings.unknown_threshold)})
     return 1 if failed else 0
 

@@ -49,7 +49,7 @@ class Settings:
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     workers: int = 2
-    model_threads: int = 1
+    model_threads: int = 2  # for a picture alone; under load one a call (hxhbot.engine.embedder)
     batch_size: int = 8
     queue_size: int = 512
     cooldown_seconds: float = 3.0
@@ -92,7 +92,7 @@ def load_settings(
         shard_count=read("SHARD_COUNT", _ranged(int, 1, 100_000), None),
         shard_ids=read("SHARD_IDS", _shard_ids, None),
         workers=read("WORKERS", _ranged(int, 1, 64), 2),
-        model_threads=read("MODEL_THREADS", _ranged(int, 1, 64), 1),
+        model_threads=read("MODEL_THREADS", _ranged(int, 1, 64), 2),
         batch_size=read("BATCH_SIZE", _ranged(int, 1, 1024), 8),
         queue_size=read("QUEUE_SIZE", _ranged(int, 1, 100_000), 512),
         cooldown_seconds=read("COOLDOWN_SECONDS", _ranged(float, 0.0, 3600.0), 3.0),

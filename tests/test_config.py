@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_values_are_parsed() -> None:
     assert settings.dev_guild_id == 7 and settings.max_image_bytes == 2048
     assert settings.discord_api_base == "http://127.0.0.1:9/api/v10" and settings.log_level == "DEBUG"
     assert settings.confidence_threshold == 0.25 and settings.gallery_dir == Path("g")
-    assert settings.model_threads == 2 and load_settings({}).model_threads == 1
+    assert settings.model_threads == 2 and load_settings({}).model_threads == 2
     assert settings.user_install and not load_settings({}).user_install
     assert settings.decode_memory_bytes == 64 << 20 and settings.decode_wait_seconds == 2.5
 
@@ -129,3 +130,16 @@ def test_env_example_documents_every_setting() -> None:
 
     used = set(re.findall(r'read\("([A-Z_]+)"', source))
     assert used and used <= documented, used - documented
+
+
+def test_a_serving_process_keeps_openblas_on_one_thread_unless_the_owner_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hxhbot.runtime_env import prepare
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    prepare()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    prepare()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"

@@ -44,13 +44,16 @@ def _reference_image() -> bytes:
     return encode(character_image(COLOURS["Kurapika"], 1))
 
 
-def _count_calls(service: SearchService) -> list[int]:
+def _count_calls(service: SearchService, alone: list[bool] | None = None) -> list[int]:
+    """The size of every model call from now on (and, into `alone`, whether it served a picture alone)."""
     sizes: list[int] = []
     embed = service.embedder.embed
 
-    def counting(images):
+    def counting(images, served_alone=False):
         sizes.append(len(images))
-        return embed(images)
+        if alone is not None:
+            alone.append(served_alone)
+        return embed(images, served_alone)
 
     service.embedder.embed = counting  # type: ignore[method-assign]
     return sizes
@@ -63,6 +66,18 @@ async def test_identify_and_micro_batching(service: SearchService, gallery: Path
     for path, result in zip(paths, results):
         assert result.best.character == path.parent.name and len(result.matches) == 3
     assert sum(sizes) == len(paths) and len(sizes) < len(paths)  # several images per model call
+
+
+async def test_a_picture_alone_is_served_for_latency_and_a_crowd_one_thread_a_call(
+    service: SearchService, gallery: Path
+) -> None:
+    alone: list[bool] = []
+    _count_calls(service, alone)
+    await service.rank(_reference_image())
+    assert alone == [True]
+    alone.clear()
+    await asyncio.gather(*(service.rank(path.read_bytes()) for path in sorted(gallery.glob("*/*.jpg"))))
+    assert alone and not any(alone)  # others were waiting at every call
 
 
 async def test_bad_image_fails_alone(service: SearchService, gallery: Path) -> None:

@@ -127,6 +127,14 @@ def test_a_folder_that_cannot_keep_the_copy_is_still_served(
     assert cosines(served, Embedder.load_keras(directory).embed(images)).min() >= SAME
 
 
+def test_a_picture_alone_gets_an_interpreter_of_its_own_that_agrees(model_dir: Path, images: np.ndarray) -> None:
+    embedder = Embedder.load(model_dir, threads=2)
+    assert isinstance(embedder.forward_alone, LiteInterpreter) and embedder.forward_alone is not embedder.forward
+    assert cosines(embedder.embed(images[:1], alone=True), embedder.embed(images[:1])).min() >= 0.9999
+    single = Embedder.load(model_dir, threads=1)
+    assert single.forward_alone is single.forward
+
+
 def test_the_interpreter_pads_its_last_batch_and_serves_one_caller_at_a_time(
     model_dir: Path, images: np.ndarray
 ) -> None:

@@ -71,5 +71,6 @@ def load_views(
     picture = decode_for_views(
         data, size, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, budget=budget
     )
-    boxes = faces(picture, detector)
-    return Views(picture_views(picture, boxes, size), boxes, numbered_preview(picture, boxes) if preview else None)
+    small = detector.shrink(picture) if detector else picture  # one small copy for the face search and the preview
+    boxes = faces(small, detector)
+    return Views(picture_views(picture, boxes, size), boxes, numbered_preview(small, boxes) if preview else None)

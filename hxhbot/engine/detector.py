@@ -37,6 +37,7 @@ class FaceDetector:
 
     def __init__(self, side: int = DETECT_SIDE, max_faces: int = MAX_FACES, min_neighbours: int = 4) -> None:
         self.side, self.max_faces, self.min_neighbours = side, max_faces, min_neighbours
+        cv2.setNumThreads(1)  # the engine searches several pictures at once; OpenCV's own pool would spin beside it
         self._local = threading.local()  # a CascadeClassifier is not safe to share between threads
 
     def _cascade(self) -> cv2.CascadeClassifier:
@@ -48,10 +49,16 @@ class FaceDetector:
             self._local.cascade = cascade
         return cascade
 
-    def detect(self, picture: Image.Image) -> list[Box]:
-        """The faces of an RGB picture, largest first, widened for hair and clipped to the picture."""
+    def shrink(self, picture: Image.Image) -> Image.Image:
+        """The copy of a picture the search runs on, at most `side` pixels a side (smooth, not aliased, pixels: the
+        cascade was tuned on them); the answer's preview is drawn on it too."""
         small = picture.copy()
-        small.thumbnail((self.side, self.side))  # the cascade was tuned on smooth, not aliased, pixels
+        small.thumbnail((self.side, self.side))
+        return small
+
+    def detect(self, picture: Image.Image) -> list[Box]:
+        """The faces of an RGB picture (or of its `shrink`), largest first, widened for hair and clipped to it."""
+        small = picture if max(picture.size) <= self.side else self.shrink(picture)
         grey = cv2.equalizeHist(np.asarray(small.convert("L")))
         found = self._cascade().detectMultiScale(
             grey, scaleFactor=1.1, minNeighbors=self.min_neighbours, minSize=(16, 16)

@@ -27,10 +27,17 @@ Forward = Callable[[np.ndarray], np.ndarray]  # `(n, size, size, 3)` 0–255 flo
 
 
 class Embedder:
-    """A model's forward pass (TensorFlow Lite or Keras), fed `max_batch` arrays a call, its outputs unit length."""
+    """A model's forward pass (TensorFlow Lite or Keras), fed `max_batch` arrays a call, its outputs unit length.
 
-    def __init__(self, forward: Forward, config: ModelConfig, max_batch: int = 64) -> None:
+    `forward_alone`, when given, serves a picture that nothing else waits beside (`embed(..., alone=True)`): more
+    threads for one picture's latency, where under load one thread a call leaves the other cores to decoding.
+    """
+
+    def __init__(
+        self, forward: Forward, config: ModelConfig, max_batch: int = 64, forward_alone: Forward | None = None
+    ) -> None:
         self.forward = forward
+        self.forward_alone = forward_alone or forward
         self.config = config
         self.max_batch = max_batch
 
@@ -48,21 +55,23 @@ class Embedder:
         except ModelError as error:  # a model whose copy disagrees with it (or cannot be made) is served as it is
             log.warning("%s: serving %s through Keras", error, model_dir)
             return cls.load_keras(model_dir, max_batch)
-        interpreter = LiteInterpreter(content, config.input_size, threads)
+        interpreter = LiteInterpreter(content, config.input_size, 1)
         if interpreter.dim != config.embedding_dim:
             raise ModelError(
                 f"{model_dir}: the TensorFlow Lite model gives {interpreter.dim} dimensions, "
                 f"config.json says {config.embedding_dim}"
             )
+        alone = LiteInterpreter(content, config.input_size, threads) if threads > 1 else None
         log.info(
-            "serving %s model from %s through TensorFlow Lite (fingerprint %s, %d thread%s)",
+            "serving %s model from %s through TensorFlow Lite (fingerprint %s; %d thread%s for a picture alone, "
+            "one a call under load)",
             config.variant,
             model_dir,
             config.fingerprint,
             threads,
             "" if threads == 1 else "s",
         )
-        return cls(interpreter, config, max_batch)
+        return cls(interpreter, config, max_batch, alone)
 
     @classmethod
     def load_keras(cls, model_dir: str | Path, max_batch: int = 64) -> Embedder:
@@ -93,16 +102,16 @@ class Embedder:
         """Identity of the model's weights, recorded in every index it builds."""
         return self.config.fingerprint
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """Embed a `(n, size, size, 3)` batch of 0–255 RGB arrays into `(n, dim)` unit vectors."""
+    def embed(self, images: np.ndarray, alone: bool = False) -> np.ndarray:
+        """Embed a `(n, size, size, 3)` batch of 0–255 RGB arrays into `(n, dim)` unit vectors (`alone`: one
+        picture that nothing waits beside, served for latency)."""
+        forward = self.forward_alone if alone else self.forward
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:
             images = images[None]
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        chunks = [
-            self.forward(images[start : start + self.max_batch]) for start in range(0, len(images), self.max_batch)
-        ]
+        chunks = [forward(images[start : start + self.max_batch]) for start in range(0, len(images), self.max_batch)]
         vectors = np.concatenate(chunks).astype(np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
 
@@ -111,6 +120,8 @@ class Embedder:
         blank = np.zeros((self.max_batch, self.input_size, self.input_size, 3), np.float32)
         for size in (1, 1, 1, self.max_batch, self.max_batch):  # kernels (Keras's, XNNPACK's) set up on first calls
             self.embed(blank[:size])
+        if self.forward_alone is not self.forward:
+            self.embed(blank[:1], alone=True)
 
 
 def _keras_forward(model: tf.keras.Model) -> Forward:

@@ -220,7 +220,8 @@ class SearchService:
                 continue
             results: list[Identification] | list[Exception]
             try:
-                results = await loop.run_in_executor(self._model_pool, self._embed_and_rank, jobs)
+                alone = len(jobs) == 1 and self._in_flight == 1  # nothing else decoding or waiting: serve for latency
+                results = await loop.run_in_executor(self._model_pool, self._embed_and_rank, jobs, alone)
             except Exception as error:  # a failed batch fails its requests, never the batcher
                 log.exception("embedding batch of %d failed", len(jobs))
                 results = [error] * len(jobs)
@@ -232,9 +233,9 @@ class SearchService:
                 else:
                     job.future.set_result(result)
 
-    def _embed_and_rank(self, jobs: list[_Job]) -> list[Identification]:
+    def _embed_and_rank(self, jobs: list[_Job], alone: bool = False) -> list[Identification]:
         """One model call for every view of the batch, then the answers per image against the live index."""
-        vectors = self.embedder.embed(np.concatenate([job.views.arrays for job in jobs]))
+        vectors = self.embedder.embed(np.concatenate([job.views.arrays for job in jobs]), alone)
         index, results, start = self.index, [], 0
         assert index is not None, "identify() refuses requests while no index is loaded"
         for job in jobs:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from hxhbot.config import Settings
+from hxhbot.config import load_settings
 from hxhbot.engine.confidence import DEFAULT
 from hxhbot.engine.crops import decode_for_views, faces, load_views, picture_views
 from hxhbot.engine.detector import FaceDetector
@@ -35,6 +37,7 @@ from hxhbot.engine.interpreter import LiteInterpreter
 from hxhbot.engine.model_dir import lite_model
 from hxhbot.engine.preview import numbered_preview
 from hxhbot.engine.search import SearchService
+from hxhbot.runtime_env import prepare
 from tests.bench.report import Conditions, print_table, write_result
 
 FRAME = (1280, 720)
@@ -82,90 +85,92 @@ async def service_throughput(service: SearchService, queries: list[bytes], total
         await service.close()
 
 
-def one_at_a_time(queries: list[bytes], paths: dict[str, Embedder], index: GalleryIndex) -> dict[str, np.ndarray]:
-    """Milliseconds of every stage for each query, one picture at a time; each path embeds the same views in turn."""
+def one_at_a_time(queries: list[bytes], embedder: Embedder, index: GalleryIndex) -> dict[str, np.ndarray]:
+    """Milliseconds of every stage for each query, one picture at a time, as the search service runs them."""
     detector = FaceDetector()
-    size = next(iter(paths.values())).input_size
-    times: dict[str, list[float]] = {name: [] for name in (*STAGES, *paths, *(f"{p} CPU" for p in paths), "views")}
+    times: dict[str, list[float]] = {name: [] for name in (*STAGES, "embed", "embed CPU", "views")}
     for data in queries:
         started = time.perf_counter()
-        picture = decode_for_views(data, size)
+        picture = decode_for_views(data, embedder.input_size)
         decoded = time.perf_counter()
-        boxes = faces(picture, detector)
+        small = detector.shrink(picture)  # as `load_views`: the face search and the preview share it
+        boxes = faces(small, detector)
         detected = time.perf_counter()
-        arrays = picture_views(picture, boxes, size)
-        cropped = time.perf_counter()
-        vectors = {}
-        for name, embedder in paths.items():
-            before, cpu = time.perf_counter(), time.process_time()
-            vectors[name] = embedder.embed(arrays)
-            times[name].append(time.perf_counter() - before)
-            times[f"{name} CPU"].append(time.process_time() - cpu)
-        before = time.perf_counter()
-        rank_picture(index.similarities(next(iter(vectors.values()))), boxes, DEFAULT, 5)
+        arrays = picture_views(picture, boxes, embedder.input_size)
+        cropped, cpu = time.perf_counter(), time.process_time()
+        vectors = embedder.embed(arrays, alone=True)
+        embedded = time.perf_counter()
+        times["embed CPU"].append(time.process_time() - cpu)
+        rank_picture(index.similarities(vectors), boxes, DEFAULT, 5)
         ranked = time.perf_counter()
-        numbered_preview(picture, boxes)
+        numbered_preview(small, boxes)
         times["preview"].append(time.perf_counter() - ranked)
         times["decode"].append(decoded - started)
         times["detect"].append(detected - decoded)
         times["crops"].append(cropped - detected)
-        times["rank"].append(ranked - before)
+        times["embed"].append(embedded - cropped)
+        times["rank"].append(ranked - embedded)
         times["views"].append(len(arrays) / 1000)
     return {name: np.array(values) * 1000 for name, values in times.items()}
 
 
+PATHS = ("lite", "keras")
+
+
 def measure(model: Path, data_dir: Path, repeats: int, service_requests: int) -> tuple[list[list], dict]:
-    """One row per embedding path of the model in `model`, every figure taken in this run; and what was measured."""
-    settings = Settings()
-    paths = {
-        f"TensorFlow Lite (XNNPACK, {settings.model_threads} thread)": Embedder.load(
-            model, settings.batch_size, settings.model_threads
-        ),
-        "Keras (tf.function), as before": Embedder.load_keras(model, settings.batch_size),
-    }
-    for embedder in paths.values():
-        embedder.warm_up()
+    """One row per embedding path of the model in `model`, each measured in a process of its own (one path's
+    threads never run beside the other's); and what was measured."""
+    context = multiprocessing.get_context("spawn")
+    rows, facts = [], {}
+    for path in PATHS:
+        with ProcessPoolExecutor(1, mp_context=context) as child:
+            row, facts[path] = child.submit(measure_path, path, model, data_dir, repeats, service_requests).result()
+        rows.append(row)
+    return rows, facts["lite"]
+
+
+def measure_path(path: str, model: Path, data_dir: Path, repeats: int, service_requests: int) -> tuple[list, dict]:
+    """Every figure of one embedding path (`lite` or `keras`) of the model in `model`, in this process."""
+    settings = load_settings(dotenv=False)  # the defaults, or what MODEL_THREADS etc. say
+    if path == "lite":
+        name = f"TensorFlow Lite (XNNPACK, {settings.model_threads} thread{'s' if settings.model_threads > 1 else ''})"
+        embedder = Embedder.load(model, settings.batch_size, settings.model_threads)
+    else:
+        name, embedder = "Keras (tf.function), as before", Embedder.load_keras(model, settings.batch_size)
+    embedder.warm_up()
     files, _ = scan_gallery(data_dir)
     queries = frames([file.path for file in files[:: max(1, len(files) // repeats)]])
     detector = FaceDetector()
-    rows, indexed = [], {}
     with tempfile.TemporaryDirectory() as scratch:
-        for name, embedder in paths.items():
-            index, summary = build_gallery_index(data_dir, embedder, f"{scratch}/{len(indexed)}", detector=detector)
-            indexed[name] = (index, summary.images / summary.seconds)
-        stages = one_at_a_time(queries, paths, indexed[next(iter(paths))][0])
-        size = next(iter(paths.values())).input_size
-        views = np.concatenate([load_views(data, size, detector).arrays for data in queries[:16]])
-        for name, embedder in paths.items():
-            index, indexing = indexed[name]
-            service = SearchService(embedder, index, settings, detector)
-            pictures_s, cpu_ms = asyncio.run(service_throughput(service, queries, service_requests))
-            total = sum(stages[stage] for stage in ("decode", "detect", "crops", "rank")) + stages[name]
-            rows.append(
-                [
-                    name,
-                    _ms(np.percentile(total, 50)),
-                    _ms(np.percentile(total, 95)),
-                    *(_ms(np.percentile(stages[stage], 50)) for stage in ("decode", "detect", "crops")),
-                    _ms(np.percentile(stages[name], 50)),
-                    _ms(np.percentile(stages[f"{name} CPU"], 50)),
-                    _ms(np.percentile(stages["rank"], 50)),
-                    round(pictures_s, 1),
-                    _ms(cpu_ms),
-                    round(indexing, 1),
-                    round(batched_throughput(embedder, views)),
-                ]
-            )
+        index, summary = build_gallery_index(data_dir, embedder, scratch, detector=detector)
+        stages = one_at_a_time(queries, embedder, index)
+        views = np.concatenate([load_views(data, embedder.input_size, detector).arrays for data in queries[:16]])
+        service = SearchService(embedder, index, settings, detector)
+        pictures_s, cpu_ms = asyncio.run(service_throughput(service, queries, service_requests))
+    total = sum(stages[stage] for stage in ("decode", "detect", "crops", "embed", "rank"))
+    row = [
+        name,
+        _ms(np.percentile(total, 50)),
+        _ms(np.percentile(total, 95)),
+        *(
+            _ms(np.percentile(stages[stage], 50))
+            for stage in ("decode", "detect", "crops", "embed", "embed CPU", "rank")
+        ),
+        round(pictures_s, 1),
+        _ms(cpu_ms),
+        round(summary.images / summary.seconds, 1),
+        round(batched_throughput(embedder, views)),
+    ]
     facts = {
         "queries": len(queries),
         "views": float(np.mean(stages["views"])),
         "preview": float(np.percentile(stages["preview"], 50)),
         "gallery": summary.images,
-        "variant": next(iter(paths.values())).config.variant,
-        "size": size,
+        "variant": embedder.config.variant,
+        "size": embedder.input_size,
         "views_sample": views,
     }
-    return rows, facts
+    return row, facts
 
 
 def interpreter_rates(model: Path, views: np.ndarray, size: int) -> list[list]:
@@ -198,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches-json", type=Path, default=Path("docs/results/embedding-batches.json"))
     args = parser.parse_args(argv)
     command = "python -m tests.bench.bench_engine " + " ".join(sys.argv[1:] if argv is None else argv)
+    prepare()  # each path's process starts as bot.py's does
     conditions = Conditions()
     rows, facts = measure(args.model, args.data, args.repeats, args.service_requests)
     columns = [
@@ -216,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         "views/s, batched",
     ]
     protocol = (
-        f"The {facts['variant']} model of `{args.model}`; {facts['queries']} pictures of `{args.data.name}`, each "
-        f"fitted into a 1280×720 JPEG frame ({facts['views']:.2f} views a picture: the frame and each face), timed "
-        f"one at a time: p50/p95 of decode + detect + crops + embed + rank, then each stage's p50 in ms (drawing the "
-        f"numbered preview, not counted, {facts['preview']:.1f} ms), and the CPU time the process spent embedding "
-        f"(all its threads: on a busy machine a fairer measure of the work than the clock). Then "
-        f"{args.service_requests} of them in flight through the search service (default settings; its CPU time a "
-        f"picture), the {facts['gallery']} pictures indexed, and 256 views embedded at once. {conditions.describe()}"
+        f"The {facts['variant']} model of `{args.model}`, each embedding path in a process of its own (default "
+        f"settings, or what the environment sets); {facts['queries']} pictures of `{args.data.name}`, each fitted "
+        f"into a 1280×720 JPEG frame ({facts['views']:.2f} views a picture: the frame and each face), timed one at a "
+        f"time as a picture alone is served: p50/p95 of decode + detect + crops + embed + rank, then each stage's p50 "
+        f"in ms (drawing the numbered preview on the face search's small copy, not counted, {facts['preview']:.1f} "
+        f"ms), and the CPU time the process spent embedding. Then {args.service_requests} of them in flight through "
+        f"the search service (its CPU time a picture), the {facts['gallery']} pictures indexed, and 256 views "
+        f"embedded at once. {conditions.describe()}"
     )
     print_table(f"Engine ({conditions.describe()})", [dict(zip(columns, row)) for row in rows])
     write_result(args.json, "Engine: 1280×720 pictures, by embedding path", command, protocol, columns, rows)

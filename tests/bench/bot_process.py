@@ -13,9 +13,13 @@ import logging
 import sys
 import time
 
-from hxhbot.config import load_settings
-from hxhbot.discord.bot import run
-from hxhbot.engine.embedder import Embedder
+from hxhbot.runtime_env import prepare
+
+prepare()  # before NumPy and TensorFlow are imported, as bot.py does
+
+from hxhbot.config import load_settings  # noqa: E402
+from hxhbot.discord.bot import run  # noqa: E402
+from hxhbot.engine.embedder import Embedder  # noqa: E402
 
 PROBE_SLEEP = 0.005
 
