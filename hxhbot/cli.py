@@ -19,7 +19,7 @@ from hxhbot.engine.identification import Identification, rank_picture
 from hxhbot.engine.images import ImageError, read_image_file
 from hxhbot.engine.index import GalleryIndex, GalleryIndexError
 from hxhbot.engine.indexing import build_gallery_index
-from hxhbot.engine.model_dir import ModelError
+from hxhbot.engine.model_dir import ModelError, trained_pictures
 from hxhbot.wording import counted
 
 log = logging.getLogger("hxhbot")
@@ -73,7 +73,7 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
         max_pixels=settings.max_image_pixels,
         progress=_progress_bar,
         detector=FaceDetector(),
-        check=checker(Calibration.load(model_dir), settings.confidence_threshold),
+        check=checker(Calibration.load(model_dir), settings.confidence_threshold, trained_pictures(model_dir)),
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)  # ends the bar's line

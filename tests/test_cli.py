@@ -39,7 +39,7 @@ def test_index_then_whois(gallery: Path, env: dict[str, str], tmp_path: Path) ->
     built = run("index", "--gallery", str(gallery), env=env)
     assert built.returncode == 0, built.stderr
     assert "4 characters, 16 images, 3 skipped" in built.stdout and "gallery check" in built.stdout
-    assert "confidence names from 97%, the shipped calibration's: too few pictures to fit one" in built.stdout
+    assert "confidence names from 99%, not fitted to this gallery: too few pictures to fit one" in built.stdout
     assert "bad.png: This file is not an image." in built.stderr
     assert "pipe.jpg: This is a pipe, not an image file." in built.stderr
     assert "zero.png: This is a device, not an image file." in built.stderr

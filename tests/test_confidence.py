@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from hxhbot.engine.artworks import artworks
 from hxhbot.engine.confidence import DEFAULT, Calibration, subject_views
 from hxhbot.engine.detector import Box
 from hxhbot.engine.fitted_threshold import SHIPPED, THRESHOLDS, fit_threshold
 from hxhbot.engine.gallery_check import CharacterCheck, answer_gallery, check_gallery
 from hxhbot.engine.identification import Outcome, rank_picture
 from hxhbot.engine.index import GalleryIndex, GalleryItem
+from hxhbot.engine.model_dir import trained_pictures
 from tests.bench.bench_index import clustered
 
 CALIBRATION = Calibration((-20.0, 20.0, 20.0, 1.0, -1.0), background=0.5)
@@ -188,3 +192,50 @@ def test_the_check_fits_the_threshold_its_counts_are_at() -> None:
     assert "CONFIDENCE_THRESHOLD set by the owner" in owner.describe()
     small = check_gallery(GalleryIndex.build(vectors[:40], items[:40], "fp"), calibration).confidence
     assert small is not None and not small.fitted and small.threshold == SHIPPED and "too few" in small.reason
+
+
+def artwork(rng: np.random.Generator) -> Image.Image:
+    """A generated artwork: random blobs in colour, 320 pixels square."""
+    return Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)).resize((320, 320), Image.BICUBIC)
+
+
+def test_two_cuts_of_one_generated_picture_are_one_artwork_and_never_split_across_folds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    paths = []
+    for number in range(36):  # 12 characters × 3 unrelated artworks, each saved whole and cut (a crop, enlarged)
+        folder = tmp_path / f"c{number // 3}"
+        folder.mkdir(exist_ok=True)
+        picture = artwork(rng)
+        picture.save(folder / f"{number}-whole.png")
+        picture.crop((40, 60, 260, 300)).resize((330, 360), Image.BICUBIC).save(folder / f"{number}-cut.jpg")
+        paths += [str(folder / f"{number}-whole.png"), str(folder / f"{number}-cut.jpg")]
+    characters = [Path(path).parent.name for path in paths]
+    found = artworks(paths, characters)
+    assert all(found[row] == found[row + 1] for row in range(0, 72, 2)) and len(set(found)) == 36
+    vectors = np.repeat(rng.normal(size=(36, 64)), 2, axis=0) + 0.02 * rng.normal(size=(72, 64))  # a cut ≈ its whole
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [GalleryItem(name, path, f"{row:064x}") for row, (name, path) in enumerate(zip(characters, paths))]
+    check = check_gallery(
+        GalleryIndex.build(vectors, items, "fp"), Calibration((-5.0, 10.0, 10.0, 0.0, 0.0), background=0.0), 0.5
+    )
+    assert check.pictures == 72 and check.named <= 7, (
+        "a character's artworks are unrelated: a cut answered by its whole (another fold) would be named"
+    )
+
+
+def test_pictures_the_model_trained_on_answer_others_but_are_never_asked(tmp_path: Path) -> None:
+    vectors = clustered(40, 16, per_cluster=20)
+    items = [GalleryItem(f"char{row % 2}", f"gallery/char{row % 2}/{row}.jpg", f"{row:064x}") for row in range(40)]
+    index = GalleryIndex.build(vectors, items, "fp")
+    (tmp_path / "config.json").write_text(json.dumps({"split": "owner-split.json"}))
+    learnt = [item.path for item in items[:30]]
+    (tmp_path / "owner-split.json").write_text(
+        json.dumps({"seen": ["char0", "char1"], "train": {"char0": learnt[::2], "char1": learnt[1::2]}})
+    )
+    trained = trained_pictures(tmp_path)
+    assert trained == {f"char{row % 2}/{row}.jpg" for row in range(30)}
+    calibration = Calibration((-5.0, 10.0, 10.0, 0.0, 0.0), background=0.0)
+    check = check_gallery(index, calibration, threshold=0.5, trained=trained)
+    assert check.pictures == check.missing == 10 and set(check.characters) == {"char0", "char1"}
+    assert check.named == check.right == 10, "the other 30 still answer them"
+    assert trained_pictures(tmp_path / "none") == frozenset() and check_gallery(index, calibration, 0.5).pictures == 40

@@ -209,7 +209,7 @@ async def test_right_is_counted_once_and_stats_show_it(server: FakeDiscord, bot:
     text = data["embeds"][0]["description"]
     assert data["flags"] & EPHEMERAL and "**Answers:** 1 (100% confident)" in text and "p95" in text
     assert "16 images, 4 characters" in text
-    assert "**Confidence:** names from 0%, CONFIDENCE_THRESHOLD set by the owner (the fit: names from 97%" in text
+    assert "**Confidence:** names from 0%, CONFIDENCE_THRESHOLD set by the owner (the fit: names from 99%" in text
     assert f"{embed['title']} — 1 answers · ✅ 1 (100%) · ✖️ 0 (0%)" in data["embeds"][0]["fields"][0]["value"]
     refused = await server.send_slash_command("stats")
     assert "owner" in (await server.wait_for_callback(refused.token)).json["data"]["content"]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from hxhbot.engine.fitted_threshold import (
+    FEW,
+    FEW_CHARACTERS,
     SHIPPED,
     TARGET,
     THRESHOLDS,
@@ -85,12 +87,21 @@ def test_too_few_pictures_fall_back_to_the_shipped_calibration() -> None:
     needed = least_answers()
     assert (1 - TARGET) ** needed <= 0.1 / len(THRESHOLDS) < (1 - TARGET) ** (needed - 1)
     few = fit_threshold(synthetic(needed - 1, 500, seed=1))
-    assert not few.fitted and few.threshold == SHIPPED == 1 - TARGET
+    assert not few.fitted and few.threshold == SHIPPED == THRESHOLDS[-1]
     reason = f"too few pictures to fit one ({needed - 1} checked, {needed} needed)"
-    assert few.describe() == f"names from 97%, the shipped calibration's: {reason}"
-    assert few.pictures == needed - 1 and few.named == int((synthetic(needed - 1, 500, seed=1).scores >= 0.97).sum())
+    assert few.describe() == f"names from 99%, not fitted to this gallery: {reason}"
+    assert few.pictures == needed - 1 and few.named == int((synthetic(needed - 1, 500, seed=1).scores >= 0.99).sum())
+
+
+def test_a_gallery_of_one_or_two_characters_names_only_from_the_stricter_fallback() -> None:
     alone = fit_threshold(synthetic(500, 0, seed=1))
-    assert not alone.fitted and alone.threshold == SHIPPED and "one character" in alone.reason
+    assert not alone.fitted and alone.threshold == FEW > SHIPPED and "a gallery of one character" in alone.reason
+    assert alone.describe().startswith("names from 99.9%, not fitted to this gallery: a gallery of one character")
+    answers = synthetic(20_000, 20_000, seed=0)  # enough to fit 0.8 (above), were there more characters
+    two = fit_threshold(CheckAnswers(answers.scores, answers.right, answers.missing, characters=FEW_CHARACTERS))
+    assert not two.fitted and two.threshold == FEW and "a gallery of 2 characters cannot show" in two.reason
+    three = fit_threshold(CheckAnswers(answers.scores, answers.right, answers.missing, characters=FEW_CHARACTERS + 1))
+    assert three.fitted and three.threshold == 0.8
 
 
 def test_a_gallery_that_meets_no_target_names_only_from_the_highest_threshold() -> None:

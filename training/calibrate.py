@@ -38,10 +38,10 @@ from hxhbot.engine.confidence import FEATURES, Calibration, subject_views  # noq
 from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
 from hxhbot.engine.fitted_threshold import in_force  # noqa: E402
-from hxhbot.engine.gallery import scan_gallery  # noqa: E402
+from hxhbot.engine.gallery import picture_key, scan_gallery  # noqa: E402
 from hxhbot.engine.images import IMAGE_SUFFIXES  # noqa: E402
 from hxhbot.engine.index import Comparison, character_similarities  # noqa: E402
-from hxhbot.engine.model_dir import CONFIG_FILE  # noqa: E402
+from hxhbot.engine.model_dir import CONFIG_FILE, trained_pictures  # noqa: E402
 from training.data import Split, make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import bot_answers  # noqa: E402
@@ -340,20 +340,6 @@ def made_as(model_dir: Path, embedder: Embedder) -> str:
     beside = _config(model_dir).get("beside_imagenet")
     made = f"{embedder.config.variant}, {embedder.dim} dimensions"
     return f"{made}, beside ImageNet at w = {beside}" if beside else made
-
-
-def picture_key(path: str) -> str:
-    """A picture as `character/file`: the same whichever directory a path to it starts from."""
-    return "/".join(Path(path).parts[-2:])
-
-
-def trained_pictures(model_dir: Path) -> set[str]:
-    """The pictures a model directory trained on (`picture_key`s of its split's training pictures)."""
-    try:
-        split = Split.load(model_dir / _config(model_dir).get("split", "split.json"))
-    except (OSError, ValueError, TypeError, KeyError):
-        return set()
-    return {picture_key(path) for character in split.seen for path in split.train.get(character, [])}
 
 
 def labelled(folders: list[Path]) -> tuple[list[str], list[str]]:

@@ -8,7 +8,8 @@ character) and each seeded draw, the set's characters with more pictures than th
 (at most 10 galleries per draw and shape: `ROTATIONS`); a character's gallery pictures are drawn from its shuffled
 source groups (`training.data.source_groups`), and a group the gallery took any picture from is never asked. The
 index is built as the engine builds it, and its threshold fitted by the engine's own gallery check
-(`hxhbot.engine.gallery_check`); nothing else is fitted here. Queries: the gallery characters' other
+(`hxhbot.engine.gallery_check`: artworks kept in one fold by `hxhbot.engine.artworks`, judged once per pair and
+cached; pictures the model trained on never asked); nothing else is fitted here. Queries: the gallery characters' other
 pictures (known), every picture of the set's other characters (missing from the gallery), and the half of the
 negatives that `training.calibrate` never fits on; never a picture the model trained on (its split.json). Each is
 answered as the bot answers it (`training.metrics.bot_answers`): named when its most confident answer reaches the
@@ -25,6 +26,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +34,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from hxhbot.engine import artworks  # noqa: E402
 from hxhbot.engine.confidence import Calibration  # noqa: E402
 from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
 from hxhbot.engine.fitted_threshold import fit_threshold  # noqa: E402
+from hxhbot.engine.gallery import picture_key  # noqa: E402
 from hxhbot.engine.gallery_check import answer_gallery  # noqa: E402
 from hxhbot.engine.index import GalleryIndex, GalleryItem  # noqa: E402
-from training.calibrate import Pictures, embed_set, labelled, negatives_halves, picture_key, trained_pictures  # noqa: E402
+from hxhbot.engine.model_dir import trained_pictures  # noqa: E402
+from training.calibrate import Pictures, embed_set, labelled, negatives_halves  # noqa: E402
 from training.data import source_groups  # noqa: E402
 from training.metrics import bot_answers  # noqa: E402
 
@@ -82,11 +87,44 @@ class Tally:
         return round(self.counts.get(part, 0) / whole_count, 4) if whole_count else "–"
 
 
+class ArtworkJudge:
+    """Which pictures of one character of the set are one artwork (`hxhbot.engine.artworks.one_artwork`), judged once
+    per pair for every gallery drawn and kept in the cache; the gallery check asks it as it would ask the pixels."""
+
+    def __init__(self, pictures: Pictures, cache: Path) -> None:
+        rule = [artworks.SIDE, artworks.KEYPOINTS, artworks.RATIO, artworks.SHIFT, artworks.SAME_ARTWORK]
+        key = hashlib.sha256(json.dumps([rule, pictures.paths]).encode()).hexdigest()[:16]
+        file = cache / f"artworks-{key}.json"
+        if file.is_file():
+            pairs = json.loads(file.read_text())
+        else:
+            by_character: dict[str, list[str]] = {}
+            for path, label in zip(pictures.paths, pictures.labels):
+                by_character.setdefault(str(label), []).append(path)
+            pairs = []
+            for paths in by_character.values():
+                same = artworks.one_artwork(paths)
+                pairs += [[paths[a], paths[b]] for a in range(len(paths)) for b in range(a) if same(a, b)]
+            cache.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(pairs))
+        self.joined = {frozenset(pair) for pair in pairs}
+
+    def __call__(self, paths: list[str]) -> Callable[[int, int], bool]:
+        """As `one_artwork`: whether two of `paths` are one artwork."""
+        return lambda first, second: frozenset((paths[first], paths[second])) in self.joined
+
+
 class Answering:
     """One embedded set, its characters' source groups, and the negatives: galleries drawn from it and answered."""
 
     def __init__(
-        self, pictures: Pictures, negatives: Pictures, calibration: Calibration, fingerprint: str, trained: set[str]
+        self,
+        pictures: Pictures,
+        negatives: Pictures,
+        calibration: Calibration,
+        fingerprint: str,
+        trained: frozenset[str],
+        judge: ArtworkJudge,
     ) -> None:
         self.pictures, self.negatives, self.calibration, self.fingerprint = (
             pictures,
@@ -95,6 +133,7 @@ class Answering:
             fingerprint,
         )
         self.number = {path: n for n, path in enumerate(pictures.paths)}
+        self.trained, self.judge = trained, judge
         self.asked = {path for path in pictures.paths if picture_key(path) not in trained}
         by_character: dict[str, list[str]] = {}
         for path, label in zip(pictures.paths, pictures.labels):
@@ -131,7 +170,8 @@ class Answering:
                 columns.append(views)
                 items += [GalleryItem(name, path, key, view) for view in range(len(views))]
         index = GalleryIndex.build(self.pictures.vectors[np.concatenate(columns)], items, self.fingerprint)
-        fit = fit_threshold(answer_gallery(index, self.calibration).for_fit())  # as every index build fits it
+        answers = answer_gallery(index, self.calibration, self.trained, self.judge)
+        fit = fit_threshold(answers.for_fit())  # as every index build fits it
         tally.galleries += 1
         tally.fitted += fit.fitted
         tally.thresholds.append(fit.threshold)
@@ -237,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     negative_paths = negatives_halves(args.negatives)[1]
     pictures = embed_set(embedder, detector, paths, labels, args.cache)
     negatives = embed_set(embedder, detector, negative_paths, [None] * len(negative_paths), args.cache)
-    answering = Answering(pictures, negatives, calibration, embedder.fingerprint, trained_pictures(args.model))
+    judge = ArtworkJudge(pictures, args.cache)
+    answering = Answering(pictures, negatives, calibration, embedder.fingerprint, trained_pictures(args.model), judge)
     rows = []
     for each in args.pictures:
         drawn = [answering.draw(each, seed) for seed in range(args.draws)]

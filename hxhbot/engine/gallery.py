@@ -46,3 +46,8 @@ def scan_gallery(root: str | Path) -> tuple[list[GalleryFile], list[tuple[Path, 
             else:
                 skipped.append((path, "not an image file name (expected .jpg, .png, .webp, .avif, .gif or .bmp)"))
     return files, skipped
+
+
+def picture_key(path: str | Path) -> str:
+    """A gallery picture as `character/file`: the same whichever directory a path to it starts from."""
+    return "/".join(Path(path).parts[-2:])

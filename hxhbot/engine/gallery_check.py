@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hxhbot.engine.artworks import artworks, one_artwork
 from hxhbot.engine.confidence import Calibration
 from hxhbot.engine.detector import Box
 from hxhbot.engine.fitted_threshold import CheckAnswers, FittedThreshold, describe_in_force, fit_threshold, in_force
+from hxhbot.engine.gallery import picture_key
 from hxhbot.engine.identification import rank_picture
 from hxhbot.engine.index import CharacterMatch, GalleryIndex, Similarities
 from hxhbot.wording import first_few
@@ -42,11 +44,12 @@ class GalleryAnswers:
     answered: list[str]
     scores: np.ndarray
     missing: np.ndarray
+    gallery: int = 0  # characters in the gallery
 
     def for_fit(self) -> CheckAnswers:
         """What `fit_threshold` needs of them."""
         right = np.array([a == c for a, c in zip(self.answered, self.characters)], dtype=bool)
-        return CheckAnswers(self.scores, right, self.missing)
+        return CheckAnswers(self.scores, right, self.missing, self.gallery)
 
     def at(
         self, threshold: float, confidence: FittedThreshold | None = None, override: float | None = None
@@ -129,34 +132,53 @@ class GalleryCheck:
         )
 
 
-def check_gallery(index: GalleryIndex, calibration: Calibration, threshold: float | None = None) -> GalleryCheck:
-    """The gallery's answers to itself (`answer_gallery`), the threshold fitted to them, and the counts at
-    `threshold` (CONFIDENCE_THRESHOLD; None: the fitted one)."""
-    answers = answer_gallery(index, calibration)
+def check_gallery(
+    index: GalleryIndex,
+    calibration: Calibration,
+    threshold: float | None = None,
+    trained: frozenset[str] | set[str] = frozenset(),
+) -> GalleryCheck:
+    """The gallery's answers to itself (`answer_gallery`, never asking a picture in `trained`), the threshold fitted
+    to them, and the counts at `threshold` (CONFIDENCE_THRESHOLD; None: the fitted one)."""
+    answers = answer_gallery(index, calibration, trained)
     fit = fit_threshold(answers.for_fit())
     return answers.at(in_force(fit, threshold), fit, threshold)
 
 
-def answer_gallery(index: GalleryIndex, calibration: Calibration) -> GalleryAnswers:
-    """Answer every gallery picture whose character has other pictures against the gallery without its fold
-    (`FOLDS`), compared as that smaller gallery would compare, so that no picture helps compare itself; then, if the
-    gallery has another character, the same pictures with their whole character left out as well."""
+def answer_gallery(
+    index: GalleryIndex,
+    calibration: Calibration,
+    trained: frozenset[str] | set[str] = frozenset(),
+    judge: Callable[[list[str]], Callable[[int, int], bool]] = one_artwork,
+) -> GalleryAnswers:
+    """Answer every gallery picture that has a picture of its character from another artwork (`artworks`: a cut or
+    copy is of the same) against the gallery without its fold (`FOLDS`; an artwork's pictures share one), compared
+    as that smaller gallery would compare, so that no picture, nor a cut or copy of it, helps answer itself; then,
+    if the gallery has another character, the same pictures with their whole character left out as well. Pictures in
+    `trained` (`picture_key`s: the model trained on them) stay in the gallery but are never asked. `judge`: which
+    pictures are one artwork (`hxhbot.engine.artworks.one_artwork`)."""
     views: dict[str, list[int]] = {}
     for row, item in enumerate(index.items):
         views.setdefault(item.sha256, []).append(row)
-    counts = index.characters()
-    pictures = [rows for rows in views.values() if counts.get(index.items[rows[0]].character, 0) > 1]
+    pictures = list(views.values())
     if len(pictures) > MAX_PICTURES:
         pictures = random.Random(0).sample(pictures, MAX_PICTURES)
+    artwork = artworks(
+        [index.items[rows[0]].path for rows in pictures], [index.items[rows[0]].character for rows in pictures], judge
+    )
+    checked = _checked(index, pictures, artwork)
+    gallery = len(index.characters())
     characters: list[str] = []
     answered: list[str] = []
     scores: list[float] = []
     missing: list[float] = []
-    for fold in _folds(index, pictures):
+    for fold in _folds(index, pictures, artwork, checked):
         together = index.held_out_similarities([row for number in fold for row in pictures[number]])
         bounds = np.cumsum([0] + [len(pictures[number]) for number in fold])
         for number, start, end in zip(fold, bounds, bounds[1:]):
             rows, character = pictures[number], index.items[pictures[number][0]].character
+            if picture_key(index.items[rows[0]].path) in trained:
+                continue  # the model learnt this picture: its answer says nothing of new ones
             per_view = together.per_view[start:end]
             answer = _identify(
                 Similarities(together.characters, per_view, together.images[start:end]), rows, calibration
@@ -164,7 +186,7 @@ def answer_gallery(index: GalleryIndex, calibration: Calibration) -> GalleryAnsw
             characters.append(character)
             answered.append(answer.character)
             scores.append(answer.score)
-            if len(counts) > 1:  # asked again as a picture of a character missing from the gallery
+            if gallery > 1:  # asked again as a picture of a character missing from the gallery
                 left_out = per_view.copy()
                 left_out[:, together.characters.index(character)] = -1.0
                 missing.append(
@@ -172,20 +194,31 @@ def answer_gallery(index: GalleryIndex, calibration: Calibration) -> GalleryAnsw
                         Similarities(together.characters, left_out, together.images[start:end]), rows, calibration
                     ).score
                 )
-    return GalleryAnswers(characters, answered, np.array(scores, dtype=float), np.array(missing, dtype=float))
+    return GalleryAnswers(characters, answered, np.array(scores, dtype=float), np.array(missing, dtype=float), gallery)
 
 
-def _folds(index: GalleryIndex, pictures: list[list[int]]) -> list[list[int]]:
-    """The pictures' numbers in at most `FOLDS` folds, each character's pictures dealt round them in a seeded order."""
+def _checked(index: GalleryIndex, pictures: list[list[int]], artwork: list[int]) -> list[bool]:
+    """Per picture, whether the check can ask it: its character has a picture of another artwork in the gallery."""
+    of_character: dict[str, set[int]] = {}
+    for rows, work in zip(pictures, artwork):
+        of_character.setdefault(index.items[rows[0]].character, set()).add(work)
+    return [len(of_character[index.items[rows[0]].character]) > 1 for rows in pictures]
+
+
+def _folds(index: GalleryIndex, pictures: list[list[int]], artwork: list[int], checked: list[bool]) -> list[list[int]]:
+    """The checked pictures' numbers in at most `FOLDS` folds: each character's artworks dealt round them in a seeded
+    order, an artwork's pictures all in one fold."""
     folds: list[list[int]] = [[] for _ in range(FOLDS)]
-    by_character: dict[str, list[int]] = {}
+    by_character: dict[str, dict[int, list[int]]] = {}
     for number, rows in enumerate(pictures):
-        by_character.setdefault(index.items[rows[0]].character, []).append(number)
+        if checked[number]:
+            by_character.setdefault(index.items[rows[0]].character, {}).setdefault(artwork[number], []).append(number)
     shuffle = random.Random(0).shuffle
-    for turn, numbers in enumerate(by_character.values()):
-        shuffle(numbers)
-        for place, number in enumerate(numbers):
-            folds[(turn + place) % FOLDS].append(number)
+    for turn, groups in enumerate(by_character.values()):
+        order = list(groups.values())
+        shuffle(order)
+        for place, numbers in enumerate(order):
+            folds[(turn + place) % FOLDS] += numbers
     return [fold for fold in folds if fold]
 
 
@@ -199,6 +232,9 @@ def _faces(rows: list[int]) -> list[Box]:
     return [Box(0.0, 0.0, 1.0, 1.0)] * (len(rows) - 1)
 
 
-def checker(calibration: Calibration, threshold: float | None) -> Callable[[GalleryIndex], GalleryCheck]:
-    """`check_gallery` at these settings, for `build_gallery_index(check=...)`."""
-    return lambda index: check_gallery(index, calibration, threshold)
+def checker(
+    calibration: Calibration, threshold: float | None, trained: frozenset[str] = frozenset()
+) -> Callable[[GalleryIndex], GalleryCheck]:
+    """`check_gallery` at these settings, for `build_gallery_index(check=...)` (`trained`: the serving model's
+    `hxhbot.engine.model_dir.trained_pictures`)."""
+    return lambda index: check_gallery(index, calibration, threshold, trained)

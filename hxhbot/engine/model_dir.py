@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hxhbot.engine.gallery import picture_key
 from hxhbot.wording import counted
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
+SPLIT_FILE = "split.json"  # which pictures the model trained on: {"seen": [character], "train": {character: [path]}}
 LITE_FILE = "model.tflite"  # the serving copy: MODEL_FILE converted to TensorFlow Lite (float32)
 LITE_AGREEMENT = 0.9999  # least cosine of the copy's outputs to the Keras model's, checked at every conversion
 LITE_KEY_FILE = "model.tflite.json"  # what LITE_FILE was made from, and its checksum: a copy that disagrees is remade
@@ -229,6 +231,23 @@ def describe_model(model_dir: str | Path) -> str:
         when = str(raw["trained_at"])[:16].replace("T", " ")
         return f"trained on this gallery ({characters}) on {when} UTC"
     return f"the shipped model ({raw.get('variant', '?')}, trained on {characters})"
+
+
+def trained_pictures(model_dir: str | Path) -> frozenset[str]:
+    """The pictures `model_dir`'s model trained on, as `picture_key`s: the "train" pictures of the "seen" characters
+    of the split its config names ("split", by default `SPLIT_FILE`); none when it has no readable split."""
+    directory = Path(model_dir)
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        config = {}
+    name = config.get("split", SPLIT_FILE) if isinstance(config, dict) else SPLIT_FILE
+    try:
+        split = json.loads((directory / str(name)).read_text())
+        train = split["train"]
+        return frozenset(picture_key(str(path)) for character in split["seen"] for path in train.get(character, []))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return frozenset()
 
 
 def has_model(model_dir: str | Path) -> bool:

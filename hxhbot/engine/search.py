@@ -30,7 +30,7 @@ from hxhbot.engine.index_lock import index_writer
 from hxhbot.engine.indexing import BuildSummary, Progress, build_gallery_index
 from hxhbot.engine.manifest import add_to_gallery
 from hxhbot.engine.memory_budget import BusyError, MemoryBudget
-from hxhbot.engine.model_dir import ModelError
+from hxhbot.engine.model_dir import ModelError, trained_pictures
 from hxhbot.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class SearchService:
                 settings.index_dir,
                 max_pixels=settings.max_image_pixels,
                 detector=detector,
-                check=checker(calibration, settings.confidence_threshold),
+                check=checker(calibration, settings.confidence_threshold, trained_pictures(settings.model_dir)),
             )
         except (GalleryError, GalleryIndexError, OSError) as error:
             log.warning("starting without an index: %s", error)
@@ -311,7 +311,7 @@ class SearchService:
             else Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.new-", dir=index_dir.parent))
         )
         try:
-            index, summary = self._build(progress, embedder, calibration, staged_index)
+            index, summary = self._build(progress, embedder, calibration, staged_index, model_dir)
             replace_dir(model_dir, serving)  # a crash before the index moves too: the next start rebuilds it
             if not inside:
                 replace_dir(staged_index, index_dir)
@@ -373,8 +373,10 @@ class SearchService:
         embedder: Embedder | None = None,
         calibration: Calibration | None = None,
         index_dir: Path | None = None,
+        model_dir: Path | None = None,
     ) -> tuple[GalleryIndex, BuildSummary]:
-        """Build and save a new index, by default with the serving model into INDEX_DIR (runs in the build thread)."""
+        """Build and save a new index, by default with the serving model (of `model_dir`, MODEL_DIR) into INDEX_DIR
+        (runs in the build thread); the check never asks the pictures that model trained on."""
         return build_gallery_index(
             self.settings.gallery_dir,
             embedder or self.embedder,
@@ -383,5 +385,9 @@ class SearchService:
             max_pixels=self.settings.max_image_pixels,
             progress=progress,
             detector=self.detector,
-            check=checker(calibration or self.calibration, self.settings.confidence_threshold),
+            check=checker(
+                calibration or self.calibration,
+                self.settings.confidence_threshold,
+                trained_pictures(model_dir or self.settings.model_dir),
+            ),
         )
