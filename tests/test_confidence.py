@@ -18,6 +18,7 @@ from hxhbot.engine.identification import Outcome, rank_picture
 from hxhbot.engine.index import GalleryIndex, GalleryItem
 from hxhbot.engine.model_dir import trained_pictures
 from tests.bench.bench_index import clustered
+from training import artwork_rule
 
 CALIBRATION = Calibration((-20.0, 20.0, 20.0, 1.0, -1.0), background=0.5)
 
@@ -239,3 +240,21 @@ def test_pictures_the_model_trained_on_answer_others_but_are_never_asked(tmp_pat
     assert check.pictures == check.missing == 10 and set(check.characters) == {"char0", "char1"}
     assert check.named == check.right == 10, "the other 30 still answer them"
     assert trained_pictures(tmp_path / "none") == frozenset() and check_gallery(index, calibration, 0.5).pictures == 40
+
+
+def test_the_artwork_rule_is_measured_against_the_sources_file_names_give(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    for character in ("c0", "c1"):  # per character: two crops of an artwork, named as such, and another artwork
+        folder = tmp_path / "data" / character
+        folder.mkdir(parents=True)
+        picture = artwork(rng)
+        picture.crop((0, 0, 300, 300)).save(folder / "a.png-1.jpg")
+        picture.crop((30, 30, 250, 290)).resize((300, 350), Image.BICUBIC).save(folder / "a.png-2.jpg")
+        artwork(rng).save(folder / "b.png")
+    assert artwork_rule.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "results")]) == 0
+    result = json.loads((tmp_path / "results" / "confidence-artworks.json").read_text())
+    [row] = [dict(zip(result["columns"], row)) for row in result["rows"]]
+    assert (row["pictures"], row["pairs of one source"], row["pairs of two sources"]) == (6, 2, 4)
+    assert row["at 12: one source found / two joined"] == "1.000 / 0.0000"
+    assert row["chained at 12: sources kept whole"] == "2 of 2"
+    assert row["chained at 12: pictures put with another source"] == "0 of 6"

@@ -14,7 +14,6 @@ of two or more pictures kept whole and the pictures put with another source.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import random
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 from hxhbot.engine import artworks
 from training.calibrate import labelled
 from training.data import source_groups
+from training.results import write_result
 
 COUNTS = (8, 10, 12, 15, 20)  # agreeing matches tried
 PROTOCOL = " ".join(__doc__.split("Protocol. ", 1)[1].split())
@@ -97,17 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{data} holds no character folders with pictures")
         rows.append(measure(data, args.characters))
         print(json.dumps(dict(zip(COLUMNS, rows[-1])), ensure_ascii=False), file=sys.stderr, flush=True)
-    result = {
-        "title": "The gallery check's artwork rule against known sources",
-        "command": "python -m training.artwork_rule " + " ".join(sys.argv[1:] if argv is None else argv),
-        "protocol": PROTOCOL,
-        "date": datetime.date.today().isoformat(),
-        "columns": COLUMNS,
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"confidence-{args.name}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    command = "python -m training.artwork_rule " + " ".join(sys.argv[1:] if argv is None else argv)
+    title = "The gallery check's artwork rule against known sources"
+    path = write_result(args.out, f"confidence-{args.name}", title, command, PROTOCOL, COLUMNS, rows)
     print(f"wrote {path}")
     return 0
 
