@@ -24,7 +24,7 @@ import numpy as np
 from hxhbot.engine import artworks
 from training.calibrate import labelled
 from training.data import source_groups
-from training.results import write_result
+from training.results import publish
 
 COUNTS = (8, 10, 12, 15, 20)  # agreeing matches tried
 PROTOCOL = " ".join(__doc__.split("Protocol. ", 1)[1].split())
@@ -97,10 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{data} holds no character folders with pictures")
         rows.append(measure(data, args.characters))
         print(json.dumps(dict(zip(COLUMNS, rows[-1])), ensure_ascii=False), file=sys.stderr, flush=True)
-    command = "python -m training.artwork_rule " + " ".join(sys.argv[1:] if argv is None else argv)
     title = "The gallery check's artwork rule against known sources"
-    path = write_result(args.out, f"confidence-{args.name}", title, command, PROTOCOL, COLUMNS, rows)
-    print(f"wrote {path}")
+    publish(args.out, f"confidence-{args.name}", "training.artwork_rule", argv, title, PROTOCOL, COLUMNS, rows)
     return 0
 
 

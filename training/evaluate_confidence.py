@@ -20,7 +20,6 @@ the former fixed threshold, 0.7 (`FORMER`), are given beside them.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ from hxhbot.engine.model_dir import trained_pictures  # noqa: E402
 from training.calibrate import Pictures, embed_set, labelled, negatives_halves  # noqa: E402
 from training.data import source_groups  # noqa: E402
 from training.metrics import bot_answers  # noqa: E402
+from training.results import publish  # noqa: E402
 
 ROTATIONS = 10  # galleries per draw and shape at most
 PROTOCOL = " ".join(__doc__.split("Protocol. ", 1)[1].split())  # for the results file
@@ -293,20 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                     answering.gallery_answers(chosen, characters, tally)
             rows.append(row(count, each, tally))
             print(json.dumps(dict(zip(COLUMNS, rows[-1])), ensure_ascii=False), file=sys.stderr, flush=True)
-    command = "python -m training.evaluate_confidence " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {
-        "title": f"Confidence fitted per gallery: {args.data.name}, model {embedder.config.variant} "
-        f"({embedder.fingerprint})",
-        "command": command,
-        "protocol": PROTOCOL,
-        "date": datetime.date.today().isoformat(),
-        "columns": COLUMNS,
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"confidence-{args.name}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {path}")
+    title = f"Confidence fitted per gallery: {args.data.name}, model {embedder.config.variant} ({embedder.fingerprint})"
+    program = "training.evaluate_confidence"
+    publish(args.out, f"confidence-{args.name}", program, argv, title, PROTOCOL, COLUMNS, rows)
     return 0
 
 

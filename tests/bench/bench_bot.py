@@ -29,10 +29,11 @@ from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.gallery import scan_gallery
 from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, load_image
 from tests.bench.bench_engine import batched_throughput
-from tests.bench.report import Conditions, print_table, write_result
+from tests.bench.report import Conditions, print_table
 from tests.conftest import character_image, encode
 from tests.fake_discord.server import FakeDiscord, FakeInteraction
 from tests.hostile import corpus, heavy
+from training.results import write_result
 
 CALLBACK = "/interactions/{interaction_id}/{token}/callback"
 FOLLOWUP = "/webhooks/{app_id}/{token}"

@@ -38,7 +38,8 @@ from hxhbot.engine.model_dir import lite_model
 from hxhbot.engine.preview import numbered_preview
 from hxhbot.engine.search import SearchService
 from hxhbot.runtime_env import prepare
-from tests.bench.report import Conditions, print_table, write_result
+from tests.bench.report import Conditions, print_table
+from training.results import write_result
 
 FRAME = (1280, 720)
 STAGES = ("decode", "detect", "crops", "rank", "preview")

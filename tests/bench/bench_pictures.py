@@ -15,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench.report import machine, write_result
+from tests.bench.report import machine
 from tests.hostile import corpus, heavy, in_flight
+from training.results import write_result
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = "python -m tests.bench.bench_pictures"

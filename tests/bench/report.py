@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import platform
@@ -70,19 +69,3 @@ def write_json(path: str | Path, data: dict) -> None:
     """Write the figures as JSON, creating the folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
-
-
-def write_result(
-    path: str | Path, title: str, command: str, protocol: str, columns: list[str], rows: list[list]
-) -> None:
-    """Write a result file for the docs (`python -m docs.render` turns it into a table), dated today."""
-    result = {
-        "title": title,
-        "command": command,
-        "protocol": protocol,
-        "date": datetime.date.today().isoformat(),
-        "columns": columns,
-        "rows": rows,
-    }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
