@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ SIDE = 384  # pixels of the longer side the pictures are compared at
 KEYPOINTS = 500  # SIFT keypoints kept per picture at most
 RATIO = 0.75  # a match counts when its closest keypoint is this much closer than the second closest (Lowe's test)
 SHIFT = 5.0  # pixels (at `SIDE`) a matched keypoint may land from where the move-and-scale puts it
+JUDGES = 2  # characters judged at once (SIFT and the matching release the GIL): an index build's cores
 SAME_ARTWORK = 12  # matches agreeing on one move-and-scale: from this many, one artwork (docs/confidence.md)
 
 
@@ -84,7 +86,23 @@ def artworks(
     paths: list[str], characters: list[str], judge: Callable[[list[str]], Callable[[int, int], bool]] = one_artwork
 ) -> list[int]:
     """Per picture, the number of its artwork: two pictures of one character that `judge` finds one artwork are one,
-    and so are the pictures chained to them."""
+    and so are the pictures chained to them. Characters are judged `JUDGES` at a time."""
+    by_character: dict[str, list[int]] = {}
+    for number, character in enumerate(characters):
+        by_character.setdefault(character, []).append(number)
+    artwork = list(range(len(paths)))
+    with ThreadPoolExecutor(JUDGES, thread_name_prefix="hxhbot-artworks") as pool:
+        groups = pool.map(
+            lambda numbers: _one_character([paths[number] for number in numbers], judge), by_character.values()
+        )
+        for numbers, firsts in zip(by_character.values(), groups):
+            for number, first in zip(numbers, firsts):
+                artwork[number] = numbers[first]
+    return artwork
+
+
+def _one_character(paths: list[str], judge: Callable[[list[str]], Callable[[int, int], bool]]) -> list[int]:
+    """Per picture of one character, the place of the picture its artwork is numbered by."""
     parent = list(range(len(paths)))
 
     def root(number: int) -> int:
@@ -93,15 +111,10 @@ def artworks(
             number = parent[number]
         return number
 
-    by_character: dict[str, list[int]] = {}
-    for number, character in enumerate(characters):
-        by_character.setdefault(character, []).append(number)
-    for numbers in by_character.values():
-        if len(numbers) < 2:
-            continue
-        same = judge([paths[number] for number in numbers])
-        for place, number in enumerate(numbers):
-            for other in range(place):
-                if root(number) != root(numbers[other]) and same(place, other):
-                    parent[root(number)] = root(numbers[other])
+    if len(paths) > 1:
+        same = judge(paths)
+        for number in range(len(paths)):
+            for other in range(number):
+                if root(number) != root(other) and same(number, other):
+                    parent[root(number)] = root(other)
     return [root(number) for number in range(len(paths))]
