@@ -102,6 +102,10 @@ def test_a_gallery_of_one_or_two_characters_names_only_from_the_stricter_fallbac
     assert not two.fitted and two.threshold == FEW and "a gallery of 2 characters cannot show" in two.reason
     three = fit_threshold(CheckAnswers(answers.scores, answers.right, answers.missing, characters=FEW_CHARACTERS + 1))
     assert three.fitted and three.threshold == 0.8
+    unasked = fit_threshold(CheckAnswers(np.zeros(0), np.zeros(0, bool), np.zeros(0), characters=5))
+    assert unasked.threshold == SHIPPED and "too few pictures to fit one (0 checked" in unasked.reason, (
+        "five characters none of whose pictures could be asked (all trained on): too few, not a small gallery"
+    )
 
 
 def test_a_gallery_that_meets_no_target_names_only_from_the_highest_threshold() -> None:

@@ -95,7 +95,7 @@ def least_answers() -> int:
 def fit_threshold(answers: CheckAnswers) -> FittedThreshold:
     """The lowest of `THRESHOLDS` whose wrong and missing-named shares are both bounded by `TARGET` (see the module)."""
     needed = least_answers()
-    if 0 < answers.characters <= FEW_CHARACTERS or not len(answers.missing):
+    if 0 < answers.characters <= FEW_CHARACTERS or (not answers.characters and not len(answers.missing)):
         return _at(
             FEW,
             answers,
