@@ -13,11 +13,14 @@ import tensorflow as tf
 
 from hxhbot.engine.atomic_dir import replace_dir
 from hxhbot.engine.confidence import Calibration
+from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.fitted_threshold import SHIPPED
 from hxhbot.engine.manifest import add_to_gallery
 from hxhbot.engine.model_dir import describe_model, load_model_dir, read_config, save_model_dir
 from tests.conftest import write_gallery
-from training import calibrate, owner
+from training import calibrate, owner, owner_protocol
+from training.data import Split
 from training.model import beside_imagenet, build
 from training.owner import SUMMARY_FILE, OwnerTrainingError, hold_out, train_owner
 from training.train import main
@@ -92,10 +95,14 @@ def test_the_one_command_writes_a_model_composed_as_the_start(gallery: Path, com
         assert config["owner_trained_from"] == start.fingerprint and new.fingerprint != start.fingerprint
         assert "trained on this gallery (4 characters)" in describe_model(out)
         assert Calibration.load(out).fitted["prior"] == "the starting model's calibration"
-        trained, _ = load_model_dir(out)
+        learnt, held = hold_out(gallery)  # split.json lists what it trained on, never what checked it
+        trained = calibrate.trained_pictures(out)
+        assert trained == {calibrate.picture_key(p) for paths in learnt.values() for p in paths}
+        assert not trained & {calibrate.picture_key(p) for paths in held.values() for p in paths}
+        model, _ = load_model_dir(out)
         original, _ = load_model_dir(composed)
         for name in ("features", "imagenet_top", "whitening"):  # only the tuned top learnt
-            for a, b in zip(trained.get_layer(name).get_weights(), original.get_layer(name).get_weights()):
+            for a, b in zip(model.get_layer(name).get_weights(), original.get_layer(name).get_weights()):
                 assert np.array_equal(a, b)
     else:  # no epoch ranked them better: the start, as it was
         assert (summary["trained_top1"], summary["trained_mrr"]) <= (summary["start_top1"], summary["start_mrr"])
@@ -185,3 +192,54 @@ def test_calibration_fit_without_negatives_is_pulled_toward_its_prior() -> None:
 def test_describe_model_says_which_model_serves(composed: Path, tmp_path: Path) -> None:
     assert describe_model(composed) == "the shipped model (tuned+imagenet, trained on 1 character)"
     assert describe_model(tmp_path) == "raw ImageNet features (no trained model)"
+
+
+def test_the_protocol_names_from_the_threshold_fitted_to_each_gallery(
+    gallery: Path, composed: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("CONFIDENCE_THRESHOLD", raising=False)  # unset: the bot names from the fit
+    result = tmp_path / "result.json"
+    argv = ["--start", str(composed), "--others", str(gallery), "--count", "4", "--min-pictures", "8", "--sizes", "5"]
+    argv += ["--splits", "1", "--work", str(tmp_path / "work"), "--json", str(result), "--cache", str(tmp_path / "v")]
+    assert owner_protocol.main(argv) == 0
+    table = json.loads(result.read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["rows"]]
+    assert [row["model"] for row in rows] == ["start", f"kept ({rows[1]['kept']})"]
+    assert all(row["queries"] == 4 * 3 and row["characters"] == 4 for row in rows)  # 8 pictures: 5 gallery, 3 asked
+    # 20 gallery pictures are too few answers to fit a threshold: the shipped one, as the bot would use
+    assert [row["threshold"] for row in rows] == [SHIPPED, SHIPPED]
+    assert all(0.0 <= row["named"] <= 1.0 and 0.0 <= row["top-1"] <= 1.0 for row in rows)
+    assert list((tmp_path / "v").iterdir())  # the views' bottom maps were kept where --cache said
+
+
+def test_view_numbers_count_each_pictures_views_from_its_whole_frame() -> None:
+    assert owner_protocol._view_numbers(np.array([0, 0, 0, 1, 2, 2])) == [0, 1, 2, 0, 0, 1]
+
+
+def test_the_owner_split_lists_the_gallerys_and_the_starts_training_pictures(tmp_path: Path) -> None:
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "config.json").write_text(json.dumps({"split": "split.json"}))
+    earlier = Split(1, ["A", "Old"], ["U"], {"A": ["a1", "a2"], "Old": ["o1"]}, {"A": ["a3", "a6"], "Old": []},
+                    {"A": ["a1"], "Old": ["o1"], "U": ["u1"]}, {"A": ["a2"], "Old": [], "U": ["u2"]},
+                    {"A": "set", "Old": "set"})  # fmt: skip
+    earlier.save(start / "split.json")
+    train, held = {"A": ["a3", "a4"], "B": ["b1"]}, {"A": ["a5"], "B": ["b2"]}
+    split = owner.owner_split(start, train, held)
+    assert split.seen == ["A", "B", "Old"] and split.unseen == []
+    assert split.train == {"A": ["a1", "a2", "a3", "a4"], "B": ["b1"], "Old": ["o1"]}
+    assert split.val == {"A": ["a6"], "B": [], "Old": []}  # a3 trained now: no longer only a checkpoint's judge
+    assert split.gallery == train and split.query == held and split.folders == earlier.folders
+    assert split.training_images()[0] == ["a1", "a2", "a3", "a4", "b1", "o1"]
+    (start / "split.json").unlink()  # a start that trained on nothing it lists: the gallery's pictures only
+    assert owner.owner_split(start, train, held).train == train
+
+
+def test_the_protocol_embeds_from_cached_maps_as_the_engine_does(gallery: Path, composed: Path, tmp_path: Path) -> None:
+    paths = sorted(str(path) for path in gallery.rglob("*.jpg"))[::5]
+    detector = FaceDetector()
+    cached, cached_owner = owner_protocol.embedding(composed, detector, tmp_path / "views")(paths)
+    engine, engine_owner = owner_protocol.embedding(composed, detector, None)(paths)
+    assert np.array_equal(cached_owner, engine_owner) and cached.shape == engine.shape
+    assert np.allclose(np.linalg.norm(cached, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(cached * engine, axis=1)) > 0.999  # the same views through the same weights

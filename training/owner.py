@@ -219,7 +219,7 @@ def _train(
     learning = _views(views, train_paths, ROUNDS, seed, lambda done: report("views", done, total))
     checking = _views(views, held_paths, 0, seed, lambda done: report("views", len(train_paths) + done, total))
     gallery = _Views(learning.maps[learning.clean], learning.owner[learning.clean], learning.clean[learning.clean])
-    top = _Top(model)
+    top = TopOfMaps(model)
     head = model.get_layer("head")
     fixed = {"gallery": top.fixed(gallery.maps), "held": top.fixed(checking.maps)}
 
@@ -285,6 +285,25 @@ def _train(
     return summary
 
 
+def owner_split(start: Path, train: dict[str, list[str]], held: dict[str, list[str]]) -> Split:
+    """The trained model's split.json: the gallery's training pictures (`train`, also its `gallery`), its held-out
+    ones (`query`: they chose the epochs but never trained), and the starting model's own split (its `train` and
+    `val`, characters and folders), since the new model learnt from those too."""
+    characters = sorted(train)
+    learnt = {c: list(train[c]) for c in characters}
+    judged: dict[str, list[str]] = {c: [] for c in characters}
+    try:
+        earlier = Split.load(start / json.loads((start / CONFIG_FILE).read_text()).get("split", "split.json"))
+    except (OSError, ValueError, TypeError, KeyError):  # a start without a split (raw ImageNet's features)
+        earlier = Split(0, [], [], {}, {}, {}, {})
+    for character in earlier.seen:
+        learnt[character] = sorted({*learnt.get(character, []), *earlier.train.get(character, [])})
+        judged[character] = sorted(set(earlier.val.get(character, [])) - set(train.get(character, [])))
+    return Split(0, sorted({*characters, *earlier.seen}), [], learnt, judged,
+                 {c: list(train[c]) for c in characters}, {c: list(held[c]) for c in characters},
+                 dict(earlier.folders))  # fmt: skip
+
+
 def ranking_score(
     gallery: np.ndarray,
     gallery_owner: np.ndarray,
@@ -318,7 +337,7 @@ def _views(cache: ViewCache, paths: list[str], rounds: int, seed: int, done: Cal
     return _Views(np.concatenate(maps), np.concatenate(owner), np.concatenate(clean))
 
 
-class _Top:
+class TopOfMaps:
     """The model from its frozen bottom's maps on (the layers after `features`, sharing their weights).
 
     Whatever does not depend on `head` (the raw ImageNet features beside it) is computed once per set of maps
@@ -360,6 +379,11 @@ class _Top:
             return []
         parts = self._fixed(maps)
         return parts if isinstance(parts, list) else [parts]
+
+    def embed(self, maps: np.ndarray) -> np.ndarray:
+        """Unit embeddings of `maps`, as the engine's `Embedder.embed` gives them for the same views."""
+        vectors = self(maps, self.fixed(maps))
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
 
     def __call__(self, maps: np.ndarray, fixed: list[np.ndarray]) -> np.ndarray:
         """Embeddings of `maps` by the current weights (`fixed`: `self.fixed(maps)`)."""
@@ -434,7 +458,7 @@ def _save_trained(
     variant: str,
     start: Path,
     staged: Path,
-    top: _Top,
+    top: TopOfMaps,
     gallery: _Views,
     checking: _Views,
     train: dict[str, list[str]],
@@ -445,8 +469,7 @@ def _save_trained(
     characters = sorted(train)
     raw = json.loads((start / CONFIG_FILE).read_text())
     extra = {key: value for key, value in raw.items() if key not in ModelConfig.__dataclass_fields__}
-    empty: dict[str, list[str]] = {c: [] for c in characters}
-    split = Split(0, characters, [], train, empty, train, held)  # the held-out pictures are the queries
+    split = owner_split(start, train, held)
     split.save(staged / "split.json")
     save_model_dir(
         model,
