@@ -53,7 +53,7 @@ CHUNK = 32  # pictures decoded and passed through the frozen bottom at a time
 PRIOR = 20.0  # pull of the refitted confidence toward the starting model's, in answers
 CALIBRATION_SIZES = (1, 5, -1, 0)  # characters in the galleries its answers are drawn from (0: all, -1: all but one)
 CALIBRATION_DRAWS = 3  # orders in which those galleries take the characters
-BESIDE_WEIGHTS = (0.5, 0.6, 0.7, 0.8)  # the tuned half's cosine weights tried for the trained model, if composed
+BESIDE_WEIGHTS = (0.4, 0.5, 0.6, 0.7)  # the tuned half's cosine weights tried for the trained model, if composed
 
 
 class OwnerTrainingError(ValueError):
