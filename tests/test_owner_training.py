@@ -244,27 +244,3 @@ def test_the_protocol_embeds_from_cached_maps_as_the_engine_does(gallery: Path, 
     assert np.allclose(np.linalg.norm(cached, axis=1), 1.0, atol=1e-5)
     # the same views through the same weights, from float16 maps (a tiny random model amplifies their rounding)
     assert np.min(np.sum(cached * engine, axis=1)) > 0.95
-
-
-def test_reweighted_embeddings_are_composed_at_the_other_weight() -> None:
-    rng = np.random.default_rng(0)
-    halves = [rng.normal(size=(5, n)) for n in (3, 4)]
-    tuned, raw = (h / np.linalg.norm(h, axis=1, keepdims=True) for h in halves)
-    composed = np.hstack([np.sqrt(0.7) * tuned, np.sqrt(0.3) * raw]).astype(np.float32)
-    moved = owner.reweighted(composed, 3, 0.7, 0.5)
-    assert np.allclose(moved @ moved.T, 0.5 * tuned @ tuned.T + 0.5 * raw @ raw.T, atol=1e-5)
-
-
-def test_the_kept_model_is_composed_at_the_chosen_weight(
-    gallery: Path, composed: Path, tmp_path: Path, monkeypatch
-) -> None:
-    monkeypatch.setattr(owner, "_choose_weight", lambda *args: (0.5, (2.0, 2.0)))  # above any real score
-    out = tmp_path / "out"
-    summary = train_owner(gallery, out, composed, max_epochs=1)
-    assert summary.kept == "trained" and summary.beside_imagenet == 0.5
-    assert json.loads((out / "config.json").read_text())["beside_imagenet"] == 0.5
-    model, _ = load_model_dir(out)
-    assert model.get_layer("tuned_part").scale == pytest.approx(np.sqrt(0.5))
-    vectors = Embedder.load(out).embed(np.full((2, SIZE, SIZE, 3), 128, np.float32))
-    tuned = int(model.get_layer("tuned_part").output_shape[-1])
-    assert np.allclose(np.sum(vectors[:, :tuned] ** 2, axis=1), 0.5, atol=1e-3)  # each half unit length, weighted

@@ -53,7 +53,6 @@ CHUNK = 32  # pictures decoded and passed through the frozen bottom at a time
 PRIOR = 20.0  # pull of the refitted confidence toward the starting model's, in answers
 CALIBRATION_SIZES = (1, 5, -1, 0)  # characters in the galleries its answers are drawn from (0: all, -1: all but one)
 CALIBRATION_DRAWS = 3  # orders in which those galleries take the characters
-BESIDE_WEIGHTS = (0.4, 0.5, 0.6, 0.7)  # the tuned half's cosine weights tried for the trained model, if composed
 
 
 class OwnerTrainingError(ValueError):
@@ -78,7 +77,6 @@ class OwnerSummary:
     seconds: float
     trained_at: str
     history: list[dict] = field(default_factory=list)
-    beside_imagenet: float | None = None  # the kept model's tuned half's cosine weight, if composed
 
     def describe(self) -> str:
         """One paragraph for people."""
@@ -237,7 +235,6 @@ def _train(
 
     first = score()
     log.info("the starting model: held-out top-1 %.3f, mean reciprocal rank %.3f", *first)
-    weight = json.loads((start / CONFIG_FILE).read_text()).get("beside_imagenet")
     best, best_epoch, best_weights = (-1.0, -1.0), 0, head.get_weights()  # the best trained epoch's
     history = [{"epoch": 0, "top1": first[0], "mrr": first[1]}]
     step = _trainer(head, learning, train_labels, len(characters))
@@ -257,9 +254,6 @@ def _train(
         report("training", epoch, max_epochs)
         if epoch - (best_epoch if best > first else 0) >= PATIENCE:  # no better ranking for a while
             break
-    if best_epoch and weight is not None:  # the raw ImageNet half's share, chosen for the best epoch's top
-        head.set_weights(best_weights)
-        weight, best = _choose_weight(top, model, gallery, checking, train_labels, held_labels, weight, best)
     kept = "trained" if best > first else "start"  # on a tie, the start: nothing to gain
     summary = OwnerSummary(
         kept,
@@ -276,7 +270,6 @@ def _train(
         0.0,
         datetime.now(UTC).isoformat(timespec="seconds"),
         history,
-        weight if kept == "trained" else json.loads((start / CONFIG_FILE).read_text()).get("beside_imagenet"),
     )
     report("saving", 0, 1)
     if kept == "trained":
@@ -290,41 +283,6 @@ def _train(
     (staged / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=1) + "\n")
     report("saving", 1, 1)
     return summary
-
-
-def _choose_weight(
-    top: TopOfMaps,
-    model: tf.keras.Model,
-    gallery: _Views,
-    checking: _Views,
-    gallery_labels: np.ndarray,
-    held_labels: np.ndarray,
-    weight: float,
-    score: tuple[float, float],
-) -> tuple[float, tuple[float, float]]:
-    """The `BESIDE_WEIGHTS` weight whose composition ranks the held-out pictures best (`weight`, the start's, on a
-    tie), and its score (`score` at `weight`)."""
-    tuned = int(model.get_layer("tuned_part").output_shape[-1])
-    vectors = top(gallery.maps, top.fixed(gallery.maps)), top(checking.maps, top.fixed(checking.maps))
-    best = (score, weight)
-    for other in BESIDE_WEIGHTS:
-        if other == weight:
-            continue
-        g, h = (reweighted(v, tuned, weight, other) for v in vectors)
-        current = ranking_score(g, gallery.owner, gallery_labels, h, checking.owner, held_labels)
-        log.info("tuned half at %.2f: held-out top-1 %.3f, mean reciprocal rank %.3f", other, *current)
-        if current > best[0]:
-            best = (current, other)
-    return best[1], best[0]
-
-
-def reweighted(vectors: np.ndarray, tuned: int, weight: float, other: float) -> np.ndarray:
-    """Composed embeddings (the first `tuned` columns the tuned half, each half unit length, cosine weight `weight`)
-    as composed at `other` instead."""
-    scale = np.r_[
-        np.full(tuned, np.sqrt(other / weight)), np.full(vectors.shape[1] - tuned, np.sqrt((1 - other) / (1 - weight)))
-    ]
-    return (vectors * scale.astype(np.float32)).astype(np.float32)
 
 
 def owner_split(start: Path, train: dict[str, list[str]], held: dict[str, list[str]]) -> Split:
@@ -511,11 +469,6 @@ def _save_trained(
     characters = sorted(train)
     raw = json.loads((start / CONFIG_FILE).read_text())
     extra = {key: value for key, value in raw.items() if key not in ModelConfig.__dataclass_fields__}
-    started_at, weight = raw.get("beside_imagenet"), summary.beside_imagenet
-    if started_at is not None and weight is not None and weight != started_at:  # composed at the chosen weight
-        model.get_layer("tuned_part").scale = float(np.sqrt(weight))
-        model.get_layer("imagenet_part").scale = float(np.sqrt(1.0 - weight))
-        extra["beside_imagenet"] = weight
     split = owner_split(start, train, held)
     split.save(staged / "split.json")
     save_model_dir(
@@ -533,8 +486,6 @@ def _save_trained(
     train_paths = [p for c in characters for p in train[c]]
     held_paths = [p for c in characters for p in held[c]]
     vectors = np.concatenate([top(gallery.maps, top.fixed(gallery.maps)), top(checking.maps, top.fixed(checking.maps))])
-    if started_at is not None and weight is not None:  # `top` composes at the start's weight
-        vectors = reweighted(vectors, int(model.get_layer("tuned_part").output_shape[-1]), started_at, weight)
     owner = np.concatenate([gallery.owner, checking.owner + len(train_paths)])
     labels: list[str | None] = [c for c in characters for _ in train[c]]
     labels += [c for c in characters for _ in held[c]]
