@@ -72,7 +72,8 @@ async def test_train_serves_meanwhile_and_swaps_the_new_model_in(
     started = await server.wait_for_callback(owner.token)
     assert started.json["data"]["flags"] & EPHEMERAL and "Training the model" in started.json["data"]["content"]
     await _edit(server, owner.token, "Reading the pictures: 0/8 pictures")
-    assert bot.engine.search.training and int(release.with_suffix(".nice").read_text()) == os.nice(0) + NICENESS
+    niceness = min(os.nice(0) + NICENESS, 19)  # 19 is the lowest priority: a test run at `nice -n 19` stays there
+    assert bot.engine.search.training and int(release.with_suffix(".nice").read_text()) == niceness
     whois = await _whois(server, _image(gallery, "Kurapika", 2))  # a member meanwhile
     assert _embed(await server.wait_for_followup(whois.token, timeout=60))["title"] == "Kurapika"
     again = await server.send_slash_command("train", user_id=server.owner_id)
