@@ -17,7 +17,7 @@ from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
 from hxhbot.engine.fitted_threshold import SHIPPED
 from hxhbot.engine.manifest import add_to_gallery
-from hxhbot.engine.model_dir import describe_model, load_model_dir, read_config, save_model_dir
+from hxhbot.engine.model_dir import describe_model, load_model_dir, read_config, save_model_dir, trained_pictures
 from tests.conftest import write_gallery
 from training import calibrate, owner, owner_protocol
 from training.data import Split
@@ -201,7 +201,15 @@ def test_the_protocol_names_from_the_threshold_fitted_to_each_gallery(
     result = tmp_path / "result.json"
     argv = ["--start", str(composed), "--others", str(gallery), "--count", "4", "--min-pictures", "8", "--sizes", "5"]
     argv += ["--splits", "1", "--work", str(tmp_path / "work"), "--json", str(result), "--cache", str(tmp_path / "v")]
+    asked = []  # the pictures each model's gallery check must not ask: those it trained on, as the bot's index build
+    check = owner_protocol.answer_gallery
+    monkeypatch.setattr(
+        owner_protocol,
+        "answer_gallery",
+        lambda index, fit, trained: asked.append(trained) or check(index, fit, trained),
+    )
     assert owner_protocol.main(argv) == 0
+    assert asked == [trained_pictures(composed), trained_pictures(tmp_path / "work" / "model-5-0")]
     table = json.loads(result.read_text())
     rows = [dict(zip(table["columns"], row)) for row in table["rows"]]
     assert [row["model"] for row in rows] == ["start", f"kept ({rows[1]['kept']})"]

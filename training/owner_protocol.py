@@ -40,7 +40,7 @@ from hxhbot.engine.fitted_threshold import fit_threshold, in_force  # noqa: E402
 from hxhbot.engine.gallery import scan_gallery  # noqa: E402
 from hxhbot.engine.gallery_check import answer_gallery  # noqa: E402
 from hxhbot.engine.index import Comparison, GalleryIndex, GalleryItem  # noqa: E402
-from hxhbot.engine.model_dir import load_model_dir, read_config  # noqa: E402
+from hxhbot.engine.model_dir import load_model_dir, read_config, trained_pictures  # noqa: E402
 from training.data import make_split  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import bot_answers, view_similarities  # noqa: E402
@@ -115,7 +115,8 @@ def answers(
     ]
     index = GalleryIndex.build(gallery_vectors, items, read_config(model_dir).fingerprint)
     threshold = in_force(
-        fit_threshold(answer_gallery(index, calibration).for_fit()), load_settings().confidence_threshold
+        fit_threshold(answer_gallery(index, calibration, trained_pictures(model_dir)).for_fit()),
+        load_settings().confidence_threshold,
     )
     return first, probability >= threshold, right, threshold
 
