@@ -127,7 +127,7 @@ def test_batches_draw_every_view_or_every_class_alike() -> None:
     counts = np.bincount(targets[np.concatenate([next(balanced) for _ in range(300)])], minlength=3)
     assert counts.min() > 0.25 * counts.sum()  # about a third each, though one class holds 60 of 64 views
     with pytest.raises(ValueError, match="sampling must be one of"):
-        view_batches(targets, 8, "series")
+        view_batches(targets, 8, "shuffled")
 
 
 def test_progress_says_how_long_is_left(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

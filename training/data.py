@@ -256,6 +256,11 @@ def load_arrays(paths: list[str], size: int) -> np.ndarray:
         return np.stack(list(pool.map(one, paths))) if paths else np.zeros((0, size, size, 3), np.float32)
 
 
+def series_of(character: str) -> str:
+    """The series of a character named "Series - Character" (the shared sets' naming), else the name itself."""
+    return character.split(" - ", 1)[0] if " - " in character else character
+
+
 def encode_labels(labels: list[str]) -> tuple[np.ndarray, list[str]]:
     """Integer labels and the class names they index."""
     names = sorted(set(labels))

@@ -33,7 +33,7 @@ from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
 from hxhbot.engine.index import Comparison  # noqa: E402
 from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
-from training.data import Split, make_split, scan_characters, source_groups  # noqa: E402
+from training.data import Split, make_split, scan_characters, series_of, source_groups  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import picture_similarity, retrieval_figures, view_similarities  # noqa: E402
 
@@ -45,11 +45,6 @@ MIN_SOURCES = 4  # ... from this many sources at least, so that no source is on 
 ACROSS = " + validation"  # a held-out folder's characters ranked among every validation character too
 VALIDATION = "validation"
 VAL = 0.05  # of a trained character's pictures kept from training to follow its recall (the tuned top averages epochs)
-
-
-def series_of(character: str) -> str:
-    """The series of a character named "Series - Character" (the shared sets' naming), else the name itself."""
-    return character.split(" - ", 1)[0] if " - " in character else character
 
 
 def validation_identities(folders: list[Path], count: int = VALIDATION_SIZE, seed: int = 0) -> list[str]:

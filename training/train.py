@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,7 +30,15 @@ import tensorflow_addons as tfa  # noqa: E402
 
 from hxhbot.config import load_settings  # noqa: E402
 from hxhbot.engine.model_dir import ModelError, save_model_dir  # noqa: E402
-from training.data import Split, augment, encode_labels, load_arrays, make_split, pk_batches  # noqa: E402
+from training.data import (  # noqa: E402
+    Split,
+    augment,
+    encode_labels,
+    load_arrays,
+    make_split,
+    pk_batches,
+    series_of,
+)
 from training.model import DEFAULT_VARIANT, INPUT_SIZES, VARIANTS, build, fit_whitening  # noqa: E402
 from training.view_cache import CachedViews, ViewCache  # noqa: E402
 
@@ -41,7 +49,10 @@ TUNED_SCALE = 24.0
 TUNED_MARGIN = 0.1
 TUNED_LEARNING_RATE = 3e-4
 TUNED_AVERAGE_FROM = 2  # the top's weights are averaged over the epochs from this one to the last
-SAMPLINGS = ("views", "characters")  # how the top's batches draw views: uniformly, or a uniformly drawn class's
+SAMPLINGS = ("views", "characters", "series")  # how the top's batches draw views (`view_batches`)
+LOSSES = ("cosface", "arcface")  # the top's margin: on the cosine (CosFace) or on the angle (ArcFace)
+ARCFACE_MARGIN = 0.3  # radians added to the angle of the right class
+TOP_BLOCKS = (13, 14, 15, 16)  # the tuned top's MobileNetV2 blocks: `--train-from` freezes those before it
 
 
 def train(
@@ -63,6 +74,8 @@ def train(
     cache: Path | None = None,
     sampling: str = "views",
     steps: int | None = None,
+    loss: str = "cosface",
+    train_from: int = TOP_BLOCKS[0],
 ) -> dict:
     """Train `variant` on the split's seen characters of the `data` folders and save the model directory; return
     the history. `tuned` reads its views' bottom maps from `cache` (default: a folder in `out`, removed at the
@@ -98,8 +111,7 @@ def train(
             verbose,
             seed,
             cache or out / "view-cache",
-            sampling,
-            steps,
+            TopRecipe(sampling, steps, loss, train_from, series_codes(names)),
         )
     elif variant != "pretrained":
         images, val_images = load_arrays(train_paths, size), load_arrays(val_paths, size)
@@ -273,8 +285,7 @@ def _fit_tuned(
     verbose: int,
     seed: int,
     cache: Path,
-    sampling: str,
-    steps: int | None,
+    recipe: TopRecipe,
 ) -> dict:
     """The frozen bottom's maps of every view (clean and `rounds` augmented) from the view cache, then `fit_top`."""
     cached = ViewCache(cache, model.get_layer("features"))
@@ -290,8 +301,7 @@ def _fit_tuned(
         verbose=verbose,
         patience=patience,
         val=(val.maps[val.whole], val_labels),
-        sampling=sampling,
-        steps=steps,
+        recipe=recipe,
     )
 
 
@@ -307,20 +317,21 @@ def fit_top(
     verbose: int = 0,
     patience: int = 10,
     val: tuple[np.ndarray, np.ndarray] | None = None,
-    sampling: str = "views",
-    steps: int | None = None,
+    recipe: TopRecipe | None = None,
 ) -> dict:
     """Fine-tune a tuned model's top on cached bottom maps (`targets`: each view's class), then whiten it.
 
-    The top learns through a cosine softmax with an additive margin over the training identities, on batches
-    of views drawn uniformly (`sampling` 'views') or each of a uniformly drawn class ('characters'); its
+    The top (its blocks from `recipe.train_from` on) learns through a cosine softmax with a margin (`recipe.loss`)
+    over the training identities, on batches drawn as `recipe.sampling` says (`view_batches`); its
     weights are averaged over the epochs from `TUNED_AVERAGE_FROM` on (steadier on characters it never saw
     than any one epoch's). The classifier is dropped after training and the pooled backbone features,
     whitened on the clean views (whole frames and faces), are the embedding. Resumes from `out` when
-    interrupted; logs its progress and the time left. An epoch is `steps` batches (default: as many views).
+    interrupted; logs its progress and the time left. An epoch is `recipe.steps` batches (default: as many views).
     """
+    recipe = recipe or TopRecipe()
     maps, head = views.maps, model.get_layer("head")
-    trainer = _head_trainer("tuned", head, classes, 0)
+    freeze_top_before(head, recipe.train_from)
+    trainer = _head_trainer("tuned", head, classes, 0, recipe.loss)
     embed = _batched(head)
     val_maps, val_labels = val if val is not None else (maps[:0], np.zeros(0, np.int32))
     checkpoint = RecallCheckpoint(
@@ -333,7 +344,7 @@ def fit_top(
         patience,
         keep_best=False,
     )  # averaged instead
-    rows = view_batches(targets, min(TUNED_BATCH, len(maps)), sampling, seed)
+    rows = view_batches(targets, min(TUNED_BATCH, len(maps)), recipe.sampling, seed, recipe.series)
 
     def batches():
         for chosen in rows:
@@ -342,7 +353,7 @@ def fit_top(
     spec = (tf.TensorSpec((None, *maps.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
     average = WeightAverage(head, out / "average.weights.npz", min(TUNED_AVERAGE_FROM, epochs))
-    steps = steps or max(1, len(maps) // TUNED_BATCH)
+    steps = recipe.steps or max(1, len(maps) // TUNED_BATCH)
     history = trainer.fit(
         dataset,
         steps_per_epoch=steps,
@@ -360,13 +371,41 @@ def fit_top(
     return _clean_history(history.history)
 
 
-def view_batches(targets: np.ndarray, batch: int, sampling: str, seed: int = 0) -> Iterator[np.ndarray]:
-    """Endless sorted row batches: every view once per pass in a shuffled order ('views'), or each row a view of a
-    uniformly drawn class ('characters': a character with 6 pictures weighs as much as one with 75)."""
+@dataclass(frozen=True)
+class TopRecipe:
+    """How the tuned top trains: batch sampling, batches an epoch (None: a pass over the views), loss, first block
+    trained, and each class's series (a code per class, for 'series' sampling; None: every class its own)."""
+
+    sampling: str = "views"
+    steps: int | None = None
+    loss: str = "cosface"
+    train_from: int = TOP_BLOCKS[0]
+    series: np.ndarray | None = None
+
+
+def series_codes(names: list[str]) -> np.ndarray:
+    """Each class's series as an integer (`series_of` its name)."""
+    return encode_labels([series_of(name) for name in names])[0]
+
+
+def view_batches(
+    targets: np.ndarray, batch: int, sampling: str, seed: int = 0, series: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """Endless sorted row batches: every view once per pass in a shuffled order ('views'); each row a view of a
+    uniformly drawn class ('characters': a character with 6 pictures weighs as much as one with 75); or of a class
+    of a series drawn in proportion to the square root of its classes ('series', `series[c]` the series of class c:
+    145 operators of one game weigh 12 times one series' single character, not 145 times)."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
     rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(targets == label) for label in np.unique(targets)]
+    classes = np.unique(targets)
+    by_class = [np.flatnonzero(targets == label) for label in classes]
+    weight = np.ones(len(classes))
+    if sampling == "series":
+        codes = np.asarray(series if series is not None else classes)[classes]
+        members = np.bincount(codes)[codes]
+        weight = np.sqrt(members) / members  # a series weighs √(its classes), shared by them
+    weight /= weight.sum()
 
     def draw() -> Iterator[np.ndarray]:
         while True:
@@ -375,7 +414,7 @@ def view_batches(targets: np.ndarray, batch: int, sampling: str, seed: int = 0) 
                 for start in range(0, len(order) - batch + 1, batch):
                     yield np.sort(order[start : start + batch])
             else:
-                yield np.sort([rng.choice(by_class[c]) for c in rng.integers(0, len(by_class), batch)])
+                yield np.sort([rng.choice(by_class[c]) for c in rng.choice(len(by_class), batch, p=weight)])
 
     return draw()
 
@@ -417,7 +456,19 @@ class Progress(tf.keras.callbacks.Callback):
         self.logged = now
 
 
-def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) -> tf.keras.Model:
+def freeze_top_before(head: tf.keras.Model, block: int) -> None:
+    """Keep the top's MobileNetV2 blocks before `block` (of `TOP_BLOCKS`) as ImageNet made them."""
+    if block not in TOP_BLOCKS:
+        raise ValueError(f"the tuned top trains from one of blocks {', '.join(map(str, TOP_BLOCKS))}, not {block}")
+    for layer in head.layers:
+        number = layer.name.split("_")[1] if layer.name.startswith("block_") else ""
+        if number.isdigit() and int(number) < block:
+            layer.trainable = False
+
+
+def _head_trainer(
+    variant: str, head: tf.keras.Model, classes: int, width: int, loss: str = "cosface"
+) -> tf.keras.Model:
     """The training-only model around `head`: classifier, cosine classifier or VAE."""
     inputs = tf.keras.Input(head.input_shape[1:] if variant == "tuned" else (width,))
     if variant == "softmax":
@@ -427,7 +478,12 @@ def _head_trainer(variant: str, head: tf.keras.Model, classes: int, width: int) 
     elif variant == "tuned":
         logits = _CosineClassifier(classes, scale=TUNED_SCALE)(tf.math.l2_normalize(head(inputs), axis=-1))
         trainer = tf.keras.Model(inputs, logits)
-        trainer.compile(tf.keras.optimizers.Adam(TUNED_LEARNING_RATE), _margin_loss(classes, TUNED_SCALE, TUNED_MARGIN))
+        margin = (
+            _margin_loss(classes, TUNED_SCALE, TUNED_MARGIN)
+            if loss == "cosface"
+            else _angular_margin_loss(classes, TUNED_SCALE, ARCFACE_MARGIN)
+        )
+        trainer.compile(tf.keras.optimizers.Adam(TUNED_LEARNING_RATE), margin)
     elif variant == "hunter":
         projection = head.get_layer("projection_normalise").output
         embed = tf.keras.Model(head.input, projection)(inputs)
@@ -448,6 +504,23 @@ def _margin_loss(classes: int, scale: float, margin: float):
     def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         logits = logits - scale * margin * tf.one_hot(labels, classes)
+        return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+    return loss
+
+
+def _angular_margin_loss(classes: int, scale: float, margin: float):
+    """Softmax cross-entropy on cosine logits with `margin` added to the right class's angle (ArcFace; past
+    π − `margin`, where the angle cannot grow, its cosine is lowered linearly instead)."""
+    threshold, linear = float(np.cos(np.pi - margin)), float(np.sin(np.pi - margin) * margin)
+
+    def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        right = tf.one_hot(labels, classes)
+        cosine = tf.reduce_sum(logits * right, axis=-1) / scale
+        sine = tf.sqrt(tf.clip_by_value(1.0 - cosine * cosine, 0.0, 1.0))
+        moved = tf.where(cosine > threshold, cosine * np.cos(margin) - sine * np.sin(margin), cosine - linear)
+        logits = logits + scale * (moved - cosine)[:, None] * right
         return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
     return loss
@@ -664,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps", type=int, help="batches an epoch of the tuned top (default: one pass over its views)"
     )
+    parser.add_argument("--loss", choices=LOSSES, default="cosface", help="the tuned top's margin")
+    parser.add_argument(
+        "--train-from", type=int, choices=TOP_BLOCKS, default=TOP_BLOCKS[0], help="first block of the top that trains"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for folder in args.data:
@@ -686,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         cache=args.cache,
         sampling=args.sampling,
         steps=args.steps,
+        loss=args.loss,
+        train_from=args.train_from,
         held_out=args.held_out,
     )
     print(
