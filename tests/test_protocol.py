@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hxhbot.engine.detector import FaceDetector
 from hxhbot.engine.embedder import Embedder
+from hxhbot.engine.model_dir import load_model_dir, save_model_dir
 from tests.conftest import encode, write_gallery
 from training import protocol
 from training.data import artwork_keys, make_split, scan_characters, source_groups
 from training.evaluate import embed_pictures, evaluate
+from training.model import build
 
 POOL = {
     f"{series} - {n}": ((n * 70 + k * 40) % 256, (n * 30 + 90) % 256, (k * 110 + 20) % 256)
@@ -158,3 +161,29 @@ def test_cli_splits_and_ranks_held_out_characters_among_the_validation_ones(
         protocol.main(["evaluate", "--model", str(trained), "--splits", str(out), "--json", str(tmp_path / "x.json")])
     assert "trained on characters the protocol holds out" in capsys.readouterr().err
     assert scan_characters(hunters).keys() == HELD.keys()
+
+
+def test_a_tuned_model_ranks_alike_from_the_view_cache(
+    folders: tuple[Path, Path], tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool, hunters = folders
+    out, tuned = tmp_path / "protocol", tmp_path / "tuned"
+    args = ["split", "--data", str(hunters), str(pool), "--held-out", str(hunters), "--validation", "5", "--out"]
+    assert protocol.main([*args, str(out)]) == 0
+    save_model_dir(build("tuned", 32, weights=None), "tuned", tuned)
+    paths = sorted(str(path) for path in hunters.rglob("*.jpg"))
+    cached, cached_owners = protocol.embed_cached(load_model_dir(tuned)[0], paths, tmp_path / "cache")
+    vectors, owners = embed_pictures(Embedder.load(tuned), paths, FaceDetector())
+    assert np.array_equal(owners, cached_owners)
+    assert np.min(np.sum(cached * vectors, axis=1)) > 0.999  # the same views; maps kept at 16 bits
+    tables = []
+    for extra in ([], ["--cache", str(tmp_path / "cache"), "--title", "From the cache", "--rankings", "hunters"]):
+        result = tmp_path / f"result{len(extra)}.json"
+        evaluated = ["evaluate", "--model", str(tuned), "--splits", str(out), "--json", str(tmp_path / "all.json")]
+        assert protocol.main([*evaluated, "--result", str(result), *extra]) == 0
+        tables.append(json.loads(result.read_text()))
+    assert [row[:6] for row in tables[0]["rows"] if row[1] == "hunters"] == [row[:6] for row in tables[1]["rows"]]
+    assert tables[1]["title"] == "From the cache"
+    monkeypatch.setattr(protocol, "evaluate_model", lambda *_: pytest.fail("evaluated a folder that holds no model"))
+    with pytest.raises(SystemExit):
+        protocol.main(["evaluate", "--model", str(tmp_path), "--splits", str(out), "--json", str(tmp_path / "x.json")])

@@ -23,7 +23,9 @@ from training.train import (
 )
 from training.view_cache import ViewCache
 
-COLOURS = {f"Series {n % 2} - Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(3)}
+COLOURS = {
+    f"Series {n % 2} - Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(3)
+}
 
 
 @pytest.fixture(scope="module")

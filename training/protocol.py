@@ -2,12 +2,14 @@
 
 python -m training.protocol split --data DIR ... --held-out DIR ... --validation 45 --out runs/protocol
 python -m training.protocol evaluate --model DIR [DIR ...] --splits runs/protocol --json FILE [--result FILE]
+                                    [--cache runs/view-cache]
 
 `split` draws the validation identities (never trained on, `--validation` of them from the folders not held out,
 spread over their series in proportion) and writes `--splits` seeded splits that share the same unseen characters
 and differ in which pictures make each one's gallery (whole sources only) and which are queries; split 0 is the
 one models train on (`training.train --split`). `evaluate` embeds every unseen character's pictures once per model
-through the engine's path and ranks the queries of each split as the bot's index ranks them:
+through the engine's path (with `--cache`, a tuned model's views from their cached bottom maps, cut as the engine
+cuts them: no picture decoded twice) and ranks the queries of each split as the bot's index ranks them:
 
 - `validation`: the validation characters among themselves (model choices are made on this one);
 - per held-out folder, its characters among themselves (hxh-dev's 9: the figure of before), and
@@ -22,20 +24,24 @@ import logging
 import os
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from hxhbot.engine.detector import FaceDetector  # noqa: E402
 from hxhbot.engine.embedder import Embedder  # noqa: E402
 from hxhbot.engine.index import Comparison  # noqa: E402
-from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained  # noqa: E402
+from hxhbot.engine.model_dir import PRETRAINED_INPUT_SIZE, build_pretrained, load_model_dir, read_config  # noqa: E402
 from training.data import Split, make_split, scan_characters, series_of, source_groups  # noqa: E402
 from training.evaluate import embed_pictures  # noqa: E402
 from training.metrics import picture_similarity, retrieval_figures, view_similarities  # noqa: E402
+from training.view_cache import ViewCache  # noqa: E402
 
 log = logging.getLogger("training.protocol")
 VALIDATION_SIZE = 45
@@ -44,6 +50,7 @@ MIN_PICTURES = 11  # a validation character needs a gallery of 8 and queries bey
 MIN_SOURCES = 4  # ... from this many sources at least, so that no source is on both sides
 ACROSS = " + validation"  # a held-out folder's characters ranked among every validation character too
 VALIDATION = "validation"
+CACHED_VARIANTS = ("tuned", "tuned+imagenet")  # models whose frozen bottom, `features`, the view cache holds
 VAL = 0.05  # of a trained character's pictures kept from training to follow its recall (the tuned top averages epochs)
 
 
@@ -147,13 +154,28 @@ def _in_order(owners: np.ndarray) -> np.ndarray:
     return np.cumsum(np.r_[True, owners[1:] != owners[:-1]]) - 1 if len(owners) else owners
 
 
+def embed_cached(model: tf.keras.Model, paths: list[str], cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every clean view of every picture through a loaded tuned model's layers after its frozen bottom, from the
+    bottom's maps in the view `cache` (computing the missing ones): (unit vectors, index of each one's picture)."""
+    features = model.get_layer("features")
+    top = tf.keras.Model(features.get_output_at(-1), model.output)  # a loaded model calls each part once
+    views = ViewCache(cache, features).views(paths)
+    call = tf.function(lambda maps: top(maps, training=False), reduce_retracing=True)
+    vectors = [
+        call(tf.constant(views.maps[i : i + 256].astype(np.float32))).numpy() for i in range(0, len(views.maps), 256)
+    ]
+    vectors = np.concatenate(vectors) if vectors else np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), views.owners
+
+
 def evaluate_model(
-    embedder: Embedder, splits: list[Split], validation: list[str], detector: FaceDetector | None
+    embed: Callable[[list[str]], tuple[np.ndarray, np.ndarray]], splits: list[Split], validation: list[str]
 ) -> dict[str, list[dict]]:
-    """Per ranking, the figures of every split: each picture embedded once, then ranked split by split."""
+    """Per ranking, the figures of every split: each picture embedded once by `embed` (paths → unit vectors of
+    every view, index of each one's picture), then ranked split by split."""
     unseen = sorted(splits[0].unseen)
     paths = sorted({path for split in splits for name in unseen for path in split.gallery[name] + split.query[name]})
-    vectors, owners = embed_pictures(embedder, paths, detector)
+    vectors, owners = embed(paths)
     report: dict[str, list[dict]] = defaultdict(list)
     for split in splits:
         for name, (gallery_names, query_names) in rankings(split, validation).items():
@@ -161,11 +183,14 @@ def evaluate_model(
     return dict(report)
 
 
-def result_rows(models: dict[str, dict[str, list[dict]]]) -> list[list]:
-    """One row per model and ranking: characters, queries, top-1 mean and per split, top-5 and mAP@R means."""
+def result_rows(models: dict[str, dict[str, list[dict]]], rankings: list[str] | None = None) -> list[list]:
+    """One row per model and ranking (of `rankings`, when given): characters, queries, top-1 mean and per split,
+    top-5 and mAP@R means."""
     rows = []
     for model, report in models.items():
         for ranking, figures in report.items():
+            if rankings and ranking not in rankings:
+                continue
             top1 = [f["top1"] for f in figures]
             rows.append(
                 [
@@ -201,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--json", type=Path, required=True, help="every figure, per split and character")
     evaluate.add_argument("--result", type=Path, help="the docs/results table to write")
     evaluate.add_argument("--command", default="", help="the command to name in --result")
+    evaluate.add_argument("--title", default="Characters never trained on, ranked as the bot ranks them")
+    evaluate.add_argument("--rankings", nargs="+", help="the rankings --result shows (default: all)")
+    evaluate.add_argument(
+        "--cache", type=Path, help="view cache (training.train --cache): tuned models embed from its maps"
+    )
     evaluate.add_argument(
         "--previous",
         type=Path,
@@ -241,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             reports[str(model)] = earlier[str(model)]
             continue
         if str(model) == "pretrained":
-            embedder = Embedder.from_model(build_pretrained(PRETRAINED_INPUT_SIZE), "pretrained")
+            pretrained = Embedder.from_model(build_pretrained(PRETRAINED_INPUT_SIZE), "pretrained")
+            embed = partial(embed_pictures, pretrained, detector=detector)
+        elif not (model / "config.json").is_file():
+            parser.error(f"--model {model} is not a model directory (no config.json)")
         else:
             trained = set(json.loads((model / "config.json").read_text()).get("trained_on", []))
             if trained & set(splits[0].unseen):
@@ -249,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{model} trained on characters the protocol holds out: "
                     f"{', '.join(sorted(trained & set(splits[0].unseen))[:5])}"
                 )
-            embedder = Embedder.load(model)
-        reports[str(model)] = evaluate_model(embedder, splits, validation, detector)
+            if args.cache and read_config(model).variant in CACHED_VARIANTS:
+                embed = partial(embed_cached, load_model_dir(model)[0], cache=args.cache)
+            else:
+                embed = partial(embed_pictures, Embedder.load(model), detector=detector)
+        reports[str(model)] = evaluate_model(embed, splits, validation)
         for row in result_rows({str(model): reports[str(model)]}):
             print(" | ".join(map(str, row)), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         args.result.write_text(
             json.dumps(
                 {
-                    "title": "Characters never trained on, ranked as the bot ranks them",
+                    "title": args.title,
                     "command": args.command or "python -m training.protocol evaluate " + " ".join(argv or []),
                     "protocol": (
                         f"{len(validation)} validation characters and the held-out folders' characters, never trained "
@@ -279,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                         "top-5",
                         "mAP@R",
                     ],
-                    "rows": result_rows(reports),
+                    "rows": result_rows(reports, args.rankings),
                 },
                 indent=1,
                 ensure_ascii=False,
