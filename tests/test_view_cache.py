@@ -20,7 +20,7 @@ from training import view_cache
 from training.beside import compose
 from training.data import scan_characters
 from training.model import build
-from training.train import Progress, fit_top, train, view_batches
+from training.train import Progress, TopRecipe, fit_top, train, view_batches
 from training.view_cache import ViewCache, augmented_kind, bottom_fingerprint, picture_checksum
 
 COLOURS = {f"Character {n}": ((n * 60) % 256, (n * 110 + 40) % 256, (n * 170 + 90) % 256) for n in range(3)}
@@ -149,7 +149,7 @@ def test_fit_top_trains_the_top_from_cached_views(data: Path, tmp_path: Path) ->
     views = ViewCache(tmp_path / "cache", model.get_layer("features")).views(paths_of(data), rounds=1)
     labels = np.repeat(np.arange(3), 4)
     before = [w.copy() for w in model.get_layer("head").get_weights()]
-    history = fit_top(model, views, labels[views.owners], 3, tmp_path / "out", 2, sampling="characters")
+    history = fit_top(model, views, labels[views.owners], 3, tmp_path / "out", 2, recipe=TopRecipe("characters"))
     assert len(history["loss"]) == 2 and len(history["val_recall@1"]) == 2
     after = model.get_layer("head").get_weights()
     assert any(not np.allclose(b, a) for b, a in zip(before, after))

@@ -161,10 +161,10 @@ def embed_cached(model: tf.keras.Model, paths: list[str], cache: Path) -> tuple[
     top = tf.keras.Model(features.get_output_at(-1), model.output)  # a loaded model calls each part once
     views = ViewCache(cache, features).views(paths)
     call = tf.function(lambda maps: top(maps, training=False), reduce_retracing=True)
-    vectors = [
+    blocks = [
         call(tf.constant(views.maps[i : i + 256].astype(np.float32))).numpy() for i in range(0, len(views.maps), 256)
     ]
-    vectors = np.concatenate(vectors) if vectors else np.zeros((0, int(model.output_shape[-1])), np.float32)
+    vectors = np.concatenate(blocks) if blocks else np.zeros((0, int(model.output_shape[-1])), np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), views.owners
 
 
