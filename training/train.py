@@ -394,7 +394,7 @@ def view_batches(
     """Endless sorted row batches: every view once per pass in a shuffled order ('views'); each row a view of a
     uniformly drawn class ('characters': a character with 6 pictures weighs as much as one with 75); or of a class
     of a series drawn in proportion to the square root of its classes ('series', `series[c]` the series of class c:
-    145 operators of one game weigh 12 times one series' single character, not 145 times)."""
+    136 operators of one game weigh about 12 times one series' single character, not 136 times)."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
     rng = np.random.default_rng(seed)
