@@ -252,3 +252,13 @@ def test_the_protocol_embeds_from_cached_maps_as_the_engine_does(gallery: Path, 
     assert np.allclose(np.linalg.norm(cached, axis=1), 1.0, atol=1e-5)
     # the same views through the same weights, from float16 maps (a tiny random model amplifies their rounding)
     assert np.min(np.sum(cached * engine, axis=1)) > 0.95
+
+
+def test_one_more_held_out_picture_ranked_first_is_not_enough(
+    gallery: Path, composed: Path, tmp_path: Path, monkeypatch
+) -> None:
+    held = sum(len(paths) for paths in hold_out(gallery)[1].values())
+    for gain, kept in ((1, "start"), (2, "trained")):
+        scores = iter([(0.5, 0.5)] + [(0.5 + gain / held, 0.6)] * 2)  # the start's, then every epoch's
+        monkeypatch.setattr(owner, "ranking_score", lambda *args, scores=scores: next(scores))
+        assert train_owner(gallery, tmp_path / f"out{gain}", composed, max_epochs=2).kept == kept

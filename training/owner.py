@@ -45,6 +45,7 @@ LEARNING_RATE = 3e-4  # the shipped recipe's, and the best of the issue's three 
 DISTIL = 0.1  # weight of keeping each view's embedding near the starting model's (1 − cosine): a light anchor
 MAX_EPOCHS = 20
 PATIENCE = 5  # epochs without a better held-out ranking before stopping
+MIN_GAIN = 2  # held-out pictures more ranked first for a trained model to be kept: one is within chance
 EPOCH_VIEWS = 2  # views drawn per training picture and epoch (at least MIN_EPOCH_VIEWS)
 MIN_EPOCH_VIEWS = 256
 BATCH = 64
@@ -84,7 +85,7 @@ class OwnerSummary:
         verdict = (
             f"kept the trained model (epoch {self.epochs} of {self.epochs_run})"
             if self.kept == "trained"
-            else f"kept the starting model: training did not rank them better ({self.epochs_run} epochs tried)"
+            else f"kept the starting model: not {MIN_GAIN} more ranked first ({self.epochs_run} epochs tried)"
         )
         return (
             f"{self.held_out} held-out pictures of {self.characters} characters ranked first "
@@ -254,7 +255,8 @@ def _train(
         report("training", epoch, max_epochs)
         if epoch - (best_epoch if best > first else 0) >= PATIENCE:  # no better ranking for a while
             break
-    kept = "trained" if best > first else "start"  # on a tie, the start: nothing to gain
+    gained = round((best[0] - first[0]) * len(held_paths))  # pictures more ranked first than by the start
+    kept = "trained" if gained >= MIN_GAIN else "start"  # one picture of a small gallery is no evidence
     summary = OwnerSummary(
         kept,
         str(start),

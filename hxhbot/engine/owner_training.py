@@ -53,7 +53,7 @@ class TrainingOutcome:
             f"the serving one ({change:+.1f} points)"
         )
         if not self.swapped:
-            return f"{checked}: training did not rank them better, so the serving model stays."
+            return f"{checked}: training did not rank clearly more of them first, so the serving model stays."
         index = f" Index rebuilt: {self.index.describe()}." if self.index else ""
         return f"{checked}: the trained model now serves ({summary['seconds'] / 60:.0f} min).{index}"
 
