@@ -126,7 +126,8 @@ def test_both_characters_through_the_command_line(
         [*run, "index", "--gallery", str(gallery)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
     )
     assert built.returncode == 0 and "3 characters, 24 images" in built.stdout, built.stderr
-    assert "gallery check (each picture against the rest, as if new)" in built.stdout
+    # the shipped model trained on these hxh-dev pictures (its split.json): the check never asks them
+    assert "gallery check: no picture to ask" in built.stdout and "not fitted to this gallery" in built.stdout
     picture = tmp_path / "two.jpg"
     picture.write_bytes(composite[0])
     answer = subprocess.run(

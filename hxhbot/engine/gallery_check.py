@@ -98,7 +98,9 @@ class GalleryCheck:
         """One line for people."""
         fitted = f"confidence {describe_in_force(self.confidence, self.override)}; " if self.confidence else ""
         if not self.pictures:
-            return fitted + "gallery check: no character has a second picture"
+            return fitted + (
+                "gallery check: no picture to ask (each is its character's only artwork, or one the model trained on)"
+            )
         share = f"{self.right / self.named:.0%} of them right" if self.named else "none to check"
         line = (
             f"gallery check (each picture against the rest, as if new): {self.named / self.pictures:.0%} of "
