@@ -18,6 +18,7 @@ import tensorflow_addons as tfa
 from PIL import Image, ImageEnhance, ImageOps
 
 from hxhbot.engine.detector import Box
+from hxhbot.engine.disjoint_sets import DisjointSets
 from hxhbot.engine.gallery import scan_gallery
 from hxhbot.engine.images import (
     TRUSTED_DECODE_BYTES,
@@ -186,14 +187,7 @@ def source_groups(paths: list[str]) -> list[list[str]]:
     SOURCES.csv has one name (`artwork_keys`: one artwork cut at several scales), and near-identical pixels
     (a 64-bit difference hash at most 3 bits apart: recompressed or resized copies).
     """
-    parent = list(range(len(paths)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(len(paths))
     first: dict[str, int] = {}
     for number, path in enumerate(paths):
         name = Path(path).name
@@ -203,15 +197,15 @@ def source_groups(paths: list[str]) -> list[list[str]]:
         artwork = artwork_keys(str(Path(path).parent.parent)).get((Path(path).parent.name, name))
         for one in (key, artwork and f"artwork:{artwork}"):
             if one is not None:
-                parent[root(number)] = root(first.setdefault(one, number))
+                sets.join(number, first.setdefault(one, number))
     hashes = [_difference_hash(path) for path in paths]
     for i, hash_i in enumerate(hashes):
         for j, hash_j in enumerate(hashes[:i]):
             if hash_i is not None and hash_j is not None and bin(hash_i ^ hash_j).count("1") <= 3:
-                parent[root(i)] = root(j)
+                sets.join(i, j)
     groups: dict[int, list[str]] = {}
     for number, path in enumerate(paths):
-        groups.setdefault(root(number), []).append(path)
+        groups.setdefault(sets.root(number), []).append(path)
     return [sorted(group) for _, group in sorted(groups.items())]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hxhbot.engine.disjoint_sets import DisjointSets
 from hxhbot.engine.images import TRUSTED_DECODE_BYTES, TRUSTED_MAX_BYTES, ImageError, decode_image, read_image_file
 
 log = logging.getLogger(__name__)
@@ -103,18 +104,11 @@ def artworks(
 
 def _one_character(paths: list[str], judge: Callable[[list[str]], Callable[[int, int], bool]]) -> list[int]:
     """Per picture of one character, the place of the picture its artwork is numbered by."""
-    parent = list(range(len(paths)))
-
-    def root(number: int) -> int:
-        while parent[number] != number:
-            parent[number] = parent[parent[number]]
-            number = parent[number]
-        return number
-
+    sets = DisjointSets(len(paths))
     if len(paths) > 1:
         same = judge(paths)
         for number in range(len(paths)):
             for other in range(number):
-                if root(number) != root(other) and same(number, other):
-                    parent[root(number)] = root(other)
-    return [root(number) for number in range(len(paths))]
+                if sets.root(number) != sets.root(other) and same(number, other):
+                    sets.join(number, other)
+    return [sets.root(number) for number in range(len(paths))]
