@@ -34,8 +34,8 @@ def cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def table(result: dict) -> str:
-    """A result as a Markdown table with its provenance (command, protocol, date) under it."""
+def table(result: dict, told: set[str] | None = None) -> str:
+    """A result as a Markdown table with its provenance under it; a protocol already in `told` is not repeated."""
     columns = result["columns"]
     lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in result["rows"]:
@@ -43,7 +43,11 @@ def table(result: dict) -> str:
             raise RenderError(f"{result['title']!r}: a row has {len(row)} cells for {len(columns)} columns")
         lines.append("| " + " | ".join(cell(c) for c in row) + " |")
     lines.append("")
-    lines.append(f"*{result['title']}.* {result['protocol']} Measured {result['date']} by `{result['command']}`.")
+    protocol = result["protocol"]
+    if told is not None:
+        protocol = "Protocol as for the first table of this page with it." if protocol in told else protocol
+        told.add(result["protocol"])
+    lines.append(f"*{result['title']}.* {protocol} Measured {result['date']} by `{result['command']}`.")
     return "\n".join(lines) + "\n"
 
 
@@ -61,8 +65,9 @@ def load(name: str) -> dict:
 
 
 def render(text: str) -> str:
-    """The page with every table block filled from its result file."""
-    return BLOCK.sub(lambda m: m.group(1) + table(load(m.group("name"))) + m.group(4), text)
+    """The page with every table block filled from its result file, each protocol written out once."""
+    told: set[str] = set()
+    return BLOCK.sub(lambda m: m.group(1) + table(load(m.group("name")), told) + m.group(4), text)
 
 
 def pages() -> list[Path]:

@@ -32,6 +32,8 @@ def test_a_block_is_filled_from_its_result_file(tmp_path: Path, monkeypatch: pyt
         "before\n<!-- table: t -->\n| model | top-1 |\n|---|---|\n| a\\|b | 0.500 |\n| c | 12.2 |\n\n"
         "*T.* P. Measured 2026-12-06 by `python -m x`.\n<!-- /table -->\nafter\n"
     )
+    twice = render.render(page + page)
+    assert twice.count("P. Measured") == 1 and "*T.* Protocol as for the first table of this page with it." in twice
     (tmp_path / "t.json").write_text(json.dumps(result | {"rows": [["only one cell"]]}))
     with pytest.raises(render.RenderError, match="1 cells for 2 columns"):
         render.render(page)
