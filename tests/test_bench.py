@@ -40,7 +40,8 @@ def test_the_engine_benchmark_runs_and_writes_its_results(hxh_dev: Path, model_d
     assert bench_engine.main(["--data", str(data), "--model", str(model_dir), *options]) == 0
     written = result(engine, 2)
     assert [row[0] for row in written["rows"]][1] == "Keras (tf.function), as before"
-    assert all(isinstance(cell, (int, float)) and cell > 0 for row in written["rows"] for cell in row[1:])
+    assert all(isinstance(cell, (int, float)) and cell >= 0 for row in written["rows"] for cell in row[1:])
+    assert all(row[1] > 0 for row in written["rows"])  # a stage may round to 0.0 ms on a fast machine, never all
     assert written["command"].startswith("python -m tests.bench.bench_engine --data")
     assert 1 <= float(re.search(r"\(([\d.]+) views a picture", written["protocol"]).group(1)) <= 4  # frame + faces
     assert result(batches, 8)["columns"] == ["interpreter threads", "views an invoke", "views/s"]
