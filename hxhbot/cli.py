@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hxhbot.config import ConfigError, Settings, load_settings
@@ -98,25 +99,30 @@ def _whois(args: argparse.Namespace, settings: Settings) -> int:
     threshold = in_force(stored(index.meta), settings.confidence_threshold)  # as the bot answers with this index
     detector = FaceDetector()
     failed = 0
-    for path in args.images:
-        try:
-            views = load_views(
-                read_image_file(path, settings.max_image_bytes),
-                embedder.input_size,
-                detector,
-                max_bytes=settings.max_image_bytes,
-                max_pixels=settings.max_image_pixels,
-                max_decode_bytes=settings.decode_memory_bytes,
+    with ThreadPoolExecutor(1, thread_name_prefix="hxhbot-view") as beside:
+        for path in args.images:
+            try:
+                views = load_views(
+                    read_image_file(path, settings.max_image_bytes),
+                    embedder.input_size,
+                    detector,
+                    max_bytes=settings.max_image_bytes,
+                    max_pixels=settings.max_image_pixels,
+                    max_decode_bytes=settings.decode_memory_bytes,
+                    beside=beside,  # one picture at a time: its whole view on the other core
+                )
+            except (OSError, ImageError) as error:
+                failed += 1
+                reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
+                _emit(args.json, {"image": str(path), "error": reason})
+                continue
+            result = rank_picture(
+                index.similarities(embedder.embed(views.arrays, alone=True)), views.boxes, calibration, top_k
             )
-        except (OSError, ImageError) as error:
-            failed += 1
-            reason = str(error) if isinstance(error, ImageError) else f"cannot read the file ({error.strerror})"
-            _emit(args.json, {"image": str(path), "error": reason})
-            continue
-        result = rank_picture(
-            index.similarities(embedder.embed(views.arrays, alone=True)), views.boxes, calibration, top_k
-        )
-        _emit(args.json, {"image": str(path), "characters": _characters(result, threshold, settings.unknown_threshold)})
+            _emit(
+                args.json,
+                {"image": str(path), "characters": _characters(result, threshold, settings.unknown_threshold)},
+            )
     return 1 if failed else 0
 
 

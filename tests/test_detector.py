@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 from hxhbot.engine.confidence import DEFAULT
 from hxhbot.engine.crops import load_views, picture_views
 from hxhbot.engine.detector import Box, FaceDetector
+from hxhbot.engine.images import to_array
 from hxhbot.engine.index import GalleryIndex, GalleryItem
 from tests.conftest import encode
 
@@ -61,6 +63,18 @@ def test_views_are_the_whole_picture_then_each_face(hxh_dev: Path) -> None:
     arrays = picture_views(picture, [Box(0.5, 0.0, 1.0, 1.0)], 16)
     assert arrays[1].mean(axis=(0, 1)).round().tolist() == [255.0, 0.0, 0.0]  # the crop is the red half
     assert load_views(encode(picture, "PNG"), 16, FaceDetector()).arrays.shape == (1, 16, 16, 3)
+
+
+def test_the_whole_view_made_beside_the_face_search_is_the_same(hxh_dev: Path) -> None:
+    data = (hxh_dev / WITH_FACE[0]).read_bytes()
+    with ThreadPoolExecutor(1) as beside:
+        submitted = []
+        submit = beside.submit
+        beside.submit = lambda *call: submitted.append(call[0]) or submit(*call)  # type: ignore[method-assign]
+        together = load_views(data, 224, FaceDetector(), beside=beside)
+    alone = load_views(data, 224, FaceDetector())
+    assert submitted == [to_array] and together.boxes == alone.boxes and len(alone.boxes) >= 1
+    assert np.array_equal(together.arrays, alone.arrays)
 
 
 def test_a_face_seen_in_any_view_ranks_its_character() -> None:

@@ -12,7 +12,7 @@ import pytest
 from hxhbot.config import Settings
 from hxhbot.engine.crops import Views
 from hxhbot.engine.embedder import Embedder
-from hxhbot.engine.images import NotAnImageError
+from hxhbot.engine.images import NotAnImageError, to_array
 from hxhbot.engine.interpreter import LiteInterpreter
 from hxhbot.engine.search import (
     BusyError,
@@ -73,9 +73,11 @@ async def test_a_picture_alone_is_served_for_latency_and_a_crowd_one_thread_a_ca
 ) -> None:
     alone: list[bool] = []
     _count_calls(service, alone)
+    beside, submit = [], service._beside_pool.submit
+    service._beside_pool.submit = lambda *call: beside.append(call[0]) or submit(*call)  # type: ignore[method-assign]
     await service.rank(_reference_image())
-    assert alone == [True]
-    alone.clear()
+    assert alone == [True] and beside == [to_array]  # its whole view made beside its face search
+    alone.clear(), beside.clear()
     paths = sorted(gallery.glob("*/*.jpg"))
     release, decode = threading.Event(), service._decode
 
@@ -91,6 +93,7 @@ async def test_a_picture_alone_is_served_for_latency_and_a_crowd_one_thread_a_ca
     await asyncio.gather(*crowd)
     assert alone[0] is False  # the first call had the crowd waiting behind it, however fast the machine
     assert sum(alone) <= 1  # only the crowd's last picture, once nothing else waits, may be served alone
+    assert len(beside) <= 1  # and only it may have its whole view made beside: the other core has work
 
 
 async def test_bad_image_fails_alone(service: SearchService, gallery: Path) -> None:

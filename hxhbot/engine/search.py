@@ -82,6 +82,7 @@ class SearchService:
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="hxhbot-decode")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-model")  # never queues behind decoding
         self._build_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-index")
+        self._beside_pool = ThreadPoolExecutor(1, thread_name_prefix="hxhbot-view")  # a picture alone: its whole view
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._in_flight = 0
         self._reindex_lock = asyncio.Lock()
@@ -164,6 +165,7 @@ class SearchService:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._model_pool.shutdown(wait=False, cancel_futures=True)
         self._build_pool.shutdown(wait=False, cancel_futures=True)
+        self._beside_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def reindexing(self) -> bool:
@@ -196,7 +198,8 @@ class SearchService:
             self._in_flight -= 1
 
     def _decode(self, data: bytes) -> Views:
-        """Check and decode image bytes, find its faces, cut the model's views of it and draw its preview."""
+        """Check and decode image bytes, find its faces, cut the model's views of it and draw its preview (a picture
+        alone has its whole view made on another core meanwhile)."""
         return load_views(
             data,
             self.embedder.input_size,
@@ -206,6 +209,7 @@ class SearchService:
             max_decode_bytes=self.settings.decode_memory_bytes,
             budget=self.budget,
             preview=True,
+            beside=self._beside_pool if self._in_flight == 1 else None,
         )
 
     async def _run_batches(self) -> None:
