@@ -176,6 +176,11 @@ class SearchService:
         """The characters the bot knows, with their gallery image counts."""
         return self.index.characters() if self.index else {}
 
+    @property
+    def _alone(self) -> bool:
+        """Whether the picture being worked on is the only one: nothing else decoding or waiting."""
+        return self._in_flight == 1
+
     def check_room(self) -> None:
         """Raise `BusyError` when QUEUE_SIZE images are already being identified."""
         if self._in_flight >= self.settings.queue_size:
@@ -209,7 +214,7 @@ class SearchService:
             max_decode_bytes=self.settings.decode_memory_bytes,
             budget=self.budget,
             preview=True,
-            beside=self._beside_pool if self._in_flight == 1 else None,
+            beside=self._beside_pool if self._alone else None,
         )
 
     async def _run_batches(self) -> None:
@@ -224,7 +229,7 @@ class SearchService:
                 continue
             results: list[Identification] | list[Exception]
             try:
-                alone = len(jobs) == 1 and self._in_flight == 1  # nothing else decoding or waiting: serve for latency
+                alone = len(jobs) == 1 and self._alone  # served for latency
                 results = await loop.run_in_executor(self._model_pool, self._embed_and_rank, jobs, alone)
             except Exception as error:  # a failed batch fails its requests, never the batcher
                 log.exception("embedding batch of %d failed", len(jobs))
